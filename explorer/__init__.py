@@ -1,0 +1,1 @@
+"""The Gradio explorer: reads the DuckDB store written by the pipeline, never recomputes it."""

@@ -1,0 +1,284 @@
+"""Build the embedded demo probing corpus from Debian packages (`ard corpus build-demo`).
+
+Seeded and idempotent: `data/demo/recipe.toml` says what to make; a second run with the same recipe
+does nothing. The metadata file is written last, atomically, so a killed build is redone, never half-read.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from .corpus import read_audio, resample, to_mono
+
+COLUMNS = ["file_name", "label", "domain", "source", "license", "text", "voice"]
+RECIPE_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "recipe.toml"
+STAMP = ".recipe.sha256"
+REQUIRED_TOOLS = {"espeak-ng": "espeak-ng", "sox": "sox", "fluidsynth": "fluidsynth"}
+
+
+def fit_length(audio: np.ndarray, rate: int, min_s: float, max_s: float) -> np.ndarray:
+    """Keep the first max_s seconds; pad with silence to min_s."""
+    audio = audio[: int(max_s * rate)]
+    return np.pad(audio, (0, max(0, int(min_s * rate) - len(audio))))
+
+
+def clean_label(stem: str, drop_words: list[str]) -> str:
+    """`dwarf-hit-2` -> `dwarf hit`; `CrashRide18Bell` -> `crash ride bell`."""
+    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", stem).lower()
+    words = [w for w in re.split(r"[^a-z]+", text) if w and w not in drop_words and len(w) > 1]
+    return " ".join(words) or "sound"
+
+
+def rule_label(stem: str, rules: list[list[str]], default: str) -> str:
+    stem = stem.lower()
+    return next((label for pattern, label in rules if re.search(pattern, stem)), default)
+
+
+def _save(path: Path, audio: np.ndarray, recipe: dict) -> None:
+    rate = recipe["sample_rate"]
+    audio = fit_length(audio, rate, recipe["min_seconds"], recipe["max_seconds"])
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio.astype(np.float32), rate, format="FLAC")
+
+
+# --- tasks: each makes one or more clips and returns their metadata rows -----------------------------
+
+def _espeak_task(out: Path, rel: str, row: dict, args: list[str], text: str, recipe: dict) -> list[dict]:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        subprocess.run(["espeak-ng", *args, "-w", tmp.name, text], check=True, capture_output=True)
+        data, rate = sf.read(tmp.name, dtype="float32")
+    _save(out / rel, resample(to_mono(data), rate, recipe["sample_rate"]), recipe)
+    return [row]
+
+
+def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> list[dict]:
+    try:
+        audio = read_audio(source, recipe["sample_rate"])
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return []
+    if audio.size == 0 or not np.isfinite(audio).all() or np.abs(audio).max() < 1e-3:
+        return []
+    _save(out / rel, audio, recipe)
+    return [row]
+
+
+def _sox_task(out: Path, rel: str, row: dict, effect: list[str], seconds: float, recipe: dict) -> list[dict]:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        cmd = ["sox", "-n", "-r", str(recipe["sample_rate"]), "-c", "1", "-b", "16", tmp.name, *effect]
+        subprocess.run(cmd, check=True, capture_output=True)
+        data, rate = sf.read(tmp.name, dtype="float32")
+    _save(out / rel, resample(data, rate, recipe["sample_rate"]), recipe)
+    return [row]
+
+
+def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap: float) -> tuple[bytes, list[float]]:
+    """A format-0 MIDI file: the phrases one after another with `gap` seconds between; returns bytes and starts."""
+    tpq, tempo = 480, 500_000  # 120 bpm -> 960 ticks per second
+    per_s = tpq * 1_000_000 / tempo
+    events, starts, t0 = [], [], 0.0
+    for phrase in phrases:
+        starts.append(t0)
+        for pitch, onset, dur in phrase:
+            events.append((t0 + onset, 0x90, pitch, 90))
+            events.append((t0 + onset + dur, 0x80, pitch, 0))
+        t0 += max(o + d for _, o, d in phrase) + gap
+    events.sort(key=lambda e: (e[0], e[1] == 0x90))
+
+    def varlen(n: int) -> bytes:
+        out = [n & 0x7F]
+        while n := n >> 7:
+            out.append(0x80 | (n & 0x7F))
+        return bytes(reversed(out))
+
+    track, last = bytearray(), 0
+    track += b"\x00\xff\x51\x03" + tempo.to_bytes(3, "big") + b"\x00" + bytes([0xC0, program])
+    for time, status, pitch, vel in events:
+        tick = round(time * per_s)
+        track += varlen(tick - last) + bytes([status, pitch, vel])
+        last = tick
+    track += b"\x00\xff\x2f\x00"
+    header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") + tpq.to_bytes(2, "big")
+    return header + b"MTrk" + len(track).to_bytes(4, "big") + bytes(track), starts
+
+
+def _fluidsynth_task(out: Path, rels: list[str], rows: list[dict], program: int,
+                     phrases: list[list[tuple[int, float, float]]], soundfont: str, recipe: dict) -> list[dict]:
+    gap, tail = 1.5, 0.5
+    midi, starts = _midi_file(program, phrases, gap)
+    rate = recipe["sample_rate"]
+    with tempfile.TemporaryDirectory() as tmp:
+        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
+        mid.write_bytes(midi)
+        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(rate), "-F", str(wav), soundfont, str(mid)],
+                       check=True, capture_output=True)
+        data, file_rate = sf.read(wav, dtype="float32")
+    audio = resample(to_mono(data), file_rate, rate)
+    for rel, start, phrase in zip(rels, starts, phrases):
+        end = start + max(o + d for _, o, d in phrase) + tail
+        _save(out / rel, audio[int(start * rate) : int(end * rate)], recipe)
+    return rows
+
+
+def _run(task: tuple) -> list[dict]:
+    func, *args = task
+    return func(*args)
+
+
+# --- planning: the recipe becomes a list of tasks ----------------------------------------------------
+
+def _pick(paths: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    paths = sorted(paths)
+    if len(paths) <= count:
+        return paths
+    return [paths[i] for i in sorted(rng.choice(len(paths), count, replace=False))]
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    m = re.search(r"\{([^}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    return [p for alt in m.group(1).split(",") for p in _expand_braces(pattern[: m.start()] + alt + pattern[m.end():])]
+
+
+def _glob(pattern: str, exclude: str | None = None) -> list[str]:
+    files = [f for p in _expand_braces(pattern) for f in glob.glob(p, recursive=True)]
+    files = [f for f in files if Path(f).suffix.lower() in (".wav", ".ogg", ".oga", ".flac", ".aiff", ".aif")]
+    return [f for f in files if not (exclude and exclude in f)]
+
+
+def _row(rel: str, label: str, domain: str, source: str, license: str, text: str = "", voice: str = "") -> dict:
+    return dict(file_name=rel, label=label, domain=domain, source=source, license=license, text=text, voice=voice)
+
+
+def plan(recipe: dict, out: Path) -> list[tuple]:
+    """Every task the recipe asks for, in a fixed order (same seed -> same tasks)."""
+    rng = np.random.default_rng(recipe["seed"])
+    tasks: list[tuple] = []
+    drop = recipe["cleaning"]["drop_words"]
+
+    es = recipe["speech"]["espeak"]
+    variants = sorted(es["variants"].items())
+    for i in range(es["count"]):
+        voice, (variant, label) = es["voices"][rng.integers(len(es["voices"]))], variants[rng.integers(len(variants))]
+        text = es["sentences"]["list"][rng.integers(len(es["sentences"]["list"]))]
+        pitch, rate = int(rng.integers(*es["pitch"])), int(rng.integers(*es["rate"]))
+        rel = f"speech/espeak/{i:04d}.flac"
+        spec = f"{voice}+{variant}"
+        tasks.append((_espeak_task, out, rel, _row(rel, label, "speech", "espeak-ng", es["license"], text,
+                                                    f"{spec} p{pitch} s{rate}"),
+                      ["-v", spec, "-p", str(pitch), "-s", str(rate)], text, recipe))
+
+    kt = recipe["speech"]["ktuberling"]
+    for i, src in enumerate(_pick(_glob(kt["glob"]), kt["count"], rng)):
+        rel, lang = f"speech/ktuberling/{i:04d}.flac", Path(src).parent.name
+        tasks.append((_copy_task, out, rel, _row(rel, kt["label"], "speech", "ktuberling", kt["license"],
+                                                 Path(src).stem.replace("_", " "), f"human ({lang})"), src, recipe))
+
+    kl = recipe["speech"]["klettres"]
+    for i, src in enumerate(_pick(_glob(kl["glob"]), kl["count"], rng)):
+        rel, kind, lang = f"speech/klettres/{i:04d}.flac", Path(src).parent.name, Path(src).parent.parent.name
+        tasks.append((_copy_task, out, rel, _row(rel, kl["labels"][kind], "speech", "klettres", kl["license"],
+                                                 Path(src).stem, f"human ({lang})"), src, recipe))
+
+    fs = recipe["music"]["fluidsynth"]
+    for program, label, low, high in fs["instruments"]:
+        rels, rows, phrases = [], [], []
+        for j in range(fs["per_instrument"]):
+            seconds = float(rng.uniform(*fs["seconds"]))
+            scale = low + np.cumsum(rng.choice([1, 2, 2, 3], size=24))
+            scale = scale[scale <= high]
+            notes, t = [], 0.0
+            while t < seconds - 0.2:
+                dur = float(rng.choice([0.125, 0.25, 0.25, 0.5, 0.75, 1.0]))
+                notes.append((int(rng.choice(scale)), t, min(dur, seconds - t)))
+                t += dur
+            phrases.append(notes)
+            rel = f"music/fluidsynth/{program:03d}_{j}.flac"
+            rels.append(rel)
+            rows.append(_row(rel, label, "music", "fluidsynth", fs["license"]))
+        tasks.append((_fluidsynth_task, out, rels, rows, program, phrases, fs["soundfont"], recipe))
+
+    ms = recipe["music"]["samples"]
+    for source, pattern in ms["globs"].items():
+        for i, src in enumerate(_pick(_glob(pattern), ms["count"][source], rng)):
+            rel = f"music/{source}/{i:04d}.flac"
+            label = rule_label(Path(src).stem, ms["rules"], ms["default_label"])
+            tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
+
+    for source in ("wesnoth", "freedesktop"):
+        spec = recipe["sound"][source]
+        files = _pick(_glob(spec["glob"], spec.get("exclude")), spec.get("count", 10**6), rng)
+        for i, src in enumerate(files):
+            rel = f"sound/{source}/{i:04d}.flac"
+            label = clean_label(Path(src).stem, drop)
+            tasks.append((_copy_task, out, rel, _row(rel, label, "sound", source, spec["license"]), src, recipe))
+
+    sx = recipe["sound"]["sox"]
+    for label, kind in sorted(sx["kinds"].items()):
+        for j in range(sx["per_kind"]):
+            seconds = round(float(rng.uniform(1.0, 6.0)), 2)
+            f0 = int(rng.integers(80, 4000))
+            effect = {
+                "sweep": ["synth", str(seconds), "sine", f"{f0}-{int(rng.integers(80, 6000))}"],
+                "clicks": ["synth", "0.004", "square", "1000", "pad", "0", f"{rng.uniform(0.05, 0.5):.3f}",
+                           "repeat", str(int(rng.integers(3, 12)))],
+            }.get(kind, ["synth", str(seconds), kind, str(f0)])
+            effect += ["vol", f"{rng.uniform(0.2, 0.8):.2f}"]
+            rel = f"sound/sox/{kind}_{j:02d}.flac"
+            tasks.append((_sox_task, out, rel, _row(rel, label, "sound", "sox", sx["license"]), effect, seconds, recipe))
+    return tasks
+
+
+def recipe_digest(recipe_path: Path) -> str:
+    return hashlib.sha256(recipe_path.read_bytes() + Path(__file__).read_bytes()).hexdigest()
+
+
+def missing_tools() -> list[str]:
+    return [pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
+
+
+def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | None = None,
+               force: bool = False) -> tuple[Path, Counter]:
+    """Make the demo corpus in `out` (an audiofolder). Returns (metadata path, clips per domain)."""
+    out = Path(out)
+    meta, stamp = out / "metadata.csv", out / STAMP
+    digest = recipe_digest(recipe_path)
+    if not force and meta.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        with meta.open(newline="") as fh:
+            return meta, Counter(row["domain"] for row in csv.DictReader(fh))
+    if missing := missing_tools():
+        raise RuntimeError(f"the demo corpus needs the Debian packages {missing}: run `make setup`")
+    recipe = tomllib.loads(recipe_path.read_text())
+    tasks = plan(recipe, out)
+    rows: list[dict] = []
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers) as pool:
+        for done in tqdm(pool.map(_run, tasks, chunksize=4), total=len(tasks), desc="demo corpus", unit="task"):
+            rows.extend(done)
+    rows.sort(key=lambda r: r["file_name"])
+    tmp = meta.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, meta)
+    stamp.write_text(digest)
+    return meta, Counter(row["domain"] for row in rows)

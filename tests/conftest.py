@@ -1,0 +1,38 @@
+"""Session fixtures: the demo corpus is built once (idempotent) and the bundled Whisper loaded once."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_corpus() -> Path:
+    """The real demo corpus in data/demo (built here if missing; a no-op when it is up to date)."""
+    from pipeline.demo_corpus import build_demo
+
+    build_demo(DEMO_DIR)
+    return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_rows(demo_corpus) -> list[dict]:
+    with (demo_corpus / "metadata.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    from pipeline.models.whisper import WhisperAdapter
+
+    return WhisperAdapter.load(device="cpu")

@@ -1,0 +1,122 @@
+"""Corpus loading and validation on a folder of deliberately bad files, and the demo corpus itself."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.config import CorpusConfig
+from pipeline.corpus import CorpusError, check_corpus, iter_corpus, read_audio, read_metadata
+
+RATE = 16_000
+
+
+@pytest.fixture
+def messy(tmp_path):
+    """One good clip and one of every fault the checker must name."""
+    t = np.arange(RATE * 2) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    sf.write(tmp_path / "good.wav", tone, RATE)
+    t44 = np.arange(44_100 * 2) / 44_100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t44), 0.5 * np.sin(2 * np.pi * 880 * t44)], axis=1) * 0.3
+    sf.write(tmp_path / "stereo44k.flac", stereo.astype(np.float32), 44_100)
+    sf.write(tmp_path / "silent.wav", np.zeros(RATE, np.float32), RATE)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), RATE)
+    nan = tone.copy()
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, RATE, subtype="FLOAT")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    sf.write(tmp_path / "long.wav", np.tile(tone, 20), RATE)  # 40 s
+    names = ["good.wav", "stereo44k.flac", "silent.wav", "empty.wav", "nan.wav", "broken.wav", "long.wav", "missing.wav"]
+    with (tmp_path / "metadata.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "label", "domain"])
+        for n in names:
+            w.writerow([n, n.split(".")[0], "sound"])
+    return tmp_path
+
+
+def test_each_bad_file_gets_its_own_reason(messy):
+    good, problems = check_corpus(messy, CorpusConfig())
+    reasons = {p.file_name: p.reason for p in problems}
+    assert good == 2
+    assert reasons["silent.wav"].startswith("silent")
+    assert reasons["empty.wav"].startswith("empty")
+    assert reasons["nan.wav"].startswith("non-finite")
+    assert reasons["broken.wav"].startswith("unreadable")
+    assert reasons["long.wav"].startswith("too long: 40.0 s")
+    assert reasons["missing.wav"].startswith("missing")
+    assert set(reasons) == {"silent.wav", "empty.wav", "nan.wav", "broken.wav", "long.wav", "missing.wav"}
+
+
+def test_good_rows_load_downmixed_and_resampled(messy):
+    loaded = dict((c.id, a) for c, a in iter_corpus(read_metadata(messy), CorpusConfig()))
+    assert set(loaded) == {"good.wav", "stereo44k.flac"}
+    stereo = loaded["stereo44k.flac"]
+    assert stereo.ndim == 1 and stereo.dtype == np.float32
+    assert abs(len(stereo) - 2 * RATE) <= 1
+    # the downmix keeps both channels' tones: energy at 440 Hz and 880 Hz
+    spectrum = np.abs(np.fft.rfft(stereo))
+    freqs = np.fft.rfftfreq(len(stereo), 1 / RATE)
+    peaks = sorted(freqs[np.argsort(spectrum)[-2:]].round())
+    assert peaks == [440.0, 880.0]
+
+
+def test_long_clips_chunk_when_configured(messy):
+    cfg = CorpusConfig(long_clips="chunk")
+    chunks = [(c.id, len(a)) for c, a in iter_corpus(read_metadata(messy), cfg) if c.path.name == "long.wav"]
+    assert chunks == [("long.wav#0", 30 * RATE), ("long.wav#1", 10 * RATE)]
+
+
+def test_cli_check_lists_problems_and_fails(messy):
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "corpus", "check", str(messy)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == "2 usable clip(s), 6 problem(s)"
+    assert any(line.startswith(str(messy / "broken.wav")) and "unreadable" in line for line in lines)
+
+
+def test_metadata_without_file_name_is_a_named_error(tmp_path):
+    (tmp_path / "metadata.csv").write_text("path,label\na.wav,x\n")
+    with pytest.raises(CorpusError, match=r"metadata.csv: no 'file_name' column"):
+        read_metadata(tmp_path)
+    with pytest.raises(CorpusError, match="no metadata.csv or metadata.jsonl"):
+        read_metadata(tmp_path / "nothing")
+
+
+def test_jsonl_metadata(tmp_path):
+    sf.write(tmp_path / "a.wav", 0.1 * np.ones(RATE, np.float32), RATE)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.wav", "label": "hum", "extra": 3}\n')
+    (clip,) = read_metadata(tmp_path)
+    assert (clip.id, clip.label, clip.domain, clip.meta) == ("a.wav", "hum", None, {"extra": 3})
+
+
+def test_demo_corpus_is_complete_and_well_formed(demo_corpus, demo_rows):
+    assert len(demo_rows) >= 1200
+    assert {r["domain"] for r in demo_rows} == {"speech", "music", "sound"}
+    for domain in ("speech", "music", "sound"):
+        assert sum(r["domain"] == domain for r in demo_rows) >= 300
+    instruments = {r["label"] for r in demo_rows if r["source"] == "fluidsynth"}
+    assert len(instruments) >= 20
+    speech = [r for r in demo_rows if r["domain"] == "speech"]
+    assert all(r["text"] and r["voice"] for r in speech)
+    assert {"espeak-ng", "ktuberling", "klettres"} <= {r["source"] for r in speech}
+    assert all(r["license"] for r in demo_rows)
+    for r in demo_rows[::37]:  # a spread sample: 16 kHz mono, 1 to 10 s
+        info = sf.info(demo_corpus / r["file_name"])
+        assert info.samplerate == RATE and info.channels == 1
+        assert 1.0 <= info.duration <= 10.0
+    assert read_audio(demo_corpus / demo_rows[0]["file_name"], RATE).size > 0
+
+
+def test_demo_build_is_idempotent(demo_corpus):
+    from pipeline.demo_corpus import build_demo
+
+    meta = demo_corpus / "metadata.csv"
+    before = meta.stat().st_mtime_ns
+    build_demo(demo_corpus)
+    assert meta.stat().st_mtime_ns == before
