@@ -61,6 +61,37 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
+def _run_stages(args, until: str) -> int:
+    from .config import load_config
+    from .models import load_model
+    from .stages import run_all
+
+    cfg = load_config(args.config)
+    rows = run_all(cfg, lambda: load_model(cfg.model), dry_run=getattr(args, "dry_run", False), until=until)
+    if rows:
+        print(format_table(rows))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .config import load_config
+    from .stages import status
+
+    for stage, current in status(load_config(args.config)):
+        print(f"{'done   ' if current else 'pending'}  {stage}")
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain fixed-width table of dict rows (numbers to 4 significant digits)."""
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    cell = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(cell(r.get(c)).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ard", description="AR&D: find, name and steer concepts in audio models")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -70,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--config", help="TOML config ([model] section); default: the bundled Whisper tiny.en")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("run", help="every stage in order; stages whose inputs have not changed are skipped")
+    p.add_argument("config")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and list what would run")
+    p.set_defaults(func=lambda a: _run_stages(a, "store"))
+    p = sub.add_parser("status", help="which stages of a config are done")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_status)
+    for stage, text in (("extract", "store hidden activations of the configured layers (resumable)"),
+                        ("train", "train an SAE per configured layer and expansion, with metrics and splice test"),
+                        ("score", "representative clips per feature, and the baselines")):
+        p = sub.add_parser(stage, help=text + " (and the stages before it, if needed)")
+        p.add_argument("config")
+        p.set_defaults(func=lambda a, stage=stage: _run_stages(a, stage))
 
     corpus = sub.add_parser("corpus", help="probing corpus tools").add_subparsers(dest="corpus_command", required=True)
     p = corpus.add_parser("build-demo", help="make the demo corpus from Debian packages (seeded, idempotent)")

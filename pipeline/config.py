@@ -36,10 +36,90 @@ class CorpusConfig:
 
 
 @dataclass
+class ExtractConfig:
+    """Which layers to read, and where the pipeline keeps its intermediate files."""
+
+    layers: list[str] = field(default_factory=lambda: ["encoder.3"])
+    shard_rows: int = 65_536  # rows per float16 shard file
+    work_dir: str = "work"  # activations, SAEs, logs (relative to the config file)
+
+
+@dataclass
+class SaeConfig:
+    """SAE and training. Defaults are the paper's Qwen2-Audio settings (SPEC.md Stage 1)."""
+
+    kind: str = "topk"  # "topk" or "batchtopk"
+    k: int = 250
+    expansions: list[int] = field(default_factory=lambda: [8])  # d_sae = e * d_model
+    layers: list[str] = field(default_factory=list)  # default: every extracted layer
+    batch_size: int = 4096
+    steps: int = 100_000
+    lr: float = 1e-5  # 0 = scale with size: 2e-4 / sqrt(d_sae / 2^14)
+    warmup_steps: int = 1000
+    decay_fraction: float = 0.2  # linear decay to 0 over the last part of training
+    auxk_coef: float = 1 / 32
+    k_aux: int = 0  # 0 = d_in / 2
+    dead_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing
+    median_sample: int = 8192  # rows used for the geometric-median init of b_dec
+    buffer_rows: int = 262_144  # rows shuffled together when drawing batches across shards
+    seed: int = 0
+    log_every: int = 50
+    splice_clips: int = 60  # speech clips for the spliced-WER test (0 = skip)
+
+
+@dataclass
+class ScoringConfig:
+    """Representative clips (SPEC.md Stage 2) and the baselines of the evaluation table."""
+
+    p: int = 4  # clips in H^k and in L^k
+    seed: int = 0  # seeds the random tie-breaking among zero-score clips
+    random_seeds: int = 10  # Rand. Rep. baseline: runs averaged
+    baselines: bool = True  # also score Mean Act., Coverage, Rand. Rep., Poly. Feats.
+
+
+@dataclass
+class MonosemanticityConfig:
+    """Clip embeddings and the top-C selection (SPEC.md Stage 3)."""
+
+    embedder: str = "aisfx"  # "aisfx" (offline default), "mfcc" (floor), or "clap:<local path>"
+    top_c: int = 5000
+    min_clips: int = 2  # a feature must fire in at least this many clips to be selected
+
+
+@dataclass
+class StoreConfig:
+    db: str = "ard.duckdb"  # relative to the config file
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    sae: SaeConfig = field(default_factory=SaeConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    monosemanticity: MonosemanticityConfig = field(default_factory=MonosemanticityConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     path: Path | None = None  # the TOML file this came from
+
+    @property
+    def work_dir(self) -> Path:
+        return self.resolve(self.extract.work_dir)
+
+    @property
+    def sae_layers(self) -> list[str]:
+        return self.sae.layers or self.extract.layers
+
+    def run_id(self, layer: str, expansion: int) -> str:
+        s = self.sae
+        return f"{layer}_{s.kind}_e{expansion}_k{s.k}_s{s.seed}"
+
+    def sae_dir(self, layer: str, expansion: int) -> Path:
+        return self.work_dir / "sae" / self.run_id(layer, expansion)
+
+    @property
+    def db_path(self) -> Path:
+        return self.resolve(self.store.db)
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder (or the CWD with no file)."""
@@ -79,4 +159,6 @@ def load_config(path: str | Path | None = None) -> Config:
     config.path = path.resolve()
     if config.corpus.long_clips not in ("reject", "chunk"):
         raise ValueError(f"{path}: [corpus] long_clips must be 'reject' or 'chunk', not {config.corpus.long_clips!r}")
+    if config.sae.kind not in ("topk", "batchtopk"):
+        raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
     return config

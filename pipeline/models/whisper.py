@@ -18,7 +18,7 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -260,6 +260,18 @@ class WhisperAdapter:
         return self.encoder.layers[int(index)]
 
     @contextlib.contextmanager
+    def intervention(self, layer: str, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Request-scoped edit of a layer's output: edit([batch, positions, d_model]) -> replacement.
+
+        The hook exists only inside the with-block and is removed on exit, exception or not.
+        """
+        handle = self._layer_module(layer).register_forward_hook(lambda _m, _i, output: edit(output))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
     def _recording(self, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
         """Forward hooks that record each layer's output; removed on exit, exception or not."""
         seen: dict[str, torch.Tensor] = {}
@@ -306,7 +318,7 @@ class WhisperAdapter:
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
         ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
-        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def transcribe(self, audio: np.ndarray) -> str:
         return self.transcribe_batch([audio])[0]

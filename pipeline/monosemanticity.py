@@ -1,0 +1,50 @@
+"""Monosemanticity (SPEC.md Stage 3): how much more alike a unit's top clips are than its bottom clips.
+
+    E_G = (1/B) sum_{i != j in G} cos(e_i, e_j),  B = C(p, 2),  G in {H^k, L^k}
+    m^k = (E_H - E_L) / (sigma_pooled + eps),  sigma_pooled = sqrt((sigma_H^2 + sigma_L^2) / 2)
+where sigma_G is the standard deviation of G's pairwise similarities.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+EPS = 1e-6
+
+
+class Monosemanticity(NamedTuple):
+    e_h: np.ndarray  # [n_units] mean pairwise cosine within H^k
+    e_l: np.ndarray  # [n_units] mean pairwise cosine within L^k
+    ms: np.ndarray  # [n_units] m^k (NaN where a group has fewer than 2 clips)
+
+
+def pairwise_stats(vectors: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the C(p, 2) cosine similarities of vectors [p, dim]."""
+    if len(vectors) < 2:
+        return float("nan"), float("nan")
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), EPS)
+    sims = (unit @ unit.T)[np.triu_indices(len(vectors), k=1)]
+    return float(sims.mean()), float(sims.std())
+
+
+def monosemanticity(H: np.ndarray, L: np.ndarray, embeddings: np.ndarray) -> Monosemanticity:
+    """H, L: [n_units, p] clip rows into embeddings [n_clips, dim] (-1 = no clip)."""
+    n = len(H)
+    e_h, e_l, ms = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    for k in range(n):
+        mh, sh = pairwise_stats(embeddings[H[k][H[k] >= 0]])
+        ml, sl = pairwise_stats(embeddings[L[k][L[k] >= 0]])
+        e_h[k], e_l[k] = mh, ml
+        ms[k] = (mh - ml) / (np.sqrt((sh**2 + sl**2) / 2) + EPS)
+    return Monosemanticity(e_h, e_l, ms)
+
+
+def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the C units with the highest m^k (NaN last), best first; only `eligible` ones if given."""
+    score = np.where(np.isnan(ms), -np.inf, ms)
+    if eligible is not None:
+        score = np.where(eligible, score, -np.inf)
+    order = np.argsort(-score, kind="stable")
+    return order[: min(c, int(np.isfinite(score).sum()))]

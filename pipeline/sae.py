@@ -1,0 +1,220 @@
+"""TopK and BatchTopK sparse autoencoders (SPEC.md Stage 1), saved as a self-describing folder.
+
+    z = TopK(W_enc (x - b_dec) + b_enc)        x_hat = W_dec z + b_dec
+
+W_enc: [d_sae, d_in], W_dec: [d_sae, d_in] (row i is feature i's unit-norm decoder direction).
+BatchTopK keeps the K*B largest pre-activations over a batch of B rows while training, and at inference
+keeps every pre-activation above a learned threshold (as dictionary_learning does). The decoder works
+from (indices, values) with an embedding bag, never a dense mostly-zero z.
+
+A saved SAE takes raw model activations: the training-time normalisation scale is folded into the
+biases and the threshold (z is then in raw units), and recorded in cfg.json for reference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+
+@dataclass
+class SaeSpec:
+    """Everything needed to use an SAE: its sizes, sparsity rule, and where its inputs come from."""
+
+    d_in: int
+    d_sae: int
+    k: int
+    kind: str = "topk"  # "topk" or "batchtopk"
+    model: str = ""
+    layer: str = ""
+    normalisation_scale: float = 1.0  # x was multiplied by this during training (folded in on save)
+    seed: int = 0
+
+
+class EncoderOutput(NamedTuple):
+    top_acts: torch.Tensor
+    """[batch, width] activation values (0 where a BatchTopK slot is unused)"""
+    top_indices: torch.Tensor
+    """[batch, width] feature indices of those values"""
+
+
+class ForwardOutput(NamedTuple):
+    sae_out: torch.Tensor
+    """[batch, d_in] reconstruction x_hat"""
+    latent_acts: torch.Tensor
+    """[batch, width] active values"""
+    latent_indices: torch.Tensor
+    """[batch, width] active feature indices"""
+    fvu: torch.Tensor
+    """scalar: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch"""
+    auxk_loss: torch.Tensor
+    """scalar: AuxK loss on dead latents (0 when none are dead or no mask is given)"""
+
+
+class Sae(torch.nn.Module):
+    def __init__(self, spec: SaeSpec):
+        super().__init__()
+        if spec.kind not in ("topk", "batchtopk"):
+            raise ValueError(f"SAE kind must be 'topk' or 'batchtopk', not {spec.kind!r}")
+        self.spec = spec
+        self.W_enc = torch.nn.Parameter(torch.zeros(spec.d_sae, spec.d_in))
+        self.b_enc = torch.nn.Parameter(torch.zeros(spec.d_sae))
+        self.W_dec = torch.nn.Parameter(torch.zeros(spec.d_sae, spec.d_in))
+        self.b_dec = torch.nn.Parameter(torch.zeros(spec.d_in))
+        self.register_buffer("threshold", torch.tensor(-1.0))  # BatchTopK inference threshold; -1 = not learned
+
+    @classmethod
+    def initialised(cls, spec: SaeSpec, generator: torch.Generator | None = None) -> "Sae":
+        """Random unit-norm decoder rows and W_enc = W_dec^T (as in OpenAI's and EleutherAI's trainers)."""
+        sae = cls(spec)
+        with torch.no_grad():
+            w = torch.randn(spec.d_sae, spec.d_in, generator=generator)
+            sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True))
+            sae.W_enc.copy_(sae.W_dec)
+        return sae
+
+    # --- the equations ---------------------------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, d_in] -> [batch, d_sae]: ReLU(W_enc (x - b_dec) + b_enc)."""
+        return F.relu(F.linear(x - self.b_dec, self.W_enc, self.b_enc))
+
+    def select(self, pre: torch.Tensor, batch_topk: bool | None = None) -> EncoderOutput:
+        """The sparsity rule on pre-activations [batch, d_sae]."""
+        k = self.spec.k
+        if self.spec.kind == "topk":
+            return EncoderOutput(*pre.topk(k, dim=-1, sorted=False))
+        if batch_topk is None:
+            batch_topk = self.training or float(self.threshold) < 0
+        if batch_topk:  # top K*B over the whole batch
+            flat = pre.flatten()
+            keep = flat.topk(k * pre.shape[0], sorted=False).indices
+            mask = torch.zeros_like(flat, dtype=torch.bool)
+            mask[keep] = True
+            pre = pre * mask.view_as(pre)
+        else:
+            pre = pre * (pre > self.threshold)
+        width = int((pre > 0).sum(dim=-1).max().clamp(min=1))
+        return EncoderOutput(*pre.topk(width, dim=-1, sorted=False))
+
+    def encode(self, x: torch.Tensor) -> EncoderOutput:
+        """[batch, d_in] -> (values, indices), each [batch, width]."""
+        return self.select(self.pre_acts(x))
+
+    def decode(self, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
+        """(values, indices) [batch, width] -> [batch, d_in]: sum of value * decoder row, plus b_dec."""
+        return F.embedding_bag(top_indices, self.W_dec, per_sample_weights=top_acts, mode="sum") + self.b_dec
+
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None, k_aux: int = 0) -> ForwardOutput:
+        """x: [batch, d_in]. dead_mask: [d_sae] bool, latents to train with AuxK."""
+        pre = self.pre_acts(x)
+        acts, indices = self.select(pre)
+        x_hat = self.decode(acts, indices)
+        err = x - x_hat
+        total_var = (x - x.mean(0)).pow(2).sum()
+        fvu = err.pow(2).sum() / total_var
+        auxk = x.new_zeros(())
+        if dead_mask is not None and k_aux > 0 and bool(dead_mask.any()):
+            k = min(k_aux, int(dead_mask.sum()))
+            aux_acts, aux_idx = (pre * dead_mask).topk(k, dim=-1, sorted=False)
+            err_hat = F.embedding_bag(aux_idx, self.W_dec, per_sample_weights=aux_acts, mode="sum")
+            residual = err.detach()
+            auxk = (err_hat - residual).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum()
+        return ForwardOutput(x_hat, acts, indices, fvu, auxk)
+
+    def dense_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, d_in] -> [batch, d_sae] dense z (for analysis on small batches)."""
+        acts, idx = self.encode(x)
+        return torch.zeros(x.shape[0], self.spec.d_sae, dtype=acts.dtype, device=x.device).scatter_(1, idx, acts)
+
+    # --- training helpers -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-8))
+
+    @torch.no_grad()
+    def remove_parallel_gradient(self) -> None:
+        """Project out the part of W_dec's gradient that would change its rows' norms."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * self.W_dec)
+
+    @torch.no_grad()
+    def fold_scale(self, scale: float) -> None:
+        """Make an SAE trained on scale*x take raw x: biases and threshold divided by the scale."""
+        self.b_dec.div_(scale)
+        self.b_enc.div_(scale)
+        if float(self.threshold) > 0:
+            self.threshold.div_(scale)
+        self.spec.normalisation_scale = scale
+
+    # --- storage ----------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write cfg.json + sae.safetensors (atomically: a temp name, then rename)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, folder / "sae.safetensors.tmp")
+        (folder / "sae.safetensors.tmp").replace(folder / "sae.safetensors")
+        (folder / "cfg.json").write_text(json.dumps(asdict(self.spec), indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> "Sae":
+        """Our folder format, SAELens (cfg.json + sae_weights.safetensors) or dictionary_learning (ae.pt)."""
+        folder = Path(folder)
+        if (folder / "sae.safetensors").is_file():
+            spec = SaeSpec(**json.loads((folder / "cfg.json").read_text()))
+            tensors = load_file(folder / "sae.safetensors")
+        elif (folder / "sae_weights.safetensors").is_file():
+            spec, tensors = _from_saelens(folder)
+        elif (folder / "ae.pt").is_file():
+            spec, tensors = _from_dictionary_learning(folder)
+        else:
+            raise FileNotFoundError(f"{folder}: no SAE here (expected sae.safetensors + cfg.json, SAELens "
+                                    "sae_weights.safetensors + cfg.json, or dictionary_learning ae.pt + config.json)")
+        sae = cls(spec)
+        tensors.setdefault("threshold", torch.tensor(-1.0))
+        sae.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        return sae.to(device).eval()
+
+
+def _from_saelens(folder: Path) -> tuple[SaeSpec, dict[str, torch.Tensor]]:
+    """SAELens: W_enc [d_in, d_sae], W_dec [d_sae, d_in]; TopK / BatchTopK architectures."""
+    cfg = json.loads((folder / "cfg.json").read_text())
+    arch = cfg.get("architecture", "standard")
+    if arch not in ("topk", "batchtopk"):
+        raise ValueError(f"{folder}/cfg.json: SAELens architecture {arch!r} is not a TopK SAE (supported: topk, batchtopk)")
+    k = cfg.get("k") or cfg.get("activation_fn_kwargs", {}).get("k")
+    if k is None:
+        raise ValueError(f"{folder}/cfg.json: no 'k' (or activation_fn_kwargs.k) for a TopK SAE")
+    w = load_file(folder / "sae_weights.safetensors")
+    tensors = {"W_enc": w["W_enc"].T.contiguous(), "b_enc": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
+    if "threshold" in w:
+        tensors["threshold"] = w["threshold"].reshape(())
+    spec = SaeSpec(d_in=cfg["d_in"], d_sae=cfg["d_sae"], k=int(k), kind=arch,
+                   model=cfg.get("model_name", ""), layer=cfg.get("hook_name", ""))
+    return spec, tensors
+
+
+def _from_dictionary_learning(folder: Path) -> tuple[SaeSpec, dict[str, torch.Tensor]]:
+    """dictionary_learning (AudioSAE's release format): AutoEncoderTopK / BatchTopKSAE state dicts."""
+    state = torch.load(folder / "ae.pt", map_location="cpu", weights_only=True)
+    trainer = json.loads((folder / "config.json").read_text()).get("trainer", {}) if (folder / "config.json").is_file() else {}
+    if "encoder.weight" not in state or "decoder.weight" not in state:
+        raise ValueError(f"{folder}/ae.pt: not a dictionary_learning TopK SAE (keys: {sorted(state)[:6]})")
+    kind = "batchtopk" if "BatchTopK" in trainer.get("dict_class", trainer.get("trainer_class", "")) else "topk"
+    k = int(state["k"]) if "k" in state else int(trainer["k"])
+    tensors = {"W_enc": state["encoder.weight"], "b_enc": state["encoder.bias"],
+               "W_dec": state["decoder.weight"].T.contiguous(), "b_dec": state["b_dec"]}
+    if "threshold" in state:
+        tensors["threshold"] = state["threshold"].reshape(())
+    d_sae, d_in = state["encoder.weight"].shape
+    spec = SaeSpec(d_in=d_in, d_sae=d_sae, k=k, kind=kind, model=trainer.get("lm_name", ""),
+                   layer=str(trainer.get("layer", "")))
+    return spec, tensors

@@ -1,0 +1,169 @@
+"""Representative clips (SPEC.md Stage 2): per (clip, feature) mean activation, coverage and r = mu * c.
+
+For clip a and feature k with activations z^k over the clip's T tokens:
+    mu^k = (1/T) sum_t z^k_t        c^k = (1/T) sum_t 1[z^k_t > 0]        r^k = mu^k * c^k
+H^k = the p clips with the highest r^k, L^k = the p clips with the lowest. With TopK sparsity most
+clips have r^k = 0, so L^k is drawn at random (seeded per feature) among the zero-score clips, and
+the draw is recorded. One streaming pass over the clips; only non-zero (clip, feature) pairs are kept.
+
+The baselines of the evaluation table come from the same code: Mean Act. (score = mu), Coverage
+(score = c), Rand. Rep. (p random clips per unit, several seeds), Poly. Feats. (the d_model raw
+neurons of x as units instead of SAE features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple
+
+import numpy as np
+import torch
+
+from .sae import Sae
+
+
+class ClipScores(NamedTuple):
+    """Every non-zero (clip, unit) pair, as parallel arrays of equal length."""
+
+    clip: np.ndarray  # int32 clip row (position in the scored clip list)
+    unit: np.ndarray  # int32 feature (or neuron) index
+    mu: np.ndarray  # float32 mean activation over the clip's tokens
+    c: np.ndarray  # float32 coverage: fraction of tokens where the unit is > 0
+
+
+@dataclass
+class UnitStats:
+    """Per unit over the whole corpus: [n_units] arrays."""
+
+    frequency: np.ndarray  # fraction of all tokens where the unit fires
+    max_act: np.ndarray
+    n_clips: np.ndarray  # clips where it fires at least once
+
+
+class Representatives(NamedTuple):
+    """p clips per unit, for H (highest score) or L (lowest)."""
+
+    clips: np.ndarray  # [n_units, p] int32 clip rows (-1 when fewer than p clips exist)
+    scores: np.ndarray  # [n_units, p] float32 the score that ranked them
+    tie_broken: np.ndarray  # [n_units, p] bool: drawn at random among equal (zero) scores
+
+
+def clip_unit_stats(acts: np.ndarray, idx: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One clip's sparse activations -> (units, mu, c, max) for the units that fire.
+
+    acts, idx: [T, width] values and unit indices (values <= 0 are ignored).
+    """
+    T = acts.shape[0]
+    live = acts > 0
+    units, vals = idx[live], acts[live]
+    sums = np.bincount(units, weights=vals, minlength=n_units)
+    counts = np.bincount(units, minlength=n_units)
+    fired = np.flatnonzero(counts)
+    maxes = np.zeros(n_units, np.float32)
+    np.maximum.at(maxes, units, vals)
+    return fired.astype(np.int32), (sums[fired] / T).astype(np.float32), (counts[fired] / T).astype(np.float32), maxes
+
+
+@torch.no_grad()
+def score_sae(sae: Sae, clips: Iterable[np.ndarray], batch_rows: int = 8192) -> tuple[ClipScores, UnitStats]:
+    """Stream clips ([T, d_in] arrays, in order) through the SAE: sparse per-clip scores and unit stats."""
+    n = sae.spec.d_sae
+    parts: list[tuple] = []
+    fired_tokens = np.zeros(n, np.int64)
+    n_clips = np.zeros(n, np.int64)
+    max_act = np.zeros(n, np.float32)
+    total_tokens = 0
+    for row, x in enumerate(clips):
+        acts, idx = [], []
+        for start in range(0, len(x), batch_rows):
+            a, i = sae.encode(torch.from_numpy(np.ascontiguousarray(x[start : start + batch_rows], np.float32)))
+            acts.append(a.numpy())
+            idx.append(i.numpy())
+        acts_np, idx_np = np.concatenate(acts), np.concatenate(idx)
+        units, mu, c, maxes = clip_unit_stats(acts_np, idx_np, n)
+        parts.append((np.full(len(units), row, np.int32), units, mu, c))
+        fired_tokens[units] += np.round(c * len(x)).astype(np.int64)
+        n_clips[units] += 1
+        np.maximum(max_act, maxes, out=max_act)
+        total_tokens += len(x)
+    scores = ClipScores(*(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(4)))
+    return scores, UnitStats(fired_tokens / max(total_tokens, 1), max_act, n_clips)
+
+
+def score_neurons(clips: Iterable[np.ndarray]) -> ClipScores:
+    """Poly. Feats. baseline: the raw neurons of x as units (mu may be negative; c = fraction of x > 0)."""
+    parts = []
+    for row, x in enumerate(clips):
+        x = np.asarray(x, np.float32)
+        d = x.shape[1]
+        parts.append((np.full(d, row, np.int32), np.arange(d, dtype=np.int32), x.mean(0), (x > 0).mean(0)))
+    return ClipScores(*(np.concatenate([p[i] for p in parts]) for i in range(4)))
+
+
+SCORES = {
+    "sae": lambda s: s.mu * s.c,  # r = mu * c, the paper's F(z)
+    "mean_act": lambda s: s.mu,
+    "coverage": lambda s: s.c,
+}
+
+
+def representatives(scores: ClipScores, score: np.ndarray, n_units: int, n_clips: int, p: int,
+                    seed: int) -> tuple[Representatives, Representatives]:
+    """(H, L) for every unit from its sparse scores. Missing (clip, unit) pairs score 0.
+
+    Ties at zero in L are broken by a random draw seeded by (seed, unit), so each unit's L^k is
+    reproducible on its own, whatever order units are processed in.
+    """
+    order = np.lexsort((-score, scores.unit))  # by unit, then score descending
+    unit_sorted, clip_sorted, score_sorted = scores.unit[order], scores.clip[order], score[order]
+    bounds = np.searchsorted(unit_sorted, np.arange(n_units + 1))
+    H = Representatives(np.full((n_units, p), -1, np.int32), np.zeros((n_units, p), np.float32),
+                        np.zeros((n_units, p), bool))
+    L = Representatives(np.full((n_units, p), -1, np.int32), np.zeros((n_units, p), np.float32),
+                        np.zeros((n_units, p), bool))
+    for k in range(n_units):
+        lo, hi = bounds[k], bounds[k + 1]
+        clips_k, scores_k = clip_sorted[lo:hi], score_sorted[lo:hi]
+        n_zero = n_clips - len(clips_k)  # clips where the unit never fires: score exactly 0
+        # H: the top p of (non-zero pairs + zeros)
+        cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive=True)
+        take = np.argsort(-cand_s, kind="stable")[:p]
+        H.clips[k, : len(take)], H.scores[k, : len(take)] = cand_c[take], cand_s[take]
+        # L: the bottom p, ties at zero broken at random
+        cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive=False)
+        take = np.argsort(cand_s, kind="stable")[:p]
+        L.clips[k, : len(take)], L.scores[k, : len(take)] = cand_c[take], cand_s[take]
+        for rep, chosen in ((H, H.clips[k]), (L, L.clips[k])):
+            rep.tie_broken[k] = _tied(chosen, rep.scores[k], clips_k, scores_k, n_zero, p)
+    return H, L
+
+
+def _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive):
+    """Candidates: the unit's non-zero pairs plus up to p zero-score clips drawn at random (seeded)."""
+    if n_zero == 0:
+        return clips_k, scores_k
+    rng = np.random.default_rng([seed, k, int(positive)])
+    fired = np.zeros(n_clips, bool)
+    fired[clips_k] = True
+    zero_clips = np.flatnonzero(~fired)
+    draw = rng.choice(zero_clips, size=min(p, len(zero_clips)), replace=False)
+    return np.concatenate([clips_k, draw]).astype(np.int32), np.concatenate([scores_k, np.zeros(len(draw), np.float32)])
+
+
+def _tied(chosen, chosen_scores, clips_k, scores_k, n_zero, p) -> np.ndarray:
+    """True for each chosen clip whose score is shared by more clips than were chosen with it."""
+    out = np.zeros(p, bool)
+    for j, s in enumerate(chosen_scores):
+        if chosen[j] < 0:
+            continue
+        n_equal = int((scores_k == s).sum()) + (n_zero if s == 0 else 0)
+        n_chosen = int((chosen_scores[chosen >= 0] == s).sum())
+        out[j] = n_equal > n_chosen
+    return out
+
+
+def random_representatives(n_units: int, n_clips: int, p: int, seed: int) -> Representatives:
+    """Rand. Rep. baseline: p random clips per unit."""
+    rng = np.random.default_rng(seed)
+    clips = np.stack([rng.choice(n_clips, size=min(p, n_clips), replace=False) for _ in range(n_units)])
+    return Representatives(clips.astype(np.int32), np.zeros(clips.shape, np.float32), np.zeros(clips.shape, bool))

@@ -1,0 +1,294 @@
+"""`ard run`: every stage in order, each skipped when the hash of its inputs has not changed.
+
+A stage's key is a hash of its config section(s) and of its upstream stage keys; finished stages are
+recorded in `<work>/stages.json` (written atomically after each stage). Change one setting and only
+that stage and the ones after it run again. Extraction is resumable inside itself as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from . import store
+from .activations import ActivationStore, extract
+from .config import Config
+from .corpus import Clip, load_clip, read_metadata
+from .monosemanticity import monosemanticity, top_c
+from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
+from .sae import Sae
+
+log = logging.getLogger(__name__)
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class StageLog:
+    """Which stages finished with which input hash (<work>/stages.json)."""
+
+    def __init__(self, work: Path):
+        self.path = work / "stages.json"
+        self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def is_current(self, stage: str, key: str) -> bool:
+        return self.done.get(stage) == key
+
+    def mark(self, stage: str, key: str) -> None:
+        self.done[stage] = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=2))
+        os.replace(tmp, self.path)
+
+
+def stage_keys(cfg: Config) -> dict[str, str]:
+    """The input hash of every stage, from the config alone (and the corpus metadata file's content)."""
+    root = cfg.resolve(cfg.corpus.root)
+    meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
+    corpus_hash = hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
+    keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash)}
+    for layer in cfg.sae_layers:
+        for e in cfg.sae.expansions:
+            run = cfg.run_id(layer, e)
+            sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every")}
+            keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
+            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring))
+            keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
+    return keys
+
+
+def status(cfg: Config) -> list[tuple[str, bool]]:
+    done = StageLog(cfg.work_dir)
+    return [(stage, done.is_current(stage, key)) for stage, key in stage_keys(cfg).items()]
+
+
+STAGES = ("extract", "train", "score", "store")
+
+
+def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "store") -> list[dict]:
+    """Run every stage up to `until` that is not current. Returns one summary row per stored SAE run."""
+    last = STAGES.index(until)
+    keys = stage_keys(cfg)
+    done = StageLog(cfg.work_dir)
+    if dry_run:
+        return [{"stage": s, "would_run": not done.is_current(s, k)} for s, k in keys.items()]
+    clips = read_metadata(cfg.resolve(cfg.corpus.root))
+    acts_dir = cfg.work_dir / "activations"
+    model = None
+    if not done.is_current("extract", keys["extract"]):
+        if acts_dir.exists() and done.done.get("extract") not in (None, keys["extract"]):
+            shutil.rmtree(acts_dir)  # inputs changed: stale activations must not be resumed
+        model = model_loader()
+        extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
+        done.mark("extract", keys["extract"])
+    acts = ActivationStore(acts_dir)
+    if last == 0:
+        return []
+    summaries = []
+    for layer in cfg.sae_layers:
+        for e in cfg.sae.expansions:
+            run = cfg.run_id(layer, e)
+            if not done.is_current(f"train:{run}", keys[f"train:{run}"]):
+                model = model or model_loader()
+                train_stage(cfg, acts, layer, e, model)
+                done.mark(f"train:{run}", keys[f"train:{run}"])
+            if last == 1:
+                continue
+            if not done.is_current(f"score:{run}", keys[f"score:{run}"]):
+                score_stage(cfg, acts, layer, e)
+                done.mark(f"score:{run}", keys[f"score:{run}"])
+            if last == 2:
+                continue
+            if not done.is_current(f"store:{run}", keys[f"store:{run}"]):
+                store_stage(cfg, acts, layer, e, clips)
+                done.mark(f"store:{run}", keys[f"store:{run}"])
+            summaries.append(summary(cfg, run))
+    return summaries
+
+
+def train_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, model) -> dict:
+    from .corpus import iter_corpus
+    from .train import splice_test, train_sae
+
+    out = cfg.sae_dir(layer, expansion)
+    _, metrics = train_sae(acts, layer, expansion, cfg.sae, out, cfg.model.source)
+    if cfg.sae.splice_clips:
+        speech = [c for c in read_metadata(cfg.resolve(cfg.corpus.root)) if c.meta.get("text")][: cfg.sae.splice_clips]
+        pieces = list(iter_corpus(speech, cfg.corpus))
+        metrics.update(splice_test(model, Sae.load(out), layer, [a for _, a in pieces],
+                                   [c.meta["text"] for c, _ in pieces]))
+    record = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").write_text(json.dumps({**record, **metrics}, indent=2))
+    return metrics
+
+
+def _scores_path(cfg: Config, run: str) -> Path:
+    return cfg.work_dir / "scores" / f"{run}.npz"
+
+
+def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) -> None:
+    """SAE scores, H^k / L^k for r, mu, c; baselines; saved atomically as one .npz per run."""
+    run = cfg.run_id(layer, expansion)
+    sae = Sae.load(cfg.sae_dir(layer, expansion))
+    n_clips, p, seed = len(acts.index), cfg.scoring.p, cfg.scoring.seed
+    clips_iter = (x for _, x in tqdm(acts.iter_clips(layer), total=n_clips, desc=f"score {run}", unit="clip"))
+    scores, stats = score_sae(sae, clips_iter)
+    arrays = {"clip": scores.clip, "unit": scores.unit, "mu": scores.mu, "c": scores.c,
+              "frequency": stats.frequency, "max_act": stats.max_act, "n_clips": stats.n_clips}
+    methods = ["sae"] + (["mean_act", "coverage"] if cfg.scoring.baselines else [])
+    for method in methods:
+        H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
+        arrays.update({f"{method}/H": H.clips, f"{method}/H_score": H.scores, f"{method}/H_tie": H.tie_broken,
+                       f"{method}/L": L.clips, f"{method}/L_score": L.scores, f"{method}/L_tie": L.tie_broken})
+    if cfg.scoring.baselines:
+        for s in range(cfg.scoring.random_seeds):
+            arrays[f"random{s}/H"] = random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s).clips
+            arrays[f"random{s}/L"] = random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s + 1).clips
+        neurons = score_neurons(x for _, x in acts.iter_clips(layer))
+        H, L = representatives(neurons, SCORES["sae"](neurons), sae.spec.d_in, n_clips, p, seed)
+        arrays.update({"poly/H": H.clips, "poly/L": L.clips})
+    path = _scores_path(cfg, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _embed_needed(cfg: Config, con, clip_ids: list[str], by_id: dict[str, Clip]) -> None:
+    """Embed (once per embedder, cached in the store) the clips not embedded yet."""
+    from .embedding import make_embedder
+
+    name = cfg.monosemanticity.embedder
+    have = set(store.read_embeddings(con, name, clip_ids))
+    todo = [cid for cid in dict.fromkeys(clip_ids) if cid not in have]
+    if not todo:
+        return
+    embedder = make_embedder(name)
+    for start in tqdm(range(0, len(todo), 64), desc=f"embed ({name})", unit="batch"):
+        batch = todo[start : start + 64]
+        audios = [_clip_audio(by_id, cid, cfg) for cid in batch]
+        store.write_embeddings(con, name, batch, embedder.embed(audios, cfg.corpus.sample_rate))
+
+
+def _clip_audio(by_id: dict[str, Clip], clip_id: str, cfg: Config) -> np.ndarray:
+    base = by_id[clip_id.rsplit("#", 1)[0] if clip_id not in by_id else clip_id]
+    pieces, reason = load_clip(base, cfg.corpus)
+    for clip, audio in pieces:
+        if clip.id == clip_id:
+            return audio
+    raise RuntimeError(f"{base.path}: cannot load clip {clip_id} for embedding ({reason})")
+
+
+def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
+    """Embed representatives, compute m^k for SAE features and baselines, write the run to DuckDB."""
+    run = cfg.run_id(layer, expansion)
+    started = datetime.now(timezone.utc)
+    data = dict(np.load(_scores_path(cfg, run)))
+    ids = np.array([c.clip_id for c in acts.index])
+    by_id = {c.id: c for c in clips}
+    rep_keys = [k for k in data if k.endswith("/H") or k.endswith("/L")]
+    needed = sorted({str(ids[i]) for k in rep_keys for i in np.unique(data[k]) if i >= 0})
+    sae_dir = cfg.sae_dir(layer, expansion)
+    metrics = json.loads((sae_dir / "metrics.json").read_text())
+    with store.connect(cfg.db_path) as con:
+        store.write_clips(con, _clips_frame(acts, by_id))
+        _embed_needed(cfg, con, needed, by_id)
+        vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, needed)
+        dim = len(next(iter(vectors.values())))
+        table = np.zeros((len(ids), dim), np.float32)
+        row_of = {cid: i for i, cid in enumerate(ids)}
+        for cid, v in vectors.items():
+            table[row_of[cid]] = v
+        method_rows, ms_sae = [], None
+        methods = sorted({k.split("/")[0] for k in rep_keys})
+        for method in methods:
+            m = monosemanticity(data[f"{method}/H"], data[f"{method}/L"], table)
+            if method == "sae":
+                ms_sae = m
+            base, seed = (method[:6], int(method[6:])) if method.startswith("random") else (method, 0)
+            method_rows.append(pd.DataFrame({"method": base, "seed": seed, "feature": np.arange(len(m.ms)),
+                                             "e_h": m.e_h, "e_l": m.e_l, "ms": m.ms}))
+        eligible = data["n_clips"] >= cfg.monosemanticity.min_clips
+        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible)
+        rank = np.full(len(ms_sae.ms), -1)
+        rank[chosen] = np.arange(1, len(chosen) + 1)
+        features = pd.DataFrame({
+            "feature": np.arange(len(ms_sae.ms)), "frequency": data["frequency"], "max_act": data["max_act"],
+            "n_clips": data["n_clips"], "e_h": ms_sae.e_h, "e_l": ms_sae.e_l, "ms": ms_sae.ms,
+            "ms_rank": pd.array(np.where(rank > 0, rank, None), dtype="Int64"), "selected": rank > 0,
+            "name": None, "description": None, "naming": None})
+        clip_features = pd.DataFrame({"clip_id": ids[data["clip"]], "feature": data["unit"],
+                                      "r": data["mu"] * data["c"], "mu": data["mu"], "c": data["c"]})
+        reps = _representatives_frame(data, ids, methods)
+        store.write_scores(con, run, features, reps, clip_features, pd.concat(method_rows),
+                           {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        spec = metrics["spec"]
+        store.write_run(con, {
+            "run_id": run, "config": json.loads(json.dumps(asdict(cfg), default=str)), "model": cfg.model.source,
+            "layer": layer, "kind": spec["kind"], "expansion": expansion, "k": spec["k"], "seed": spec["seed"],
+            "sae_path": str(sae_dir), "sae_hash": _file_hash(sae_dir / "sae.safetensors"),
+            "corpus": str(cfg.resolve(cfg.corpus.root)), "embedder": cfg.monosemanticity.embedder,
+            "p": cfg.scoring.p, "n_clips": len(ids), "started": started, "finished": datetime.now(timezone.utc)})
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _clips_frame(acts: ActivationStore, by_id: dict[str, Clip]) -> pd.DataFrame:
+    rows = []
+    for c in acts.index:
+        clip = by_id.get(c.clip_id) or by_id[c.clip_id.rsplit("#", 1)[0]]
+        rows.append({"clip_id": c.clip_id, "path": str(clip.path.resolve()), "duration": sf.info(clip.path).duration,
+                     "label": clip.label, "domain": clip.domain, "source": clip.meta.get("source"),
+                     "text": clip.meta.get("text")})
+    return pd.DataFrame(rows)
+
+
+def _representatives_frame(data: dict, ids: np.ndarray, methods: list[str]) -> pd.DataFrame:
+    frames = []
+    lookup = {(int(c), int(u)): (m, cc) for c, u, m, cc in zip(data["clip"], data["unit"], data["mu"], data["c"])}
+    for method in methods:
+        base, seed = (method[:6], int(method[6:])) if method.startswith("random") else (method, 0)
+        for kind in ("H", "L"):
+            clips = data[f"{method}/{kind}"]
+            units, ranks = np.nonzero(clips >= 0)
+            chosen = clips[units, ranks]
+            score = data.get(f"{method}/{kind}_score", np.zeros_like(clips, np.float32))[units, ranks]
+            tie = data.get(f"{method}/{kind}_tie", np.zeros_like(clips, bool))[units, ranks]
+            if method in ("sae", "mean_act", "coverage"):
+                mu_c = np.array([lookup.get((int(c), int(u)), (0.0, 0.0)) for c, u in zip(chosen, units)]).reshape(-1, 2)
+            else:
+                mu_c = np.full((len(units), 2), np.nan)
+            frames.append(pd.DataFrame({"method": base, "seed": seed, "feature": units, "kind": kind,
+                                        "rank": ranks + 1, "clip_id": ids[chosen], "score": score,
+                                        "r": mu_c[:, 0] * mu_c[:, 1], "mu": mu_c[:, 0], "c": mu_c[:, 1],
+                                        "tie_broken": tie}))
+    return pd.concat(frames)
+
+
+def summary(cfg: Config, run: str) -> dict:
+    with store.connect(cfg.db_path, read_only=True) as con:
+        metrics = store.run_metrics(con, run)
+        methods = store.method_summary(con, run).set_index("method")
+        n_sel = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND selected", [run]).fetchone()[0]
+    row = {"run": run, "fvu": metrics.get("fvu"), "l0": metrics.get("l0"), "dead": metrics.get("dead_fraction"),
+           "wer_clean": metrics.get("wer_clean"), "wer_spliced": metrics.get("wer_spliced"), "selected": n_sel}
+    for method in methods.index:
+        row[f"ms_max:{method}"] = methods.loc[method, "max_ms"]
+        row[f"ms_top100:{method}"] = methods.loc[method, "top_mean"]
+    return row

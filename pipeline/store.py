@@ -1,0 +1,167 @@
+"""The DuckDB store: the only place with SQL, and the contract between `pipeline/` and `explorer/`.
+
+Several runs (layer x expansion x seed) live side by side; every write replaces one run's rows in a
+single transaction, so a re-run never leaves a mix. Bulk writes go through registered DataFrames
+(not executemany). The explorer opens the database read-only and calls the read functions below.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, config JSON, model VARCHAR, layer VARCHAR, kind VARCHAR, expansion INTEGER,
+    k INTEGER, seed INTEGER, sae_path VARCHAR, sae_hash VARCHAR, corpus VARCHAR, embedder VARCHAR, p INTEGER,
+    n_clips INTEGER, started TIMESTAMP, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS clips (
+    clip_id VARCHAR PRIMARY KEY, path VARCHAR, duration DOUBLE, label VARCHAR, domain VARCHAR,
+    source VARCHAR, text VARCHAR);
+CREATE TABLE IF NOT EXISTS features (
+    run_id VARCHAR, feature INTEGER, frequency DOUBLE, max_act DOUBLE, n_clips INTEGER,
+    e_h DOUBLE, e_l DOUBLE, ms DOUBLE, ms_rank INTEGER, selected BOOLEAN,
+    name VARCHAR, description VARCHAR, naming JSON, PRIMARY KEY (run_id, feature));
+CREATE TABLE IF NOT EXISTS representatives (
+    run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, kind VARCHAR, rank INTEGER,
+    clip_id VARCHAR, score DOUBLE, r DOUBLE, mu DOUBLE, c DOUBLE, tie_broken BOOLEAN);
+CREATE TABLE IF NOT EXISTS clip_features (
+    run_id VARCHAR, clip_id VARCHAR, feature INTEGER, r DOUBLE, mu DOUBLE, c DOUBLE);
+CREATE TABLE IF NOT EXISTS method_scores (
+    run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, e_h DOUBLE, e_l DOUBLE, ms DOUBLE);
+CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
+CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
+"""
+
+
+@contextmanager
+def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    db_path = Path(db_path)
+    if read_only and not db_path.is_file():
+        raise FileNotFoundError(f"{db_path}: no feature database here; build one with `ard run CONFIG`")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path), read_only=read_only)
+    try:
+        if not read_only:
+            con.execute(SCHEMA)
+        yield con
+    finally:
+        con.close()
+
+
+def _insert(con, table: str, frame: pd.DataFrame) -> None:
+    con.register("_frame", frame)
+    try:
+        cols = ", ".join(frame.columns)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
+    finally:
+        con.unregister("_frame")
+
+
+def _replace(con, table: str, run_id: str, frame: pd.DataFrame, where: str = "") -> None:
+    con.execute(f"DELETE FROM {table} WHERE run_id = ? {where}", [run_id])
+    if len(frame):
+        _insert(con, table, frame)
+
+
+# --- writes ------------------------------------------------------------------------------------------
+
+def write_clips(con, frame: pd.DataFrame) -> None:
+    """Upsert clips (clip_id, path, duration, label, domain, source, text)."""
+    con.execute("BEGIN")
+    con.register("_frame", frame)
+    con.execute("DELETE FROM clips WHERE clip_id IN (SELECT clip_id FROM _frame)")
+    con.unregister("_frame")
+    _insert(con, "clips", frame)
+    con.execute("COMMIT")
+
+
+def write_run(con, run: dict) -> None:
+    con.execute("DELETE FROM runs WHERE run_id = ?", [run["run_id"]])
+    cols = list(run)
+    con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [json.dumps(v) if isinstance(v, dict) else v for v in run.values()])
+
+
+def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.DataFrame,
+                 clip_features: pd.DataFrame, method_scores: pd.DataFrame, metrics: dict[str, float]) -> None:
+    """One run's scoring and monosemanticity results, replacing earlier ones, in one transaction."""
+    con.execute("BEGIN")
+    try:
+        for table, frame in (("features", features), ("representatives", representatives),
+                             ("clip_features", clip_features), ("method_scores", method_scores)):
+            _replace(con, table, run_id, frame.assign(run_id=run_id))
+        _replace(con, "sae_metrics", run_id,
+                 pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def write_embeddings(con, embedder: str, clip_ids: list[str], vectors: np.ndarray) -> None:
+    con.execute("BEGIN")
+    frame = pd.DataFrame({"clip_id": clip_ids, "embedder": embedder, "vector": list(vectors.astype(np.float32))})
+    con.register("_frame", frame)
+    con.execute("DELETE FROM embeddings WHERE embedder = ? AND clip_id IN (SELECT clip_id FROM _frame)", [embedder])
+    con.unregister("_frame")
+    _insert(con, "embeddings", frame)
+    con.execute("COMMIT")
+
+
+def write_names(con, run_id: str, names: pd.DataFrame) -> None:
+    """Update name, description, naming provenance (JSON) for the given features of a run."""
+    con.register("_names", names)
+    con.execute("""UPDATE features SET name = n.name, description = n.description, naming = n.naming
+                   FROM _names n WHERE features.run_id = ? AND features.feature = n.feature""", [run_id])
+    con.unregister("_names")
+
+
+# --- reads -------------------------------------------------------------------------------------------
+
+def read_embeddings(con, embedder: str, clip_ids: list[str]) -> dict[str, np.ndarray]:
+    con.register("_ids", pd.DataFrame({"clip_id": clip_ids}))
+    rows = con.execute("SELECT e.clip_id, e.vector FROM embeddings e JOIN _ids USING (clip_id) WHERE e.embedder = ?",
+                       [embedder]).fetchall()
+    con.unregister("_ids")
+    return {cid: np.asarray(v, np.float32) for cid, v in rows}
+
+
+def runs(con) -> pd.DataFrame:
+    return con.execute("SELECT * FROM runs ORDER BY layer, expansion, seed").df()
+
+
+def run_metrics(con, run_id: str) -> dict[str, float]:
+    return dict(con.execute("SELECT metric, value FROM sae_metrics WHERE run_id = ?", [run_id]).fetchall())
+
+
+def features(con, run_id: str, selected_only: bool = True) -> pd.DataFrame:
+    where = "AND selected" if selected_only else ""
+    return con.execute(f"SELECT * FROM features WHERE run_id = ? {where} ORDER BY ms_rank NULLS LAST, feature",
+                       [run_id]).df()
+
+
+def representatives(con, run_id: str, feature: int, method: str = "sae") -> pd.DataFrame:
+    return con.execute("""SELECT r.*, c.path, c.label, c.domain, c.duration FROM representatives r
+                          JOIN clips c USING (clip_id)
+                          WHERE r.run_id = ? AND r.feature = ? AND r.method = ? ORDER BY kind, rank""",
+                       [run_id, feature, method]).df()
+
+
+def method_summary(con, run_id: str, top: int = 100) -> pd.DataFrame:
+    """Per method: highest MS and mean of the top `top` MS (random baselines averaged over seeds)."""
+    return con.execute("""
+        WITH ranked AS (
+            SELECT method, seed, ms, row_number() OVER (PARTITION BY method, seed ORDER BY ms DESC) AS rk
+            FROM method_scores WHERE run_id = ? AND ms IS NOT NULL AND NOT isnan(ms)),
+        per_seed AS (
+            SELECT method, seed, max(ms) AS max_ms, avg(ms) FILTER (WHERE rk <= ?) AS top_mean
+            FROM ranked GROUP BY method, seed)
+        SELECT method, avg(max_ms) AS max_ms, avg(top_mean) AS top_mean, count(*) AS seeds
+        FROM per_seed GROUP BY method ORDER BY top_mean DESC""", [run_id, top]).df()

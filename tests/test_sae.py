@@ -1,0 +1,168 @@
+"""The SAE module: sparsity rules, decoder norms, storage round trips, the public formats, and recovery."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.activations import ActivationStore
+from pipeline.config import SaeConfig
+from pipeline.sae import Sae, SaeSpec
+from pipeline.train import train_sae
+
+
+def _sae(kind="topk", d_in=16, d_sae=64, k=4, seed=0):
+    sae = Sae.initialised(SaeSpec(d_in=d_in, d_sae=d_sae, k=k, kind=kind), torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+        sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 2))
+    return sae
+
+
+def test_topk_keeps_exactly_k_per_row():
+    sae = _sae()
+    x = torch.randn(50, 16) + 1
+    acts, idx = sae.encode(x)
+    assert acts.shape == idx.shape == (50, 4)
+    dense = sae.dense_acts(x)
+    assert ((dense > 0).sum(1) <= 4).all()
+    pre = sae.pre_acts(x)
+    # the kept values are the 4 largest pre-activations of each row
+    assert torch.allclose(acts.sort(1).values, pre.topk(4, dim=1).values.sort(1).values)
+
+
+def test_batchtopk_keeps_k_times_batch_over_the_batch():
+    sae = _sae("batchtopk").train()
+    x = torch.randn(32, 16) * 3
+    acts, idx = sae.encode(x)
+    assert int((acts > 0).sum()) == 4 * 32
+    per_row = (acts > 0).sum(1)
+    assert per_row.min() != per_row.max()  # a batch-level budget, not a per-row one
+    sae.eval()
+    sae.threshold.fill_(0.5)
+    acts, _ = sae.encode(x)
+    assert (acts[acts > 0] > 0.5).all()
+    assert int((acts > 0).sum()) == int((sae.pre_acts(x) > 0.5).sum())
+
+
+def test_decoder_rows_stay_unit_norm_while_training():
+    sae = _sae()
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    for _ in range(20):
+        out = sae(torch.randn(64, 16))
+        opt.zero_grad()
+        out.fvu.backward()
+        sae.remove_parallel_gradient()
+        opt.step()
+        sae.normalise_decoder()
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_sparse_decoder_equals_dense_matmul():
+    sae = _sae()
+    x = torch.randn(10, 16)
+    acts, idx = sae.encode(x)
+    dense = sae.dense_acts(x) @ sae.W_dec + sae.b_dec
+    assert torch.allclose(sae.decode(acts, idx), dense, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+def test_save_load_is_bit_exact(tmp_path, kind):
+    sae = _sae(kind).eval()
+    sae.threshold.fill_(0.3)
+    sae.spec.layer, sae.spec.model = "encoder.3", "bundled:tiny.en"
+    sae.save(tmp_path / "sae")
+    loaded = Sae.load(tmp_path / "sae")
+    assert loaded.spec == sae.spec
+    x = torch.randn(20, 16)
+    a, b = sae(x), loaded(x)
+    assert torch.equal(a.sae_out, b.sae_out) and torch.equal(a.latent_indices, b.latent_indices)
+
+
+def test_fold_scale_makes_the_sae_take_raw_inputs():
+    sae = _sae().eval()
+    x = torch.randn(30, 16) * 7
+    scale = 0.13
+    expected = sae.decode(*sae.encode(x * scale)) / scale
+    sae.fold_scale(scale)
+    assert torch.allclose(sae.decode(*sae.encode(x)), expected, atol=1e-4)
+
+
+def _reference_topk(x, W_enc_t, b_enc, W_dec, b_dec, k):
+    """SPEC.md's equation written out directly: W_enc_t is [d_in, d_sae]."""
+    pre = torch.relu((x - b_dec) @ W_enc_t + b_enc)
+    vals, idx = pre.topk(k, dim=1)
+    z = torch.zeros_like(pre).scatter_(1, idx, vals)
+    return z @ W_dec + b_dec
+
+
+def test_loads_saelens_topk_format(tmp_path):
+    d_in, d_sae, k = 12, 40, 5
+    g = torch.Generator().manual_seed(3)
+    w = {"W_enc": torch.randn(d_in, d_sae, generator=g), "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+         "W_dec": torch.randn(d_sae, d_in, generator=g), "b_dec": torch.randn(d_in, generator=g) * 0.1}
+    save_file(w, tmp_path / "sae_weights.safetensors")
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": k,
+                                                   "hook_name": "blocks.3.hook_resid_post", "model_name": "m"}))
+    sae = Sae.load(tmp_path)
+    x = torch.randn(8, d_in, generator=g)
+    assert (sae.spec.k, sae.spec.kind, sae.spec.layer) == (k, "topk", "blocks.3.hook_resid_post")
+    assert torch.allclose(sae(x).sae_out, _reference_topk(x, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], k), atol=1e-5)
+
+
+def test_loads_dictionary_learning_batchtopk_format(tmp_path):
+    d_in, d_sae, k = 12, 40, 5
+    g = torch.Generator().manual_seed(4)
+    state = {"encoder.weight": torch.randn(d_sae, d_in, generator=g), "encoder.bias": torch.randn(d_sae, generator=g) * 0.1,
+             "decoder.weight": torch.randn(d_in, d_sae, generator=g), "b_dec": torch.randn(d_in, generator=g) * 0.1,
+             "k": torch.tensor(k), "threshold": torch.tensor(0.2)}
+    torch.save(state, tmp_path / "ae.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": {
+        "trainer_class": "BatchTopKTrainer", "dict_class": "BatchTopKSAE", "activation_dim": d_in,
+        "dict_size": d_sae, "k": k, "layer": 6, "lm_name": "openai/whisper-small"}}))
+    sae = Sae.load(tmp_path)
+    assert (sae.spec.kind, sae.spec.k, sae.spec.layer, float(sae.threshold)) == ("batchtopk", k, "6", pytest.approx(0.2))
+    x = torch.randn(8, d_in, generator=g)
+    pre = torch.relu((x - state["b_dec"]) @ state["encoder.weight"].T + state["encoder.bias"])
+    z = pre * (pre > 0.2)
+    expected = z @ state["decoder.weight"].T + state["b_dec"]
+    assert torch.allclose(sae(x).sae_out, expected, atol=1e-5)
+
+
+def test_unknown_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no SAE here"):
+        Sae.load(tmp_path)
+
+
+def _synthetic_store(folder, n_rows, d, n_atoms, k, seed):
+    """Activations with known sparse structure: x = sum of k random atoms with positive magnitudes."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    idx = np.stack([rng.choice(n_atoms, k, replace=False) for _ in range(n_rows)])
+    mags = rng.uniform(0.5, 2.0, size=(n_rows, k))
+    x = np.einsum("nk,nkd->nd", mags, atoms[idx]).astype(np.float16)
+    (folder / "L").mkdir(parents=True)
+    half = n_rows // 2
+    for shard, rows in enumerate([x[:half], x[half:]]):
+        np.save(folder / "L" / f"shard_{shard:05d}.npy", rows)
+        (folder / f"index_{shard:05d}.json").write_text(json.dumps([[f"c{shard}", 0, len(rows)]]))
+    return ActivationStore(folder), atoms
+
+
+@pytest.mark.slow
+def test_training_recovers_a_known_dictionary(tmp_path):
+    store, atoms = _synthetic_store(tmp_path / "acts", n_rows=40_000, d=32, n_atoms=64, k=4, seed=0)
+    cfg = replace(SaeConfig(), k=4, batch_size=512, steps=1500, lr=0, warmup_steps=50, dead_tokens=50_000,
+                  median_sample=2048, buffer_rows=20_000, log_every=100)
+    sae, metrics = train_sae(store, "L", 2, cfg, tmp_path / "sae")
+    learned = sae.W_dec.detach().numpy()
+    cos = atoms @ learned.T
+    assert cos.max(axis=1).mean() >= 0.9, cos.max(axis=1)
+    assert metrics["fvu"] < 0.1
+    log = [json.loads(line) for line in (tmp_path / "sae" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["fvu"] < log[0]["fvu"]
+    assert set(log[0]) >= {"step", "tokens", "fvu", "l0", "dead_fraction", "tokens_per_s"}
