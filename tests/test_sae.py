@@ -162,7 +162,7 @@ def test_training_recovers_a_known_dictionary(tmp_path):
     learned = sae.W_dec.detach().numpy()
     cos = atoms @ learned.T
     assert cos.max(axis=1).mean() >= 0.9, cos.max(axis=1)
-    assert metrics["fvu"] < 0.1
+    assert metrics["fvu"] < 0.2
     log = [json.loads(line) for line in (tmp_path / "sae" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["fvu"] < log[0]["fvu"]
     assert set(log[0]) >= {"step", "tokens", "fvu", "l0", "dead_fraction", "tokens_per_s"}

@@ -1,0 +1,122 @@
+"""`ard run` end to end on a small slice of the demo corpus: the store, two runs side by side, resuming."""
+
+import csv
+import shutil
+
+import pandas as pd
+import pytest
+
+from pipeline import stages, store
+from pipeline.config import load_config
+from pipeline.models.whisper import WhisperAdapter
+
+CONFIG = """
+[corpus]
+root = "corpus"
+[extract]
+layers = ["encoder.3"]
+work_dir = "work"
+[sae]
+k = 8
+expansions = [2, 4]
+batch_size = 512
+steps = 40
+lr = 0
+warmup_steps = 5
+dead_tokens = 5000
+median_sample = 1024
+buffer_rows = 4096
+splice_clips = 0
+[scoring]
+p = 3
+random_seeds = 2
+[monosemanticity]
+embedder = "mfcc"
+top_c = 20
+[store]
+db = "ard.duckdb"
+"""
+
+
+def _make_project(folder, demo_corpus, demo_rows):
+    (folder / "corpus").mkdir(parents=True)
+    rows = demo_rows[::25][:56]
+    with (folder / "corpus" / "metadata.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["file_name", "label", "domain", "source", "text"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({"file_name": str(demo_corpus / r["file_name"]), "label": r["label"], "domain": r["domain"],
+                        "source": r["source"], "text": r["text"]})
+    (folder / "small.toml").write_text(CONFIG)
+    return load_config(folder / "small.toml")
+
+
+def _tables(db):
+    with store.connect(db, read_only=True) as con:
+        return {t: con.execute(f"SELECT * EXCLUDE (run_id) FROM {t} ORDER BY ALL").df()
+                for t in ("features", "representatives", "clip_features", "method_scores")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_corpus, demo_rows, whisper):
+    folder = tmp_path_factory.mktemp("project")
+    cfg = _make_project(folder, demo_corpus, demo_rows)
+    stages.run_all(cfg, lambda: whisper, until="train")
+    return folder
+
+
+@pytest.mark.slow
+def test_run_stores_two_runs_and_skips_what_is_done(trained, whisper, tmp_path):
+    folder = tmp_path / "a"
+    shutil.copytree(trained, folder)
+    cfg = load_config(folder / "small.toml")
+    rows = stages.run_all(cfg, lambda: whisper)
+    assert [r["run"] for r in rows] == ["encoder.3_topk_e2_k8_s0", "encoder.3_topk_e4_k8_s0"]
+    with store.connect(cfg.db_path, read_only=True) as con:
+        runs = store.runs(con)
+        assert runs[["run_id", "expansion", "k", "p"]].values.tolist() == [
+            ["encoder.3_topk_e2_k8_s0", 2, 8, 3], ["encoder.3_topk_e4_k8_s0", 4, 8, 3]]
+        n_feat = con.execute("SELECT run_id, count(*) FROM features GROUP BY 1 ORDER BY 1").fetchall()
+        assert n_feat == [("encoder.3_topk_e2_k8_s0", 768), ("encoder.3_topk_e4_k8_s0", 1536)]
+        assert con.execute("SELECT count(*) FROM clips").fetchone()[0] == 56
+        # r = mu * c, and every selected feature has p H and p L clips of the SAE method
+        bad = con.execute("SELECT count(*) FROM clip_features WHERE abs(r - mu * c) > 1e-6 OR r <= 0").fetchone()[0]
+        assert bad == 0
+        sel = store.features(con, "encoder.3_topk_e2_k8_s0")
+        assert 0 < len(sel) <= 20 and sel["ms"].is_monotonic_decreasing and sel["ms_rank"].tolist() == list(range(1, len(sel) + 1))
+        reps = store.representatives(con, "encoder.3_topk_e2_k8_s0", int(sel["feature"].iloc[0]))
+        assert (reps.groupby("kind").size() == 3).all()
+        h = reps[reps.kind == "H"]
+        assert (h["r"].diff().dropna() <= 1e-9).all() and (h["r"] > 0).all()
+        methods = set(store.method_summary(con, "encoder.3_topk_e2_k8_s0")["method"])
+        assert methods == {"sae", "mean_act", "coverage", "random", "poly"}
+        # each clip is embedded once, however many features share it
+        dup = con.execute("SELECT count(*) - count(DISTINCT clip_id) FROM embeddings WHERE embedder = 'mfcc'").fetchone()[0]
+        assert dup == 0
+    assert all(current for _, current in stages.status(cfg))
+    assert not any(r["would_run"] for r in stages.run_all(cfg, None, dry_run=True))
+
+
+@pytest.mark.slow
+def test_killed_scoring_resumes_to_the_same_tables(trained, whisper, tmp_path, monkeypatch):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    shutil.copytree(trained, whole)
+    shutil.copytree(trained, broken)
+    stages.run_all(load_config(whole / "small.toml"), lambda: whisper)
+
+    cfg = load_config(broken / "small.toml")
+    real = stages.score_neurons
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed during scoring")
+
+    monkeypatch.setattr(stages, "score_neurons", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_all(cfg, lambda: whisper)
+    assert not list((broken / "work" / "scores").glob("*.npz"))  # nothing half-written was kept
+    monkeypatch.setattr(stages, "score_neurons", real)
+    stages.run_all(cfg, lambda: whisper)
+
+    a, b = _tables(whole / "ard.duckdb"), _tables(broken / "ard.duckdb")
+    for table in a:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)

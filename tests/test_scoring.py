@@ -1,0 +1,95 @@
+"""mu, c, r, H^k and L^k on hand-made activations with known answers; monosemanticity against SPEC.md."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from pipeline.monosemanticity import monosemanticity, top_c
+from pipeline.scoring import ClipScores, clip_unit_stats, random_representatives, representatives, score_neurons
+
+
+def test_clip_unit_stats_by_hand():
+    # 4 tokens, top-2 per token; unit 3 fires on tokens 0, 1, 3; unit 5 on token 0; unit 7 on token 2 only
+    acts = np.array([[2.0, 1.0], [4.0, 0.0], [0.5, 0.0], [6.0, 0.0]], np.float32)
+    idx = np.array([[3, 5], [3, 0], [7, 1], [3, 2]])
+    units, mu, c, maxes = clip_unit_stats(acts, idx, n_units=8)
+    got = {int(u): (float(m), float(cc)) for u, m, cc in zip(units, mu, c)}
+    assert got == {3: (pytest.approx(3.0), 0.75), 5: (0.25, 0.25), 7: (0.125, 0.25)}
+    assert maxes[3] == 6.0 and maxes[0] == 0.0  # zero values never count as firing
+
+
+def _scores(pairs):
+    """pairs: {(clip, unit): (mu, c)}"""
+    items = sorted(pairs.items())
+    return ClipScores(np.array([k[0] for k, _ in items], np.int32), np.array([k[1] for k, _ in items], np.int32),
+                      np.array([v[0] for _, v in items], np.float32), np.array([v[1] for _, v in items], np.float32))
+
+
+def test_representatives_rank_by_r_and_break_zero_ties_reproducibly():
+    # 10 clips, unit 0 fires in clips 2 (r=0.5), 4 (r=2.0), 7 (r=1.0); unit 1 fires in every clip
+    pairs = {(2, 0): (1.0, 0.5), (4, 0): (4.0, 0.5), (7, 0): (2.0, 0.5)}
+    pairs.update({(i, 1): (float(i + 1), 1.0) for i in range(10)})
+    s = _scores(pairs)
+    H, L = representatives(s, s.mu * s.c, n_units=2, n_clips=10, p=2, seed=7)
+    assert H.clips[0].tolist() == [4, 7] and H.scores[0].tolist() == [2.0, 1.0]
+    assert not H.tie_broken[0].any()
+    # unit 0's lowest are 2 of its 7 zero-score clips, drawn at random, and marked as tie-broken
+    assert set(L.clips[0]) <= {0, 1, 3, 5, 6, 8, 9} and L.tie_broken[0].all() and (L.scores[0] == 0).all()
+    # unit 1 has no zeros: the lowest are clips 0 and 1, no tie
+    assert L.clips[1].tolist() == [0, 1] and not L.tie_broken[1].any()
+    again = representatives(s, s.mu * s.c, 2, 10, 2, seed=7)[1]
+    assert np.array_equal(again.clips, L.clips)
+    draws = {tuple(sorted(representatives(s, s.mu * s.c, 2, 10, 2, seed=k)[1].clips[0])) for k in range(20)}
+    assert len(draws) > 1  # the seed matters
+
+
+def test_baseline_scores_change_the_ranking():
+    # clip 0: high mean, low coverage; clip 1: low mean, full coverage
+    s = _scores({(0, 0): (10.0, 0.1), (1, 0): (2.0, 1.0), (2, 0): (1.0, 0.5)})
+    top = lambda score: representatives(s, score, 1, 3, 1, 0)[0].clips[0, 0]
+    assert top(s.mu * s.c) == 1 and top(s.mu) == 0 and top(s.c) == 1
+
+
+def test_poly_neurons_use_raw_values_including_negative():
+    x0 = np.array([[1.0, -2.0], [3.0, -4.0]], np.float32)  # neuron 0 positive, neuron 1 negative
+    x1 = np.array([[0.5, 1.0]], np.float32)
+    s = score_neurons([x0, x1])
+    H, L = representatives(s, s.mu * s.c, n_units=2, n_clips=2, p=1, seed=0)
+    assert H.clips[0, 0] == 0 and H.clips[1, 0] == 1
+    assert L.clips[1, 0] == 0 and L.scores[1, 0] == 0.0  # -3 * 0 coverage = 0 < 1.0 * 1.0
+
+
+def test_random_representatives_are_distinct_and_seeded():
+    a, b = random_representatives(50, 30, 4, 1), random_representatives(50, 30, 4, 1)
+    assert np.array_equal(a.clips, b.clips)
+    assert all(len(set(row)) == 4 for row in a.clips)
+
+
+def _direct_ms(emb, H, L, eps=1e-6):
+    """SPEC.md transcribed literally: cosine over each unordered pair, mean and std per group."""
+    def group(rows):
+        sims = [float(emb[i] @ emb[j] / np.linalg.norm(emb[i]) / np.linalg.norm(emb[j]))
+                for i, j in itertools.combinations(rows, 2)]
+        return np.mean(sims), np.std(sims)
+    (eh, sh), (el, sl) = group(H), group(L)
+    return eh, el, (eh - el) / (np.sqrt((sh ** 2 + sl ** 2) / 2) + eps)
+
+
+def test_monosemanticity_matches_direct_transcription():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 16))
+    H = np.stack([rng.choice(40, 4, replace=False) for _ in range(25)])
+    L = np.stack([rng.choice(40, 4, replace=False) for _ in range(25)])
+    m = monosemanticity(H, L, emb)
+    for k in range(25):
+        eh, el, ms = _direct_ms(emb, H[k], L[k])
+        assert m.e_h[k] == pytest.approx(eh, abs=1e-9)
+        assert m.e_l[k] == pytest.approx(el, abs=1e-9)
+        assert m.ms[k] == pytest.approx(ms, rel=1e-6)
+
+
+def test_top_c_orders_by_ms_and_respects_eligibility():
+    ms = np.array([0.5, np.nan, 2.0, 1.0, 3.0])
+    assert top_c(ms, 3).tolist() == [4, 2, 3]
+    assert top_c(ms, 10, eligible=np.array([True, True, True, True, False])).tolist() == [2, 3, 0]
