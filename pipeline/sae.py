@@ -85,10 +85,15 @@ class Sae(torch.nn.Module):
         return F.relu(F.linear(x - self.b_dec, self.W_enc, self.b_enc))
 
     def select(self, pre: torch.Tensor, batch_topk: bool | None = None) -> EncoderOutput:
-        """The sparsity rule on pre-activations [batch, d_sae]."""
+        """The sparsity rule on pre-activations [batch, d_sae], before or after the ReLU.
+
+        ReLU commutes with taking the largest values, so it is applied to the selected values only
+        (the dense ReLU over [batch, d_sae] would cost more than the selection itself).
+        """
         k = self.spec.k
         if self.spec.kind == "topk":
-            return EncoderOutput(*pre.topk(k, dim=-1, sorted=False))
+            acts, idx = pre.topk(k, dim=-1, sorted=False)
+            return EncoderOutput(F.relu(acts), idx)
         if batch_topk is None:
             batch_topk = self.training or float(self.threshold) < 0
         if batch_topk:  # top K*B over the whole batch
@@ -99,29 +104,29 @@ class Sae(torch.nn.Module):
             pre = pre * mask.view_as(pre)
         else:
             pre = pre * (pre > self.threshold)
+        pre = F.relu(pre)
         width = int((pre > 0).sum(dim=-1).max().clamp(min=1))
         return EncoderOutput(*pre.topk(width, dim=-1, sorted=False))
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """[batch, d_in] -> (values, indices), each [batch, width]."""
-        return self.select(self.pre_acts(x))
+        return self.select(F.linear(x - self.b_dec, self.W_enc, self.b_enc))
 
     def decode(self, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
         """(values, indices) [batch, width] -> [batch, d_in]: sum of value * decoder row, plus b_dec."""
         return F.embedding_bag(top_indices, self.W_dec, per_sample_weights=top_acts, mode="sum") + self.b_dec
 
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None, k_aux: int = 0) -> ForwardOutput:
-        """x: [batch, d_in]. dead_mask: [d_sae] bool, latents to train with AuxK."""
-        pre = self.pre_acts(x)
-        acts, indices = self.select(pre)
+        """x: [batch, d_in]. dead_mask: [d_sae] bool, latents to train with AuxK (k_aux of them per row)."""
+        aux_k = min(k_aux, int(dead_mask.sum())) if dead_mask is not None else 0
+        acts, indices, aux_acts, aux_idx = _SparseEncode.apply(x - self.b_dec, self.W_enc, self.b_enc, self.select,
+                                                               dead_mask, aux_k)
         x_hat = self.decode(acts, indices)
         err = x - x_hat
         total_var = (x - x.mean(0)).pow(2).sum()
         fvu = err.pow(2).sum() / total_var
         auxk = x.new_zeros(())
-        if dead_mask is not None and k_aux > 0 and bool(dead_mask.any()):
-            k = min(k_aux, int(dead_mask.sum()))
-            aux_acts, aux_idx = (pre * dead_mask).topk(k, dim=-1, sorted=False)
+        if aux_k > 0:
             err_hat = F.embedding_bag(aux_idx, self.W_dec, per_sample_weights=aux_acts, mode="sum")
             residual = err.detach()
             auxk = (err_hat - residual).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum()
@@ -182,6 +187,41 @@ class Sae(torch.nn.Module):
         tensors.setdefault("threshold", torch.tensor(-1.0))
         sae.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
         return sae.to(device).eval()
+
+
+class _SparseEncode(torch.autograd.Function):
+    """A sparsity rule on W_enc x_c + b_enc (ReLU applied to what it selects), with a backward pass that touches only the
+    selected (row, latent) pairs: B*k*d_in work instead of the dense B*d_sae*d_in of autograd.
+
+    Also returns the AuxK selection (top aux_k pre-activations among dead latents), sharing the same
+    pre-activations and the same sparse backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, select, dead_mask, aux_k):
+        pre = F.linear(x_c, W_enc, b_enc)
+        acts, idx = select(pre)
+        if aux_k > 0:
+            aux_acts, aux_idx = pre.masked_fill(~dead_mask, float("-inf")).topk(aux_k, dim=-1, sorted=False)
+            aux_acts = F.relu(aux_acts)
+        else:
+            aux_acts, aux_idx = acts.new_zeros(len(x_c), 0), idx.new_zeros(len(x_c), 0)
+        ctx.save_for_backward(x_c, W_enc, torch.cat([acts, aux_acts], 1), torch.cat([idx, aux_idx], 1))
+        ctx.mark_non_differentiable(idx, aux_idx)
+        return acts, idx, aux_acts, aux_idx
+
+    @staticmethod
+    def backward(ctx, grad_acts, _grad_idx, grad_aux, _grad_aux_idx):
+        x_c, W_enc, acts, idx = ctx.saved_tensors
+        grad = torch.cat([grad_acts, grad_aux], 1) * (acts > 0)  # the ReLU: no gradient where it clipped
+        rows = torch.arange(len(x_c), device=x_c.device).repeat_interleave(idx.shape[1])
+        flat_idx, flat_grad = idx.flatten(), grad.flatten()
+        grad_x = F.embedding_bag(idx, W_enc, per_sample_weights=grad, mode="sum") if ctx.needs_input_grad[0] else None
+        grad_W = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_grad, (W_enc.shape[0], len(x_c)),
+                                         check_invariants=False)
+        grad_W = torch.sparse.mm(grad_W, x_c)
+        grad_b = torch.zeros(W_enc.shape[0], dtype=grad.dtype, device=grad.device).index_add_(0, flat_idx, flat_grad)
+        return grad_x, grad_W, grad_b, None, None, None
 
 
 def _from_saelens(folder: Path) -> tuple[SaeSpec, dict[str, torch.Tensor]]:
