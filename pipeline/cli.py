@@ -62,6 +62,7 @@ def cmd_check(args) -> int:
 
 
 def _run_stages(args, until: str) -> int:
+    """`ard run` and the per-stage commands: every stage up to `until` whose inputs changed."""
     from .config import load_config
     from .models import load_model
     from .stages import run_all
@@ -105,13 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage in order; stages whose inputs have not changed are skipped")
     p.add_argument("config")
     p.add_argument("--dry-run", action="store_true", help="validate the config and list what would run")
-    p.set_defaults(func=lambda a: _run_stages(a, "store"))
+    p.set_defaults(func=lambda a: _run_stages(a, "name"))
     p = sub.add_parser("status", help="which stages of a config are done")
     p.add_argument("config")
     p.set_defaults(func=cmd_status)
     for stage, text in (("extract", "store hidden activations of the configured layers (resumable)"),
                         ("train", "train an SAE per configured layer and expansion, with metrics and splice test"),
-                        ("score", "representative clips per feature, and the baselines")):
+                        ("score", "representative clips per feature, and the baselines"),
+                        ("store", "embed representatives, monosemanticity, top-C, write the database"),
+                        ("name", "caption and name the top-C features")):
         p = sub.add_parser(stage, help=text + " (and the stages before it, if needed)")
         p.add_argument("config")
         p.set_defaults(func=lambda a, stage=stage: _run_stages(a, stage))

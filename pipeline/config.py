@@ -87,6 +87,20 @@ class MonosemanticityConfig:
 
 
 @dataclass
+class NamingConfig:
+    """Captioner and summariser backends (SPEC.md Stage 3, naming)."""
+
+    enabled: bool = True
+    captioner: str = "offline"  # "offline", "openai", or "qwen2-audio:<local path>"
+    summariser: str = "offline"  # "offline", "openai", or "transformers:<local path>"
+    base_url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio)
+    model: str = ""  # model name on that server
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key, if any
+    timeout: float = 120.0
+    retries: int = 3
+
+
+@dataclass
 class StoreConfig:
     db: str = "ard.duckdb"  # relative to the config file
 
@@ -99,6 +113,7 @@ class Config:
     sae: SaeConfig = field(default_factory=SaeConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     monosemanticity: MonosemanticityConfig = field(default_factory=MonosemanticityConfig)
+    naming: NamingConfig = field(default_factory=NamingConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     path: Path | None = None  # the TOML file this came from
 

@@ -68,6 +68,8 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring))
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
+            if cfg.naming.enabled:
+                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
     return keys
 
 
@@ -76,7 +78,7 @@ def status(cfg: Config) -> list[tuple[str, bool]]:
     return [(stage, done.is_current(stage, key)) for stage, key in stage_keys(cfg).items()]
 
 
-STAGES = ("extract", "train", "score", "store")
+STAGES = ("extract", "train", "score", "store", "name")
 
 
 def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "store") -> list[dict]:
@@ -116,6 +118,10 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "stor
             if not done.is_current(f"store:{run}", keys[f"store:{run}"]):
                 store_stage(cfg, acts, layer, e, clips)
                 done.mark(f"store:{run}", keys[f"store:{run}"])
+            if last >= 4 and cfg.naming.enabled and not done.is_current(f"name:{run}", keys[f"name:{run}"]):
+                model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
+                name_stage(cfg, run, clips, lambda: model)
+                done.mark(f"name:{run}", keys[f"name:{run}"])
             summaries.append(summary(cfg, run))
     return summaries
 
@@ -245,6 +251,16 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "p": cfg.scoring.p, "n_clips": len(ids), "started": started, "finished": datetime.now(timezone.utc)})
 
 
+def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
+    from .naming import make_backends, name_features
+
+    captioner, summariser = make_backends(cfg.naming, model_loader)
+    by_id = {c.id: c for c in clips}
+    with store.connect(cfg.db_path) as con:
+        return name_features(con, run, captioner, summariser, lambda cid: _clip_audio(by_id, cid, cfg),
+                             cfg.corpus.sample_rate, progress=tqdm)
+
+
 def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -286,7 +302,9 @@ def summary(cfg: Config, run: str) -> dict:
         metrics = store.run_metrics(con, run)
         methods = store.method_summary(con, run).set_index("method")
         n_sel = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND selected", [run]).fetchone()[0]
-    row = {"run": run, "fvu": metrics.get("fvu"), "l0": metrics.get("l0"), "dead": metrics.get("dead_fraction"),
+    with store.connect(cfg.db_path, read_only=True) as con:
+        named = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND name IS NOT NULL", [run]).fetchone()[0]
+    row = {"run": run, "named": named, "fvu": metrics.get("fvu"), "l0": metrics.get("l0"), "dead": metrics.get("dead_fraction"),
            "wer_clean": metrics.get("wer_clean"), "wer_spliced": metrics.get("wer_spliced"), "selected": n_sel}
     for method in methods.index:
         row[f"ms_max:{method}"] = methods.loc[method, "max_ms"]

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS clip_features (
 CREATE TABLE IF NOT EXISTS method_scores (
     run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, e_h DOUBLE, e_l DOUBLE, ms DOUBLE);
 CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
+CREATE TABLE IF NOT EXISTS captions (
+    clip_id VARCHAR, captioner VARCHAR, caption VARCHAR, terms JSON, created TIMESTAMP, PRIMARY KEY (clip_id, captioner));
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
 """
 
@@ -115,6 +117,25 @@ def write_embeddings(con, embedder: str, clip_ids: list[str], vectors: np.ndarra
     con.execute("COMMIT")
 
 
+def write_captions(con, captioner: str, clip_ids: list[str], captions: list[str], terms: list[list[str]]) -> None:
+    frame = pd.DataFrame({"clip_id": clip_ids, "captioner": captioner, "caption": captions,
+                          "terms": [json.dumps(t) for t in terms], "created": pd.Timestamp.now(tz="UTC")})
+    con.execute("BEGIN")
+    con.register("_frame", frame)
+    con.execute("DELETE FROM captions WHERE captioner = ? AND clip_id IN (SELECT clip_id FROM _frame)", [captioner])
+    con.unregister("_frame")
+    _insert(con, "captions", frame)
+    con.execute("COMMIT")
+
+
+def read_captions(con, captioner: str, clip_ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    con.register("_ids", pd.DataFrame({"clip_id": clip_ids}))
+    rows = con.execute("SELECT c.clip_id, c.caption, c.terms FROM captions c JOIN _ids USING (clip_id) "
+                       "WHERE c.captioner = ?", [captioner]).fetchall()
+    con.unregister("_ids")
+    return {cid: (text, json.loads(terms)) for cid, text, terms in rows}
+
+
 def write_names(con, run_id: str, names: pd.DataFrame) -> None:
     """Update name, description, naming provenance (JSON) for the given features of a run."""
     con.register("_names", names)
@@ -145,6 +166,17 @@ def features(con, run_id: str, selected_only: bool = True) -> pd.DataFrame:
     where = "AND selected" if selected_only else ""
     return con.execute(f"SELECT * FROM features WHERE run_id = ? {where} ORDER BY ms_rank NULLS LAST, feature",
                        [run_id]).df()
+
+
+def top_clips(con, run_id: str, features: list[int], kind: str = "H") -> pd.DataFrame:
+    """The SAE representatives of several features: feature, rank, clip_id, label (label for oracles only)."""
+    con.register("_f", pd.DataFrame({"feature": features}))
+    out = con.execute("""SELECT r.feature, r.rank, r.clip_id, c.label FROM representatives r JOIN _f USING (feature)
+                         JOIN clips c USING (clip_id)
+                         WHERE r.run_id = ? AND r.method = 'sae' AND r.kind = ? ORDER BY r.feature, r.rank""",
+                      [run_id, kind]).df()
+    con.unregister("_f")
+    return out
 
 
 def representatives(con, run_id: str, feature: int, method: str = "sae") -> pd.DataFrame:
