@@ -1,7 +1,7 @@
 """Launch the explorer: `python app.py [--db PATH] [--host 127.0.0.1] [--port 7860]`.
 
-With the default database path, the demo corpus (and, once the pipeline can, its database) is built
-first when missing, so `make demo` needs nothing else.
+With the default database path, the demo corpus and database are built (or brought up to date) first,
+so `make demo` needs nothing else.
 """
 
 from __future__ import annotations
@@ -23,13 +23,23 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args()
-    if args.db == DEMO_DB and not DEMO_DB.exists():
-        from pipeline.demo_corpus import build_demo
+    if args.db == DEMO_DB:
+        build_demo_database()
+    from explorer.app import launch
 
-        build_demo(DEMO_DIR)
-    from explorer.app import build_app
+    launch(args.db, args.host, args.port)
 
-    build_app(args.db).launch(server_name=args.host, server_port=args.port, share=False)
+
+def build_demo_database() -> None:
+    """The demo corpus and `ard run configs/demo.toml` (every stage skipped when already current)."""
+    from pipeline.config import load_config
+    from pipeline.demo_corpus import build_demo
+    from pipeline.models import load_model
+    from pipeline.stages import run_all
+
+    build_demo(DEMO_DIR)
+    cfg = load_config(ROOT / "configs" / "demo.toml")
+    run_all(cfg, lambda: load_model(cfg.model))
 
 
 if __name__ == "__main__":

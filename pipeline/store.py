@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS method_scores (
 CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, captioner VARCHAR, caption VARCHAR, terms JSON, created TIMESTAMP, PRIMARY KEY (clip_id, captioner));
+CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT);
+CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
+CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
+CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
+CREATE TABLE IF NOT EXISTS name_embeddings (run_id VARCHAR, feature INTEGER, embedder VARCHAR, vector FLOAT[]);
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
 """
 
@@ -60,7 +65,7 @@ def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
 def _insert(con, table: str, frame: pd.DataFrame) -> None:
     con.register("_frame", frame)
     try:
-        cols = ", ".join(frame.columns)
+        cols = ", ".join(f'"{c}"' for c in frame.columns)
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
     finally:
         con.unregister("_frame")
@@ -101,6 +106,19 @@ def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.D
             _replace(con, table, run_id, frame.assign(run_id=run_id))
         _replace(con, "sae_metrics", run_id,
                  pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    """The explorer's precomputed views of one run (feature_map, feature_neighbours, timelines,
+    mel_patches, name_embeddings), replacing earlier ones in one transaction."""
+    con.execute("BEGIN")
+    try:
+        for table, frame in tables.items():
+            _replace(con, table, run_id, frame.assign(run_id=run_id))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -197,3 +215,109 @@ def method_summary(con, run_id: str, top: int = 100) -> pd.DataFrame:
             FROM ranked GROUP BY method, seed)
         SELECT method, avg(max_ms) AS max_ms, avg(top_mean) AS top_mean, count(*) AS seeds
         FROM per_seed GROUP BY method ORDER BY top_mean DESC""", [run_id, top]).df()
+
+
+def feature_map(con, run_id: str) -> pd.DataFrame:
+    """Every feature's UMAP position with its name, MS, frequency and H^k majority domain."""
+    return con.execute("""
+        WITH dom AS (
+            SELECT r.feature, mode(c.domain) AS domain FROM representatives r JOIN clips c USING (clip_id)
+            WHERE r.run_id = ? AND r.method = 'sae' AND r.kind = 'H' GROUP BY r.feature)
+        SELECT m.feature, m.x, m.y, f.name, f.ms, f.frequency, f.selected, dom.domain
+        FROM feature_map m JOIN features f ON f.run_id = m.run_id AND f.feature = m.feature
+        LEFT JOIN dom ON dom.feature = m.feature WHERE m.run_id = ? ORDER BY m.feature""", [run_id, run_id]).df()
+
+
+def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
+    return con.execute("""SELECT n.neighbour, n.cosine, f.name, f.ms FROM feature_neighbours n
+                          JOIN features f ON f.run_id = n.run_id AND f.feature = n.neighbour
+                          WHERE n.run_id = ? AND n.feature = ? ORDER BY n.rank""", [run_id, feature]).df()
+
+
+def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
+    rows = con.execute('SELECT clip_id, "values" FROM timelines WHERE run_id = ? AND feature = ?',
+                       [run_id, feature]).fetchall()
+    return {cid: np.asarray(v, np.float32) for cid, v in rows}
+
+
+def mel_patch(con, run_id: str, feature: int) -> np.ndarray | None:
+    row = con.execute('SELECT n_frames, n_mels, "values" FROM mel_patches WHERE run_id = ? AND feature = ?',
+                      [run_id, feature]).fetchone()
+    return None if row is None else np.asarray(row[2], np.float32).reshape(row[0], row[1])
+
+
+def name_embeddings(con, run_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(run_id, feature) rows and their name vectors [n, dim], for semantic search."""
+    where = "WHERE run_id = ?" if run_id else ""
+    frame = con.execute(f"SELECT run_id, feature, vector FROM name_embeddings {where} ORDER BY run_id, feature",
+                        [run_id] if run_id else []).df()
+    vectors = np.stack(frame.pop("vector").map(np.asarray).tolist()).astype(np.float32) if len(frame) else np.zeros((0, 384), np.float32)
+    return frame, vectors
+
+
+def clip_activations(con, run_id: str, feature: int) -> pd.DataFrame:
+    """The feature's (clip, mu, c, r) over every clip where it fires (for its histogram)."""
+    return con.execute("SELECT clip_id, mu, c, r FROM clip_features WHERE run_id = ? AND feature = ?",
+                       [run_id, feature]).df()
+
+
+def feature_row(con, run_id: str, feature: int) -> dict | None:
+    frame = con.execute("SELECT * FROM features WHERE run_id = ? AND feature = ?", [run_id, feature]).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def concepts(con) -> pd.DataFrame:
+    """Every selected feature of every run, with its run's layer and expansion and its H^k domain mix."""
+    return con.execute("""
+        WITH mix AS (
+            SELECT r.run_id, r.feature,
+                   string_agg(c.domain, ',' ORDER BY r.rank) AS domains
+            FROM representatives r JOIN clips c USING (clip_id)
+            WHERE r.method = 'sae' AND r.kind = 'H' GROUP BY r.run_id, r.feature)
+        SELECT f.run_id, ru.layer, ru.expansion, f.feature, f.name, f.description, f.ms, f.ms_rank,
+               f.frequency, f.max_act, f.n_clips, mix.domains
+        FROM features f JOIN runs ru USING (run_id) LEFT JOIN mix USING (run_id, feature)
+        WHERE f.selected ORDER BY f.ms DESC""").df()
+
+
+def clip_paths(con) -> set[str]:
+    """Every audio file the database knows: the only files the explorer serves."""
+    return {r[0] for r in con.execute("SELECT path FROM clips").fetchall()}
+
+
+def clip(con, clip_id: str) -> dict | None:
+    frame = con.execute("SELECT * FROM clips WHERE clip_id = ?", [clip_id]).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def demo_clips(con, n: int = 40) -> pd.DataFrame:
+    """A spread of clips across domains (for the Steer tab's clip picker)."""
+    return con.execute("""SELECT clip_id, label, domain, path FROM (
+                            SELECT *, row_number() OVER (PARTITION BY domain ORDER BY clip_id) AS k FROM clips)
+                          WHERE k <= ? ORDER BY domain, clip_id""", [max(1, n // 3)]).df()
+
+
+# --- the ratings database (human evaluation; kept apart so the feature database stays read-only) -----
+
+RATINGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratings (
+    rater VARCHAR, run_id VARCHAR, feature INTEGER, generated_name VARCHAR, own_label VARCHAR, rating INTEGER,
+    intruder_clip VARCHAR, intruder_guess VARCHAR, blind BOOLEAN, model VARCHAR, layer VARCHAR, sae_hash VARCHAR,
+    created TIMESTAMP);
+"""
+
+
+def write_rating(ratings_db: str | Path, row: dict) -> None:
+    with connect(ratings_db) as con:
+        con.execute(RATINGS_SCHEMA)
+        cols = list(row)
+        con.execute(f"INSERT INTO ratings ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(row.values()))
+
+
+def read_ratings(ratings_db: str | Path) -> pd.DataFrame:
+    if not Path(ratings_db).is_file():
+        return pd.DataFrame(columns=["rater", "run_id", "feature", "generated_name", "own_label", "rating",
+                                     "intruder_clip", "intruder_guess", "blind", "model", "layer", "sae_hash", "created"])
+    with connect(ratings_db) as con:
+        con.execute(RATINGS_SCHEMA)
+        return con.execute("SELECT * FROM ratings ORDER BY created").df()

@@ -37,3 +37,20 @@ def whisper():
     from pipeline.models.whisper import WhisperAdapter
 
     return WhisperAdapter.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_config(demo_corpus):
+    from pipeline.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.toml")
+
+
+@pytest.fixture(scope="session")
+def demo_db(demo_config, whisper) -> Path:
+    """The real demo database (data/demo/ard.duckdb), built once per session: `ard run configs/demo.toml`,
+    every stage skipped when already current. `make demo` then starts at once."""
+    from pipeline.stages import run_all
+
+    run_all(demo_config, lambda: whisper)
+    return demo_config.db_path

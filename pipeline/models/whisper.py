@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -209,6 +210,9 @@ class WhisperAdapter:
                  tokenizer: WhisperTokenizerFast, name: str, crop: bool = True, device: str = "cpu"):
         self.model = model.to(device)
         self.extractor, self.tokenizer, self.name, self.crop, self.device = extractor, tokenizer, name, crop, device
+        # One request at a time on the shared modules: a hook registered for one caller must never be
+        # seen by another thread's forward pass. Re-entrant, so a steered call can transcribe inside it.
+        self.lock = threading.RLock()
 
     @classmethod
     def load(cls, source: str = BUNDLED, crop: bool = True, device: str | None = None,
@@ -265,11 +269,12 @@ class WhisperAdapter:
 
         The hook exists only inside the with-block and is removed on exit, exception or not.
         """
-        handle = self._layer_module(layer).register_forward_hook(lambda _m, _i, output: edit(output))
-        try:
-            yield
-        finally:
-            handle.remove()
+        with self.lock:
+            handle = self._layer_module(layer).register_forward_hook(lambda _m, _i, output: edit(output))
+            try:
+                yield
+            finally:
+                handle.remove()
 
     @contextlib.contextmanager
     def _recording(self, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
@@ -305,7 +310,7 @@ class WhisperAdapter:
             raise ValueError(f"clip is {len(audio) / self.sample_rate:.1f} s; Whisper takes at most "
                              f"{self.max_seconds:.0f} s (chunk it first)")
         n_tokens = self.n_tokens(len(audio))
-        with self._recording(layers) as seen:
+        with self.lock, self._recording(layers) as seen:
             if self.crop:
                 last = max(int(layer.split(".")[1]) for layer in layers)
                 self._run_encoder_cropped(self._mel(audio, pad_to_30s=False), last)
@@ -317,7 +322,8 @@ class WhisperAdapter:
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
-        ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
+        with self.lock:
+            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
         return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def transcribe(self, audio: np.ndarray) -> str:

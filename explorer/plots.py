@@ -1,0 +1,85 @@
+"""Plotly figures for the explorer. They draw what the store holds (plus a display mel of a clip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+TOKEN_S = 0.02  # Whisper encoder positions are 20 ms apart
+MEL_HOP_S = 0.01
+
+
+def _layout(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=height, margin=dict(l=40, r=10, t=30, b=30),
+                      template="plotly_white")
+    return fig
+
+
+def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title: str) -> go.Figure:
+    """The clip's mel spectrogram with the feature's activation over time drawn on top (second axis)."""
+    fig = go.Figure()
+    if mel is not None:
+        fig.add_trace(go.Heatmap(z=mel.T, x=np.arange(len(mel)) * MEL_HOP_S, colorscale="Greys", reversescale=True,
+                                 showscale=False, hoverinfo="skip"))
+    if values is not None:
+        fig.add_trace(go.Scatter(x=np.arange(len(values)) * TOKEN_S, y=values, yaxis="y2", mode="lines",
+                                 line=dict(color="crimson", width=2), name="activation"))
+    fig.update_layout(xaxis=dict(title="s"), yaxis=dict(title="mel band", showticklabels=False),
+                      yaxis2=dict(overlaying="y", side="right", title="act", rangemode="tozero"), showlegend=False)
+    return _layout(fig, title)
+
+
+def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the strongest frames") -> go.Figure:
+    fig = go.Figure()
+    if patch is not None:
+        half = len(patch) / 2 * MEL_HOP_S
+        fig.add_trace(go.Heatmap(z=patch.T, x=np.linspace(-half, half, len(patch)), colorscale="Viridis",
+                                 colorbar=dict(title="log mel")))
+        fig.add_vline(x=0, line=dict(color="white", dash="dot"))
+    fig.update_layout(xaxis=dict(title="s from peak"), yaxis=dict(title="mel band"))
+    return _layout(fig, title, 260)
+
+
+def histogram(values: np.ndarray, title: str = "Mean activation over the clips where it fires") -> go.Figure:
+    fig = go.Figure(go.Histogram(x=values, nbinsx=30, marker_color="steelblue"))
+    fig.update_layout(xaxis=dict(title="mu (clip mean activation)"), yaxis=dict(title="clips"))
+    return _layout(fig, title, 260)
+
+
+def feature_map(frame: pd.DataFrame, color: str) -> go.Figure:
+    """UMAP scatter of decoder directions; customdata carries the feature id for clicks."""
+    frame = frame.copy()
+    frame["label"] = frame["name"].fillna("(unnamed)")
+    if color == "log frequency":
+        c = np.log10(frame["frequency"].clip(lower=1e-7))
+        marker = dict(color=c, colorscale="Viridis", showscale=True, colorbar=dict(title="log10 freq"), size=6)
+        fig = go.Figure(go.Scatter(x=frame.x, y=frame.y, mode="markers", marker=marker, customdata=frame[["feature"]],
+                                     text=frame["label"], hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
+    elif color == "dominant domain":
+        fig = go.Figure()
+        for domain, group in frame.fillna({"domain": "none"}).groupby("domain"):
+            fig.add_trace(go.Scatter(x=group.x, y=group.y, mode="markers", name=domain, marker=dict(size=6),
+                                       customdata=group[["feature"]], text=group["label"],
+                                       hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
+    else:
+        marker = dict(color=frame["ms"].fillna(0), colorscale="Plasma", showscale=True, colorbar=dict(title="MS"), size=6)
+        fig = go.Figure(go.Scatter(x=frame.x, y=frame.y, mode="markers", marker=marker, customdata=frame[["feature"]],
+                                     text=frame["label"], hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
+    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), clickmode="event")
+    return _layout(fig, "Decoder directions (UMAP); click a point to open it", 560)
+
+
+def features_over_time(z: np.ndarray, features: list[int], names: list[str]) -> go.Figure:
+    """Heatmap [features x time] of the active features in an uploaded clip."""
+    fig = go.Figure(go.Heatmap(z=z.T, x=np.arange(z.shape[0]) * TOKEN_S,
+                               y=[f"#{f} {n or ''}"[:40] for f, n in zip(features, names)], colorscale="Magma"))
+    fig.update_layout(xaxis=dict(title="s"), yaxis=dict(autorange="reversed"))
+    return _layout(fig, "Features over time", max(260, 22 * len(features) + 80))
+
+
+def sweep(rows: list[dict]) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[r["value"] for r in rows], y=[r["change"] for r in rows], mode="lines+markers",
+                               text=[r["transcript"] for r in rows], hovertemplate="%{x}: %{text}<extra></extra>"))
+    fig.update_layout(xaxis=dict(title="feature value"), yaxis=dict(title="WER vs unsteered", rangemode="tozero"))
+    return _layout(fig, "Output change against steering strength", 280)

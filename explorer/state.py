@@ -1,0 +1,132 @@
+"""The explorer's access to the store (read-only, through pipeline.store) and its lazily loaded models."""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import store
+
+MAX_UPLOAD_MB = 25
+
+
+class Explorer:
+    """One per app: the database path, the ratings database, and models loaded on first use."""
+
+    def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None):
+        self.db_path = Path(db_path)
+        self.ratings_db = Path(ratings_db) if ratings_db else self.db_path.with_name("ratings.duckdb")
+        self._lock = threading.Lock()
+        self._models: dict = {}
+        self._paths: set[str] | None = None
+
+    # --- state of the database ---------------------------------------------------------------------
+    def problem(self) -> str | None:
+        """Why the database cannot be shown (missing, empty, stale), or None."""
+        if not self.db_path.is_file():
+            return f"No feature database at `{self.db_path}`."
+        try:
+            with self.read() as con:
+                tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+                if not {"runs", "features", "feature_map", "timelines"} <= tables:
+                    return f"`{self.db_path}` was written by an older or unfinished pipeline (tables missing)."
+                if not con.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                    return f"`{self.db_path}` has no runs yet."
+                if not con.execute("SELECT count(*) FROM feature_map").fetchone()[0]:
+                    return f"`{self.db_path}` has runs but no explorer views (the atlas stage has not run)."
+        except Exception as err:  # a locked, corrupt or foreign file
+            return f"`{self.db_path}` cannot be read: {err}"
+        return None
+
+    def read(self):
+        return store.connect(self.db_path, read_only=True)
+
+    # --- reads ------------------------------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        with self.read() as con:
+            return store.runs(con)
+
+    def concepts(self) -> pd.DataFrame:
+        with self.read() as con:
+            return store.concepts(con)
+
+    def feature(self, run_id: str, feature: int) -> dict | None:
+        with self.read() as con:
+            row = store.feature_row(con, run_id, feature)
+            if row is None:
+                return None
+            row["naming"] = json.loads(row["naming"]) if isinstance(row.get("naming"), str) else {}
+            row["representatives"] = store.representatives(con, run_id, feature)
+            row["timelines"] = store.timelines(con, run_id, feature)
+            row["mel_patch"] = store.mel_patch(con, run_id, feature)
+            row["activations"] = store.clip_activations(con, run_id, feature)
+            row["neighbours"] = store.neighbours(con, run_id, feature)
+            return row
+
+    def feature_map(self, run_id: str) -> pd.DataFrame:
+        with self.read() as con:
+            return store.feature_map(con, run_id)
+
+    def name_index(self) -> tuple[pd.DataFrame, np.ndarray]:
+        with self.read() as con:
+            return store.name_embeddings(con)
+
+    def demo_clips(self) -> pd.DataFrame:
+        with self.read() as con:
+            return store.demo_clips(con)
+
+    def clip_paths(self) -> set[str]:
+        if self._paths is None:
+            with self.read() as con:
+                self._paths = {str(Path(p).resolve()) for p in store.clip_paths(con)}
+        return self._paths
+
+    def audio_dirs(self) -> list[str]:
+        """The folders holding the database's clips (what Gradio may serve files from)."""
+        return sorted({str(Path(p).parent) for p in self.clip_paths()})
+
+    def safe_path(self, path: str) -> str:
+        """A clip's path, only if it is one of the database's clips (a crafted path is refused)."""
+        resolved = str(Path(path).resolve())
+        if resolved not in self.clip_paths():
+            raise PermissionError(f"{path} is not a clip of this database")
+        return resolved
+
+    # --- models, loaded lazily (only the Analyze and Steer tabs need them) --------------------------
+    def model(self, run_id: str):
+        from pipeline.config import ModelConfig
+        from pipeline.models import load_model
+
+        runs = self.runs().set_index("run_id")
+        config = json.loads(runs.loc[run_id, "config"])
+        key = json.dumps(config["model"], sort_keys=True)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model(ModelConfig(**config["model"]))
+            return self._models[key]
+
+    def sae(self, run_id: str):
+        from pipeline.sae import Sae
+
+        runs = self.runs().set_index("run_id")
+        return _load_sae(runs.loc[run_id, "sae_path"])
+
+    def text_embedder(self):
+        from pipeline.embedding import TextEmbedder
+
+        with self._lock:
+            if "text" not in self._models:
+                self._models["text"] = TextEmbedder()
+            return self._models["text"]
+
+
+@lru_cache(maxsize=8)
+def _load_sae(path: str):
+    from pipeline.sae import Sae
+
+    return Sae.load(path)

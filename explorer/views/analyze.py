@@ -1,0 +1,71 @@
+"""Analyze: upload or record audio and see which features fire, ranked by r = mu * c, over time."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.corpus import problem_with, read_audio
+from pipeline.config import CorpusConfig
+from pipeline.scoring import clip_unit_stats
+
+from .. import plots
+from ..state import MAX_UPLOAD_MB
+
+
+def load_upload(path: str | None, model) -> np.ndarray:
+    """Decode an upload with clear limits; raises gr.Error with what is wrong and what to do."""
+    if not path:
+        raise gr.Error("Upload or record a clip first.")
+    size_mb = os.path.getsize(path) / 2**20
+    if size_mb > MAX_UPLOAD_MB:
+        raise gr.Error(f"{os.path.basename(path)} is {size_mb:.0f} MB; the limit is {MAX_UPLOAD_MB} MB. Trim it first.")
+    try:
+        audio = read_audio(path, model.sample_rate)
+    except Exception as err:
+        raise gr.Error(f"{os.path.basename(path)} cannot be decoded ({err}); use wav, flac, ogg or mp3.") from err
+    reason = problem_with(audio, CorpusConfig())
+    if reason:
+        raise gr.Error(f"{os.path.basename(path)}: {reason}.")
+    if len(audio) > model.max_seconds * model.sample_rate:
+        raise gr.Error(f"{os.path.basename(path)} is {len(audio) / model.sample_rate:.0f} s; this model takes at most "
+                       f"{model.max_seconds:.0f} s. Trim it first.")
+    return audio
+
+
+@torch.no_grad()
+def analyze(explorer, run_id: str, path: str | None, top: int = 20):
+    model, sae = explorer.model(run_id), explorer.sae(run_id)
+    audio = load_upload(path, model)
+    layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
+    x = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
+    acts, idx = sae.encode(x)
+    units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
+    names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"]
+    frame = pd.DataFrame({"feature": units, "name": [names.get(int(u), "") for u in units], "r": mu * c, "mu": mu, "c": c})
+    frame = frame.sort_values("r", ascending=False).head(top).reset_index(drop=True)
+    z = sae.dense_acts(x).numpy()[:, frame["feature"].to_numpy()]
+    heat = plots.features_over_time(z, frame["feature"].tolist(), frame["name"].tolist())
+    return frame.round(4), heat
+
+
+def build(explorer, nav) -> None:
+    runs = explorer.runs()["run_id"].tolist()
+    with gr.Row():
+        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip (wav, flac, ogg, mp3)",
+                         elem_id="analyze-audio")
+        with gr.Column():
+            run = gr.Dropdown(runs, value=runs[-1] if runs else None, label="Run")
+            go = gr.Button("Find active features", variant="primary", elem_id="analyze-go")
+    result = gr.Dataframe(interactive=False, elem_id="analyze-table", label="Active features, by r = mu * c")
+    heat = gr.Plot(show_label=False)
+    go.click(lambda r, p: analyze(explorer, r, p), [run, audio], [result, heat], api_name="analyze")
+
+    def open_row(data: pd.DataFrame, run_id: str, evt: gr.SelectData):
+        return f"{run_id}:{int(data.iloc[evt.index[0]]['feature'])}"
+
+    result.select(open_row, [result, run], nav.target)

@@ -1,0 +1,64 @@
+"""Concepts: the top-C features of every run as a table, with word and semantic search and filters."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["run", "feature", "name", "MS", "frequency", "H domains", "layer", "e"]
+
+
+def domain_mix(domains: str | None) -> str:
+    if not domains:
+        return ""
+    parts = domains.split(",")
+    counts = pd.Series(parts).value_counts()
+    return ", ".join(f"{d} {n}/{len(parts)}" for d, n in counts.items())
+
+
+def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: bool) -> pd.DataFrame:
+    frame = explorer.concepts()
+    if run != "all runs":
+        frame = frame[frame["run_id"] == run]
+    if domain != "any domain":
+        frame = frame[frame["domains"].fillna("").str.split(",").map(lambda d: d.count(domain) * 2 > len(d))]
+    frame = frame[frame["ms"].fillna(-np.inf) >= ms_min]
+    query = (query or "").strip()
+    if query and semantic:
+        index, vectors = explorer.name_index()
+        q = explorer.text_embedder().embed([query])[0]
+        index["similarity"] = vectors @ q
+        frame = frame.merge(index, on=["run_id", "feature"]).sort_values("similarity", ascending=False)
+    elif query:
+        text = (frame["name"].fillna("") + " " + frame["description"].fillna("")).str.lower()
+        frame = frame[text.map(lambda t: all(w in t for w in query.lower().split()))]
+    return pd.DataFrame({"run": frame["run_id"], "feature": frame["feature"], "name": frame["name"].fillna(""),
+                         "MS": frame["ms"].round(2), "frequency": frame["frequency"].map(lambda f: f"{f:.2e}"),
+                         "H domains": frame["domains"].map(domain_mix), "layer": frame["layer"],
+                         "e": frame["expansion"]}, columns=COLUMNS)
+
+
+def build(explorer, nav) -> None:
+    runs = ["all runs"] + explorer.runs()["run_id"].tolist()
+    with gr.Row():
+        query = gr.Textbox(label="Search names and descriptions", placeholder="e.g. speech, noisy, high-pitched",
+                           elem_id="concept-search", scale=3)
+        semantic = gr.Checkbox(label="semantic (MiniLM)", value=False, scale=1)
+    with gr.Row():
+        run = gr.Dropdown(runs, value="all runs", label="Run (layer, expansion)")
+        domain = gr.Dropdown(["any domain", "speech", "music", "sound"], value="any domain", label="Mostly this domain in H")
+        ms_min = gr.Slider(-2, 20, value=-2, step=0.5, label="Minimum monosemanticity")
+    frame = table(explorer, "all runs", "any domain", -2, "", False)
+    grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600)
+    gr.Markdown("Select a row to open the feature.")
+    inputs = [run, domain, ms_min, query, semantic]
+    for control in (run, domain, ms_min, semantic):
+        control.change(lambda *a: table(explorer, *a), inputs, grid, api_name=False)
+    query.submit(lambda *a: table(explorer, *a), inputs, grid, api_name="search")
+
+    def open_row(data: pd.DataFrame, evt: gr.SelectData):
+        row = data.iloc[evt.index[0]]
+        return f"{row['run']}:{int(row['feature'])}"
+
+    grid.select(open_row, grid, nav.target)

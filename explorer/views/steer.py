@@ -1,0 +1,100 @@
+"""Steer: pick a feature, drag its value, and read the model's output before and after, changes highlighted."""
+
+from __future__ import annotations
+
+import difflib
+
+import gradio as gr
+import numpy as np
+
+from pipeline.corpus import read_audio
+from pipeline.steering import FeatureEdit, steered_transcripts, strength_sweep
+
+from .. import plots
+from .analyze import load_upload
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
+    """HighlightedText pairs: unchanged words plain, removed words '-', inserted words '+'."""
+    a, b = before.split(), after.split()
+    out: list[tuple[str, str | None]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b).get_opcodes():
+        if op == "equal":
+            out.append((" ".join(a[i1:i2]) + " ", None))
+            continue
+        if i2 > i1:
+            out.append((" ".join(a[i1:i2]) + " ", "-"))
+        if j2 > j1:
+            out.append((" ".join(b[j1:j2]) + " ", "+"))
+    return out
+
+
+def feature_choices(explorer, run_id: str) -> list[tuple[str, str]]:
+    frame = explorer.concepts().query("run_id == @run_id")
+    return [(f"#{int(f)} {n or ''}", str(int(f))) for f, n in zip(frame["feature"], frame["name"])]
+
+
+def build(explorer, nav) -> None:
+    runs = explorer.runs()["run_id"].tolist()
+    first = runs[-1] if runs else None
+    choices = feature_choices(explorer, first) if first else []
+    clips = explorer.demo_clips()
+    clip_choices = [(f"{d}: {l} ({c})", c) for c, l, d in zip(clips["clip_id"], clips["label"], clips["domain"])]
+    with gr.Row():
+        run = gr.Dropdown(runs, value=first, label="Run")
+        feature = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Feature", elem_id="steer-feature")
+    with gr.Row():
+        value = gr.Slider(0, 10, value=0, step=0.1, label="Feature value", elem_id="steer-value")
+        mode = gr.Radio(["clamp", "add"], value="clamp", label="Mode")
+        keep_error = gr.Checkbox(value=True, label="keep the SAE error term (x + x̂' − x̂)")
+    with gr.Row():
+        clip = gr.Dropdown(clip_choices, value=next((c for _, c in clip_choices if "speech" in _), None),
+                           label="Demo clip", elem_id="steer-clip")
+        upload = gr.Audio(sources=["upload"], type="filepath", label="...or your own clip (used when given)")
+    with gr.Row():
+        before = gr.Textbox(label="Output before", interactive=False, elem_id="steer-before")
+        after = gr.Textbox(label="Output after", interactive=False, elem_id="steer-after")
+    diff = gr.HighlightedText(label="Changes", color_map={"-": "red", "+": "green"}, elem_id="steer-diff")
+    sweep_btn = gr.Button("Sweep the strength (0 to 3x the observed max)")
+    sweep_plot = gr.Plot(show_label=False)
+
+    def audio_of(clip_id, path, model):
+        if path:
+            return load_upload(path, model)
+        if not clip_id:
+            raise gr.Error("Pick a demo clip or upload one.")
+        with explorer.read() as con:
+            from pipeline import store
+
+            row = store.clip(con, clip_id)
+        return read_audio(explorer.safe_path(row["path"]), model.sample_rate)
+
+    def steer(run_id, feature_id, v, m, keep, clip_id, path):
+        if not run_id or feature_id is None:
+            raise gr.Error("Pick a run and a feature.")
+        model, sae = explorer.model(run_id), explorer.sae(run_id)
+        layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
+        audio = audio_of(clip_id, path, model)
+        base = model.transcribe(audio)
+        (text,) = steered_transcripts(model, sae, layer, [audio], [FeatureEdit(int(feature_id), float(v), m)], keep)
+        return base, text, word_diff(base, text)
+
+    def on_feature(run_id, feature_id):
+        row = explorer.feature(run_id, int(feature_id)) if feature_id else None
+        top = float(max(1.0, 3 * (row["max_act"] if row else 1.0)))
+        return gr.Slider(minimum=0, maximum=round(top, 1), value=0, step=round(top / 100, 3))
+
+    def sweep(run_id, feature_id, m, keep, clip_id, path):
+        model, sae = explorer.model(run_id), explorer.sae(run_id)
+        layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
+        row = explorer.feature(run_id, int(feature_id))
+        values = np.linspace(0, 3 * row["max_act"], 7)
+        return plots.sweep(strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep))
+
+    inputs = [run, feature, value, mode, keep_error, clip, upload]
+    run.change(lambda r: gr.Dropdown(choices=feature_choices(explorer, r)), run, feature)
+    feature.change(on_feature, [run, feature], value)
+    value.release(steer, inputs, [before, after, diff], api_name="steer")
+    for control in (mode, keep_error, clip, upload):
+        control.change(steer, inputs, [before, after, diff], api_name=False)
+    sweep_btn.click(sweep, [run, feature, mode, keep_error, clip, upload], sweep_plot, api_name="sweep")

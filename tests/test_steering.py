@@ -1,0 +1,121 @@
+"""Steering on the real bundled Whisper with the demo SAE: identities, effects, request-scoped hooks, threads."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import store
+from pipeline.corpus import read_audio
+from pipeline.sae import Sae
+from pipeline.steering import FeatureEdit, feature_edit, steer_activations, steered_transcripts, strength_sweep
+
+LAYER = "encoder.3"
+
+
+@pytest.fixture(scope="module")
+def sae(demo_db, demo_config):
+    return Sae.load(demo_config.sae_dir(LAYER, 8))
+
+
+@pytest.fixture(scope="module")
+def speech(demo_corpus, demo_rows):
+    rows = [r for r in demo_rows if r["label"] == "male speech"][:3]
+    return [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def music_feature(demo_db, demo_config):
+    """The feature whose clip scores most separate music from speech in the demo database."""
+    run = demo_config.run_id(LAYER, 8)
+    with store.connect(demo_db, read_only=True) as con:
+        row = con.execute("""
+            SELECT f.feature, f.max_act,
+                   sum(CASE WHEN c.domain = 'music' THEN cf.r ELSE 0 END) - sum(CASE WHEN c.domain = 'speech' THEN cf.r ELSE 0 END) AS gap
+            FROM clip_features cf JOIN clips c USING (clip_id) JOIN features f ON f.run_id = cf.run_id AND f.feature = cf.feature
+            WHERE cf.run_id = ? GROUP BY f.feature, f.max_act ORDER BY gap DESC LIMIT 1""", [run]).fetchone()
+    return int(row[0]), float(row[1])
+
+
+def _logits(whisper, audio, edit=None):
+    feats = whisper.extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+    ids = torch.tensor([[50257, 50362, 383, 2068]])
+    with torch.inference_mode():
+        if edit is None:
+            return whisper.model(input_features=feats, decoder_input_ids=ids).logits
+        with whisper.intervention(LAYER, edit):
+            return whisper.model(input_features=feats, decoder_input_ids=ids).logits
+
+
+def test_clamping_a_feature_to_its_own_value_leaves_logits_unchanged(whisper, sae, speech):
+    audio = speech[0]
+    n = whisper.n_tokens(len(audio))
+    x = torch.from_numpy(whisper.hidden_states(audio, [LAYER])[LAYER])
+    silent = int(torch.nonzero(sae.dense_acts(x).amax(0) == 0)[0])  # a feature that is 0 everywhere in this clip
+    clean = _logits(whisper, audio)
+    for edit in ([FeatureEdit(silent, 0.0, "clamp")], [FeatureEdit(silent, 0.0, "add")], []):
+        steered = _logits(whisper, audio, feature_edit(sae, edit, [n]))
+        assert torch.allclose(clean, steered, atol=1e-3), edit
+    # and at the activation level the identity is exact up to float error
+    assert torch.allclose(steer_activations(sae, x, [FeatureEdit(silent, 0.0)]), x, atol=1e-4)
+
+
+def test_pure_replacement_differs_from_keeping_the_error(sae, whisper, speech):
+    x = torch.from_numpy(whisper.hidden_states(speech[0], [LAYER])[LAYER])
+    replaced = steer_activations(sae, x, [], keep_error=False)
+    assert torch.allclose(replaced, sae.decode(*sae.encode(x)), atol=1e-4)
+    assert not torch.allclose(replaced, x, atol=1e-2)
+
+
+def test_clamping_a_music_feature_high_changes_speech_transcripts(whisper, sae, speech, music_feature):
+    feature, max_act = music_feature
+    clean = whisper.transcribe_batch(speech)
+    assert steered_transcripts(whisper, sae, LAYER, speech, [FeatureEdit(feature, 0.0, "add")]) == clean
+    steered = steered_transcripts(whisper, sae, LAYER, speech, [FeatureEdit(feature, 3 * max_act, "clamp")])
+    assert sum(a != b for a, b in zip(clean, steered)) >= 2, (clean, steered)
+
+
+def test_sweep_starts_unchanged_and_moves(whisper, sae, speech, music_feature):
+    feature, max_act = music_feature
+    rows = strength_sweep(whisper, sae, LAYER, speech[0], feature, [0.0, 4 * max_act], mode="add")
+    assert rows[0]["change"] == 0.0 and rows[1]["change"] > 0
+
+
+def test_hooks_are_gone_after_a_call_and_after_an_exception(whisper, sae, speech):
+    layers = whisper.encoder.layers
+    steered_transcripts(whisper, sae, LAYER, speech[:1], [FeatureEdit(1, 1.0)])
+    assert not any(layer._forward_hooks for layer in layers)
+
+    def broken(hidden):
+        raise RuntimeError("edit failed")
+
+    with pytest.raises(RuntimeError, match="edit failed"):
+        with whisper.intervention(LAYER, broken):
+            whisper.transcribe(speech[0])
+    assert not any(layer._forward_hooks for layer in layers)
+    assert whisper.transcribe(speech[0]) == whisper.transcribe_batch(speech[:1])[0]
+
+
+def test_two_threads_steering_differently_each_get_their_own_result(whisper, sae, speech, music_feature):
+    feature, max_act = music_feature
+    plans = {"strong": [FeatureEdit(feature, 3 * max_act)], "none": []}
+    serial = {k: steered_transcripts(whisper, sae, LAYER, speech[:2], e) for k, e in plans.items()}
+    results, errors = {}, []
+
+    def work(key):
+        try:
+            for _ in range(2):
+                results.setdefault(key, []).append(steered_transcripts(whisper, sae, LAYER, speech[:2], plans[key]))
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for key in plans:
+        assert all(r == serial[key] for r in results[key]), key
+    assert serial["strong"] != serial["none"]
