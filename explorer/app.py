@@ -32,6 +32,7 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.B
     explorer = Explorer(db_path, ratings_db)
     problem = explorer.problem()
     with gr.Blocks(title="AR&D explorer") as app:
+        app.explorer = explorer
         gr.Markdown("# AR&D explorer\nConcepts inside audio models: sparse-autoencoder features, named and steerable.")
         if problem:
             gr.HTML(missing_database_message(problem), elem_id="status")
@@ -53,7 +54,6 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.B
         nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
                           api_name="open_feature")
         app.load(None, js=map_view.CLICK_JS)
-    app.explorer = explorer
     return app
 
 

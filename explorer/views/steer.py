@@ -43,8 +43,13 @@ def build(explorer, nav) -> None:
     with gr.Row():
         run = gr.Dropdown(runs, value=first, label="Run")
         feature = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Feature", elem_id="steer-feature")
+    top = 10.0
+    if choices:
+        row = explorer.feature(first, int(choices[0][1]))
+        top = round(max(1.0, 3 * row["max_act"]), 1)
     with gr.Row():
-        value = gr.Slider(0, 10, value=0, step=0.1, label="Feature value", elem_id="steer-value")
+        value = gr.Slider(0, top, value=0, step=round(top / 100, 3), label="Feature value (0 to 3x its observed max)",
+                          elem_id="steer-value")
         mode = gr.Radio(["clamp", "add"], value="clamp", label="Mode")
         keep_error = gr.Checkbox(value=True, label="keep the SAE error term (x + x̂' − x̂)")
     with gr.Row():

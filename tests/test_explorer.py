@@ -1,0 +1,183 @@
+"""The explorer against the real demo database: API calls with gradio_client, then a headless Chromium
+(Debian's, driven by Playwright) doing what a person does. Screenshots go to test-artifacts/."""
+
+import csv
+import io
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from explorer.app import build_app, launch
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(db, ratings):
+    app = build_app(db, ratings)
+    port = _free_port()
+    from explorer.app import CSS
+
+    folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
+    app.launch(server_name="127.0.0.1", server_port=port, share=False, allowed_paths=folders, css=CSS,
+               prevent_thread_lock=True, quiet=True)
+    return app, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def server(demo_db, tmp_path_factory):
+    ratings = tmp_path_factory.mktemp("ratings") / "ratings.duckdb"
+    app, url = _serve(demo_db, ratings)
+    yield app, url, ratings
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[1], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tone_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("upload") / "tone.wav"
+    t = np.arange(32_000) / 16_000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000)
+    return path
+
+
+def test_search_finds_concepts_by_word(client):
+    result = client.predict("all runs", "any domain", -2, "speech", False, api_name="/search")
+    rows = result["data"]
+    assert rows and all("speech" in (r[2] or "").lower() for r in rows)
+
+
+def test_opening_a_feature_returns_its_page(server, client):
+    app = server[0]
+    concepts = app.explorer.concepts()
+    first = concepts.iloc[0]
+    out = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/open_feature")
+    header = out[2]
+    assert f"#{int(first['feature'])}" in header and "monosemanticity" in header
+
+
+def test_audio_is_served_only_for_known_clips(server):
+    app, url, _ = server
+    known = app.explorer.safe_path(next(iter(app.explorer.clip_paths())))
+    with urllib.request.urlopen(f"{url}gradio_api/file={known}") as resp:
+        audio, rate = sf.read(io.BytesIO(resp.read()))
+    assert rate == 16_000 and len(audio) > 0
+    with pytest.raises(PermissionError):
+        app.explorer.safe_path("/etc/passwd")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{url}gradio_api/file=/etc/passwd")
+    assert err.value.code in (403, 404)
+
+
+def test_analyze_api_ranks_features_of_an_upload(server, client, tone_file):
+    from gradio_client import handle_file
+
+    run = server[0].explorer.runs()["run_id"].iloc[-1]
+    table, _ = client.predict(run, handle_file(str(tone_file)), api_name="/analyze")
+    r = [row[2] for row in table["data"]]
+    assert len(r) > 0 and r == sorted(r, reverse=True)
+
+
+def test_missing_database_page_says_what_to_run(tmp_path):
+    app = build_app(tmp_path / "none.duckdb")
+    assert "none.duckdb" in app.explorer.problem()
+    html = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "status"][0].value
+    assert "ard run configs/demo.toml" in html and "none.duckdb" in html
+
+
+@pytest.mark.slow
+def test_browser_walkthrough(server, tone_file):
+    from playwright.sync_api import expect, sync_playwright
+
+    app, url, ratings = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(120_000)
+        expect.set_options(timeout=120_000)  # the first Analyze / Steer call loads the model
+        page.goto(url)
+
+        # Concepts: search, then open the first hit
+        page.locator("#concept-search textarea").fill("speech")
+        page.locator("#concept-search textarea").press("Enter")
+        time.sleep(2)
+        first_name = page.locator("#concepts-table").get_by_role("gridcell").filter(has_text="speech").first
+        expect(first_name).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "1-concepts.png")
+        first_name.click()
+        expect(page.locator("#feature-title")).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
+
+        # a clip's player gets a source that returns audio bytes
+        src = page.locator(".clip-audio a[data-testid=download-link]").first.get_attribute("href")
+        audio, rate = sf.read(io.BytesIO(page.request.get(src).body()))
+        assert rate == 16_000 and len(audio) > 0
+
+        # Map: click a point, the feature opens
+        page.get_by_role("tab", name="Map").click()
+        page.locator("#map-plot .scatterlayer .point").first.wait_for()
+        page.screenshot(path=ARTIFACTS / "3-map.png")
+        before = page.locator("#feature-title").inner_text()
+        page.locator("#map-plot .scatterlayer .point").nth(5).click(force=True)
+        expect(page.locator("#feature-title")).not_to_have_text(before)
+
+        # Analyze: upload a file and see features
+        page.get_by_role("tab", name="Analyze").click()
+        page.locator("#analyze-audio input[type=file]").set_input_files(str(tone_file))
+        time.sleep(2)
+        page.locator("#analyze-go").click()
+        expect(page.locator("#analyze-table").get_by_role("gridcell").first).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "4-analyze.png", full_page=True)
+
+        # Steer: move the slider and see the output change
+        page.get_by_role("tab", name="Steer").click()
+        slider = page.locator("#steer-value input[type=range]")
+        slider.wait_for()
+        slider.fill(str(slider.get_attribute("max")))
+        slider.dispatch_event("pointerup")
+        slider.dispatch_event("change")
+        expect(page.locator("#steer-before textarea")).not_to_have_value("")
+        expect(page.locator("#steer-after textarea")).not_to_have_value("")
+        assert page.locator("#steer-after textarea").input_value() != page.locator("#steer-before textarea").input_value()
+        page.screenshot(path=ARTIFACTS / "5-steer.png", full_page=True)
+
+        # Rate: a concept, save, export, and check the file's rows
+        page.get_by_role("tab", name="Rate").click()
+        page.locator("#rate-rater textarea, #rate-rater input").first.fill("tester")
+        page.locator("#rate-next").click()
+        expect(page.locator("#rate-status")).to_contain_text("Concept 1")
+        page.locator("#rate-label textarea, #rate-label input").first.fill("people talking")
+        page.locator("#rate-save").click()
+        expect(page.locator("#rate-summary")).to_contain_text("1 ratings")
+        page.locator("#rate-export-csv").click()
+        link = page.locator("#rate-file a").first
+        link.wait_for()
+        with page.expect_download() as info:
+            link.click()
+        rows = list(csv.DictReader(open(info.value.path())))
+        page.screenshot(path=ARTIFACTS / "6-rate.png", full_page=True)
+        browser.close()
+    assert len(rows) == 1 and rows[0]["rater"] == "tester" and rows[0]["own_label"] == "people talking"
+    assert rows[0]["sae_hash"] and rows[0]["layer"].startswith("encoder.")
