@@ -33,7 +33,7 @@ class Explorer:
         try:
             with self.read() as con:
                 tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-                if not {"runs", "features", "feature_map", "timelines"} <= tables:
+                if not {"runs", "features", "feature_map", "timelines", "clip_mels"} <= tables:
                     return f"`{self.db_path}` was written by an older or unfinished pipeline (tables missing)."
                 if not con.execute("SELECT count(*) FROM runs").fetchone()[0]:
                     return f"`{self.db_path}` has no runs yet."
@@ -63,6 +63,7 @@ class Explorer:
             row["naming"] = json.loads(row["naming"]) if isinstance(row.get("naming"), str) else {}
             row["representatives"] = store.representatives(con, run_id, feature)
             row["timelines"] = store.timelines(con, run_id, feature)
+            row["mels"] = store.clip_mels(con, run_id, row["representatives"]["clip_id"].tolist())
             row["mel_patch"] = store.mel_patch(con, run_id, feature)
             row["activations"] = store.clip_activations(con, run_id, feature)
             row["neighbours"] = store.neighbours(con, run_id, feature)

@@ -4,6 +4,7 @@
   10 to 60 s of numba compilation, so it never runs in a request);
 - each selected feature's nearest features by decoder cosine;
 - each representative clip's activation timeline for its feature (one value per token);
+- a light mel spectrogram of every representative clip (40 bands, one frame per token) for plots;
 - the mean mel patch around a feature's strongest frames in its H^k clips (AudioSAE's mel
   interpretation), on a model-independent 80-band log-mel at 10 ms hops (2 mel frames per token);
 - name embeddings for semantic search.
@@ -40,8 +41,14 @@ def decoder_neighbours(W_dec: np.ndarray, features: np.ndarray, n: int = 10) -> 
 
 
 def display_mel(audio: np.ndarray, rate: int) -> np.ndarray:
-    """[frames, 80] log10 mel power at 10 ms hops (for plots and mel patches)."""
+    """[frames, 80] log10 mel power at 10 ms hops (for mel patches)."""
     return np.log10(log_mel(audio, rate, 400, int(rate * MEL_HOP_S), 80, htk=False) + 1e-8)
+
+
+def plot_mel(mel: np.ndarray) -> np.ndarray:
+    """A light [frames / 2, 40] version for the explorer's plots: one frame per token (20 ms), 40 bands."""
+    n = len(mel) // 2 * 2
+    return mel[:n].reshape(n // 2, 2, 40, 2).mean(axis=(1, 3)).astype(np.float16)
 
 
 @torch.no_grad()

@@ -74,6 +74,62 @@ def _run_stages(args, until: str) -> int:
     return 0
 
 
+def cmd_steer(args) -> int:
+    from .config import load_config
+    from .corpus import read_audio
+    from .models import load_model
+    from .sae import Sae
+    from .steering import FeatureEdit, steered_transcripts
+
+    cfg = load_config(args.config)
+    layer = args.layer or cfg.sae_layers[-1]
+    expansion = args.expansion or cfg.sae.expansions[0]
+    sae_dir = cfg.sae_dir(layer, expansion)
+    if not (sae_dir / "sae.safetensors").is_file():
+        raise FileNotFoundError(f"{sae_dir}: no trained SAE; run `ard train {args.config}` first")
+    model, sae = load_model(cfg.model), Sae.load(sae_dir)
+    edits = [FeatureEdit(args.feature, args.value, args.mode)]
+    for name in args.files:
+        audio = read_audio(name, model.sample_rate)[: int(model.max_seconds * model.sample_rate)]
+        (after,) = steered_transcripts(model, sae, layer, [audio], edits, keep_error=not args.replace)
+        print(f"{name}\n  before: {model.transcribe(audio)}\n  after:  {after}")
+    return 0
+
+
+def cmd_steer_eval(args) -> int:
+    from . import store
+    from .config import load_config
+    from .corpus import iter_corpus, read_metadata
+    from .models import load_model
+    from .sae import Sae
+    from .steering import hallucination_eval
+
+    cfg = load_config(args.config)
+    layer, expansion = args.layer or cfg.sae_layers[-1], cfg.sae.expansions[0]
+    run = cfg.run_id(layer, expansion)
+    clips = read_metadata(cfg.resolve(cfg.corpus.root))
+    speech = [c for c in clips if c.meta.get("text")][:: max(1, len([c for c in clips if c.meta.get("text")]) // args.speech)][: args.speech]
+    other = [c for c in clips if c.domain in ("music", "sound")]
+    other = other[:: max(1, len(other) // args.nonspeech)][: args.nonspeech]
+    model, sae = load_model(cfg.model), Sae.load(cfg.sae_dir(layer, expansion))
+    s_pieces, o_pieces = list(iter_corpus(speech, cfg.corpus)), list(iter_corpus(other, cfg.corpus))
+    with store.connect(cfg.db_path, read_only=True) as con:
+        s_r = store.clip_score_matrix(con, run, [c.id for c, _ in s_pieces], sae.spec.d_sae)
+        o_r = store.clip_score_matrix(con, run, [c.id for c, _ in o_pieces], sae.spec.d_sae)
+    result = hallucination_eval(model, sae, layer, [a for _, a in s_pieces], [c.meta["text"] for c, _ in s_pieces], s_r,
+                                [a for _, a in o_pieces], o_r)
+    with store.connect(cfg.db_path) as con:
+        store.write_steering_eval(con, run, "hallucination", result)
+    print(f"Hallucination on non-speech, {run}: features {result['features']}, strength {result['strength']} "
+          "(chosen on the tuning split)")
+    print(format_table([{"split": "tuning", **t} for t in result["tuning"]]))
+    h = result["held_out"]
+    print(format_table([{"held-out": "before", "false_positive_rate": h["fp_before"], "wer": h["wer_before"]},
+                        {"held-out": "after", "false_positive_rate": h["fp_after"], "wer": h["wer_after"]}]))
+    print(f"held-out: {h['n_nonspeech']} non-speech and {h['n_speech']} speech clips")
+    return 0
+
+
 def cmd_status(args) -> int:
     from .config import load_config
     from .stages import status
@@ -110,6 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="which stages of a config are done")
     p.add_argument("config")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("steer", help="transcribe files before and after setting one SAE feature")
+    p.add_argument("config")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--feature", type=int, required=True)
+    p.add_argument("--value", type=float, required=True)
+    p.add_argument("--mode", choices=["clamp", "add"], default="clamp")
+    p.add_argument("--layer", help="SAE layer (default: the last configured)")
+    p.add_argument("--expansion", type=int, help="SAE expansion (default: the first configured)")
+    p.add_argument("--replace", action="store_true", help="pure replacement x_hat' instead of x + x_hat' - x_hat")
+    p.set_defaults(func=cmd_steer)
+    p = sub.add_parser("steer-eval", help="measured steering experiments (hallucination on non-speech), to the store")
+    p.add_argument("config")
+    p.add_argument("--layer", help="SAE layer (default: the last configured)")
+    p.add_argument("--speech", type=int, default=40, help="speech clips (half tune, half held out)")
+    p.add_argument("--nonspeech", type=int, default=80, help="music and sound clips (half tune, half held out)")
+    p.set_defaults(func=cmd_steer_eval)
     for stage, text in (("extract", "store hidden activations of the configured layers (resumable)"),
                         ("train", "train an SAE per configured layer and expansion, with metrics and splice test"),
                         ("score", "representative clips per feature, and the baselines"),

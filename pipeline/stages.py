@@ -70,7 +70,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
-            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v1")
+            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v2")
     return keys
 
 
@@ -285,7 +285,8 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         clip_acts = {cid: acts.clip(layer, rows_of[cid]) for cid in reps["clip_id"].unique()}
         lines = atlas.feature_timelines(sae, clip_acts, reps)
         mels = {cid: atlas.display_mel(_clip_audio(by_id, cid, cfg), cfg.corpus.sample_rate)
-                for cid in reps.loc[reps["kind"] == "H", "clip_id"].unique()}
+                for cid in reps["clip_id"].unique()}
+        light = {cid: atlas.plot_mel(m) for cid, m in mels.items()}
         patches = []
         for feature, group in lines[lines["kind"] == "H"].groupby("feature"):
             patch = atlas.mel_patch([mels[c] for c in group["clip_id"]], list(group["values"]))
@@ -300,6 +301,8 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
             "timelines": lines,
             "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
+            "clip_mels": pd.DataFrame({"clip_id": list(light), "n_frames": [len(m) for m in light.values()],
+                                       "n_mels": 40, "values": [m.astype(np.float32).ravel() for m in light.values()]}),
             "name_embeddings": pd.DataFrame({"feature": named["feature"].to_numpy(), "embedder": "minilm",
                                              "vector": list(name_vectors)})})
 

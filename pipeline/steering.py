@@ -12,6 +12,7 @@ request-scoped `intervention` context, so nothing stays registered after a call.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -117,3 +118,69 @@ def strength_sweep(model, sae: Sae, layer: str, audio: np.ndarray, feature: int,
         rows.append({"value": float(value), "transcript": text,
                      "change": word_error_rate([base], [text]) if base.strip() else float(text.strip() != "")})
     return rows
+
+
+# --- `ard steer-eval`: AudioSAE's hallucination experiment, measured ------------------------------------
+
+_TAG = re.compile(r"[\[(][^\])]*[\])]")
+
+
+def is_false_positive(transcript: str) -> bool:
+    """A non-speech clip's transcript counts as a false positive when it has words beyond bracketed tags."""
+    return bool(re.search(r"[A-Za-z0-9]", _TAG.sub(" ", transcript)))
+
+
+def fisher_scores(speech: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per feature (m_s - m_o)^2 / (v_s + v_o) from clip-level scores [n_clips, n_features]."""
+    return (speech.mean(0) - other.mean(0)) ** 2 / (speech.var(0) + other.var(0) + 1e-9)
+
+
+def split_half(ids: Sequence[str]) -> tuple[list[int], list[int]]:
+    """A fixed tuning / held-out split by a hash of the clip id (same split on every run)."""
+    import zlib
+
+    tune = [i for i, c in enumerate(ids) if zlib.crc32(c.encode()) % 2 == 0]
+    return tune, [i for i in range(len(ids)) if i not in set(tune)]
+
+
+def hallucination_eval(model, sae: Sae, layer: str, speech_audio: list[np.ndarray], speech_text: list[str],
+                       speech_r: np.ndarray, other_audio: list[np.ndarray], other_r: np.ndarray,
+                       n_features: int = 8, strengths: Sequence[float] = (0, 1, 2, 4, 8, 16),
+                       max_wer_increase: float = 0.02) -> dict:
+    """Steer Whisper toward its own non-speech features: pick the n features that best separate
+    non-speech from speech (Fisher score, non-speech side) on the tuning halves, add their summed unit
+    decoder direction at `layer` with strength s (in units of the mean activation norm), choose s on the
+    tuning split (most false positives removed with WER up by at most max_wer_increase), report on the
+    held-out split. speech_r / other_r: clip-level r [n_clips, d_sae]."""
+    from .wer import word_error_rate
+
+    s_tune, s_test = split_half([str(i) + t for i, t in enumerate(speech_text)])
+    o_tune, o_test = split_half([f"o{i}" for i in range(len(other_audio))])
+    scores = fisher_scores(speech_r[s_tune], other_r[o_tune])
+    scores[other_r[o_tune].mean(0) <= speech_r[s_tune].mean(0)] = 0  # only features more active on non-speech
+    chosen = np.argsort(-scores)[:n_features]
+    W = sae.W_dec.detach().numpy()
+    direction = W[chosen].sum(0)
+    direction /= np.linalg.norm(direction)
+    unit = float(np.mean([np.linalg.norm(x, axis=1).mean() for x in
+                          (model.hidden_states(a, [layer])[layer] for a in speech_audio[:8])]))
+
+    def measure(strength: float, s_idx: list[int], o_idx: list[int]) -> dict:
+        def run(audios):
+            n_tokens = [model.n_tokens(len(a)) for a in audios]
+            with model.intervention(layer, vector_edit(direction, strength * unit / 10, n_tokens)):
+                return model.transcribe_batch(audios, max_new_tokens=64)
+        other_out = run([other_audio[i] for i in o_idx])
+        speech_out = run([speech_audio[i] for i in s_idx])
+        return {"strength": strength, "false_positive_rate": float(np.mean([is_false_positive(t) for t in other_out])),
+                "wer": word_error_rate([speech_text[i] for i in s_idx], speech_out)}
+
+    tuning = [measure(s, s_tune, o_tune) for s in strengths]
+    base = tuning[0]
+    allowed = [t for t in tuning if t["wer"] <= base["wer"] + max_wer_increase] or [base]
+    best = min(allowed, key=lambda t: (t["false_positive_rate"], t["strength"]))
+    before, after = measure(0.0, s_test, o_test), measure(best["strength"], s_test, o_test)
+    return {"features": chosen.tolist(), "strength": best["strength"], "tuning": tuning,
+            "held_out": {"fp_before": before["false_positive_rate"], "fp_after": after["false_positive_rate"],
+                         "wer_before": before["wer"], "wer_after": after["wer"],
+                         "n_speech": len(s_test), "n_nonspeech": len(o_test)}}

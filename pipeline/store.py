@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT
 CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
 CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
 CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
+CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
 CREATE TABLE IF NOT EXISTS name_embeddings (run_id VARCHAR, feature INTEGER, embedder VARCHAR, vector FLOAT[]);
+CREATE TABLE IF NOT EXISTS steering_eval (run_id VARCHAR, experiment VARCHAR, result JSON, created TIMESTAMP);
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
 """
 
@@ -234,6 +236,15 @@ def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
                           WHERE n.run_id = ? AND n.feature = ? ORDER BY n.rank""", [run_id, feature]).df()
 
 
+def clip_mels(con, run_id: str, clip_ids: list[str]) -> dict[str, np.ndarray]:
+    """Light mel spectrograms [frames, n_mels] of representative clips, stored by the atlas stage."""
+    con.register("_ids", pd.DataFrame({"clip_id": clip_ids}))
+    rows = con.execute('SELECT m.clip_id, m.n_frames, m.n_mels, m."values" FROM clip_mels m JOIN _ids USING (clip_id) '
+                       "WHERE m.run_id = ?", [run_id]).fetchall()
+    con.unregister("_ids")
+    return {cid: np.asarray(v, np.float32).reshape(f, m) for cid, f, m, v in rows}
+
+
 def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
     rows = con.execute('SELECT clip_id, "values" FROM timelines WHERE run_id = ? AND feature = ?',
                        [run_id, feature]).fetchall()
@@ -321,3 +332,19 @@ def read_ratings(ratings_db: str | Path) -> pd.DataFrame:
     with connect(ratings_db) as con:
         con.execute(RATINGS_SCHEMA)
         return con.execute("SELECT * FROM ratings ORDER BY created").df()
+
+
+def clip_score_matrix(con, run_id: str, clip_ids: list[str], n_features: int) -> np.ndarray:
+    """Dense clip-level r [len(clip_ids), n_features] (zeros where a feature does not fire)."""
+    con.register("_ids", pd.DataFrame({"clip_id": clip_ids, "row": np.arange(len(clip_ids))}))
+    rows = con.execute("""SELECT i.row, cf.feature, cf.r FROM clip_features cf JOIN _ids i USING (clip_id)
+                          WHERE cf.run_id = ?""", [run_id]).fetchnumpy()
+    con.unregister("_ids")
+    out = np.zeros((len(clip_ids), n_features), np.float32)
+    out[rows["row"], rows["feature"]] = rows["r"]
+    return out
+
+
+def write_steering_eval(con, run_id: str, experiment: str, result: dict) -> None:
+    con.execute("DELETE FROM steering_eval WHERE run_id = ? AND experiment = ?", [run_id, experiment])
+    con.execute("INSERT INTO steering_eval VALUES (?, ?, ?, now())", [run_id, experiment, json.dumps(result)])

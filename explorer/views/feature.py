@@ -9,9 +9,6 @@ import html
 import gradio as gr
 import pandas as pd
 
-from pipeline.atlas import display_mel
-from pipeline.corpus import read_audio
-
 from .. import plots
 
 SLOTS = 8  # up to p = 4 clips in H and in L
@@ -75,7 +72,7 @@ def build(explorer, nav):
                     r = group.iloc[i]
                     path = explorer.safe_path(r["path"])
                     values = row["timelines"].get(r["clip_id"])
-                    mel = display_mel(read_audio(path, 16_000), 16_000)
+                    mel = row["mels"].get(r["clip_id"])
                     tie = " · tie broken at random" if r["tie_broken"] else ""
                     info = (f"**{kind}{int(r['rank'])}** `{r['clip_id']}`  \nr = {r['r']:.4f} · μ = {r['mu']:.3f} · "
                             f"c = {r['c']:.2f}{tie}  \nlabel: {r['label'] or '-'} ({r['domain'] or '-'})")

@@ -1,0 +1,64 @@
+"""How fast the Feature page opens: median and p95 over random selected features, through the real app
+(gradio_client against a server started here), next to the bare store reads it is built from.
+    .venv/bin/python benchmarks/explorer_latency.py [--db data/demo/ard.duckdb] [--n 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default=str(ROOT / "data" / "demo" / "ard.duckdb"))
+    parser.add_argument("--n", type=int, default=40)
+    args = parser.parse_args()
+
+    from gradio_client import Client
+
+    from explorer.app import CSS, build_app
+
+    app = build_app(args.db)
+    if app.explorer.problem():
+        sys.exit(app.explorer.problem())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
+               allowed_paths=app.explorer.audio_dirs())
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)  # as a browser: files load lazily
+    concepts = app.explorer.concepts().sample(n=args.n, random_state=0, replace=True)
+    targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]
+    client.predict(targets[0], api_name="/open_feature")  # warm-up
+    page, reads = [], []
+    for t in targets:
+        start = time.perf_counter()
+        client.predict(t, api_name="/open_feature")
+        page.append(time.perf_counter() - start)
+        run, feature = t.rsplit(":", 1)
+        start = time.perf_counter()
+        app.explorer.feature(run, int(feature))
+        reads.append(time.perf_counter() - start)
+    app.close()
+    ms = lambda xs, q: 1000 * float(np.percentile(xs, q))
+    print(f"Feature page, {len(targets)} random selected features of {args.db}")
+    print(f"{'':<28}{'median ms':>10}{'p95 ms':>10}")
+    print(f"{'whole page (HTTP round trip)':<28}{ms(page, 50):>10.0f}{ms(page, 95):>10.0f}")
+    print(f"{'store reads only':<28}{ms(reads, 50):>10.0f}{ms(reads, 95):>10.0f}")
+    print(f"page / store-read ratio (median): {np.median(page) / np.median(reads):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
