@@ -47,10 +47,11 @@ def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], k
         else:
             z[:, edit.feature] += edit.value
     z = torch.relu(z)
-    # re-apply the sparsity rule, keeping the edited features whatever their rank
+    # re-apply the sparsity rule, keeping the edited features that are active whatever their rank
+    # (an edited feature left at 0 must not displace an active one: clamping to 0 changes nothing)
     boost = torch.zeros(z.shape[1], dtype=torch.bool, device=z.device)
     boost[[e.feature for e in edits]] = True
-    ranked = torch.where(boost, torch.full_like(z, float("inf")), z)
+    ranked = torch.where(boost & (z > 0), torch.full_like(z, float("inf")), z)
     keep = ranked.topk(max(sae.spec.k, len(edits)), dim=1).indices
     new_acts = z.gather(1, keep)
     x_hat_new = sae.decode(new_acts, keep)

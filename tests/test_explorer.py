@@ -62,10 +62,12 @@ def tone_file(tmp_path_factory):
     return path
 
 
-def test_search_finds_concepts_by_word(client):
+def test_search_finds_concepts_by_word(server, client):
     result = client.predict("all runs", "any domain", -2, "speech", False, api_name="/search")
-    rows = result["data"]
-    assert rows and all("speech" in (r[2] or "").lower() for r in rows)
+    concepts = server[0].explorer.concepts().set_index(["run_id", "feature"])
+    text = (concepts["name"].fillna("") + " " + concepts["description"].fillna("")).str.lower()
+    hits = {(r[0], int(r[1])) for r in result["data"]}
+    assert hits and hits == {k for k, t in text.items() if "speech" in t}
 
 
 def test_opening_a_feature_returns_its_page(server, client):

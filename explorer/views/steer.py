@@ -29,8 +29,14 @@ def word_diff(before: str, after: str) -> list[tuple[str, str | None]]:
     return out
 
 
+STRENGTH = 10  # the slider goes to 10x the feature's observed maximum: Whisper's decoder is robust to less
+
+
 def feature_choices(explorer, run_id: str) -> list[tuple[str, str]]:
-    frame = explorer.concepts().query("run_id == @run_id")
+    """Features by MS, those whose H clips are mostly not speech first (they steer speech visibly)."""
+    frame = explorer.concepts().query("run_id == @run_id").copy()
+    frame["speechy"] = frame["domains"].fillna("").map(lambda d: d.split(",").count("speech") * 2 > len(d.split(",")))
+    frame = frame.sort_values(["speechy", "ms"], ascending=[True, False])
     return [(f"#{int(f)} {n or ''}", str(int(f))) for f, n in zip(frame["feature"], frame["name"])]
 
 
@@ -46,9 +52,9 @@ def build(explorer, nav) -> None:
     top = 10.0
     if choices:
         row = explorer.feature(first, int(choices[0][1]))
-        top = round(max(1.0, 3 * row["max_act"]), 1)
+        top = round(max(1.0, STRENGTH * row["max_act"]), 1)
     with gr.Row():
-        value = gr.Slider(0, top, value=0, step=round(top / 100, 3), label="Feature value (0 to 3x its observed max)",
+        value = gr.Slider(0, top, value=0, step=round(top / 100, 3), label=f"Feature value (0 to {STRENGTH}x its observed max)",
                           elem_id="steer-value")
         mode = gr.Radio(["clamp", "add"], value="clamp", label="Mode")
         keep_error = gr.Checkbox(value=True, label="keep the SAE error term (x + x̂' − x̂)")
@@ -60,7 +66,7 @@ def build(explorer, nav) -> None:
         before = gr.Textbox(label="Output before", interactive=False, elem_id="steer-before")
         after = gr.Textbox(label="Output after", interactive=False, elem_id="steer-after")
     diff = gr.HighlightedText(label="Changes", color_map={"-": "red", "+": "green"}, elem_id="steer-diff")
-    sweep_btn = gr.Button("Sweep the strength (0 to 3x the observed max)")
+    sweep_btn = gr.Button(f"Sweep the strength (0 to {STRENGTH}x the observed max)")
     sweep_plot = gr.Plot(show_label=False)
 
     def audio_of(clip_id, path, model):
@@ -86,14 +92,14 @@ def build(explorer, nav) -> None:
 
     def on_feature(run_id, feature_id):
         row = explorer.feature(run_id, int(feature_id)) if feature_id else None
-        top = float(max(1.0, 3 * (row["max_act"] if row else 1.0)))
+        top = float(max(1.0, STRENGTH * (row["max_act"] if row else 1.0)))
         return gr.Slider(minimum=0, maximum=round(top, 1), value=0, step=round(top / 100, 3))
 
     def sweep(run_id, feature_id, m, keep, clip_id, path):
         model, sae = explorer.model(run_id), explorer.sae(run_id)
         layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
         row = explorer.feature(run_id, int(feature_id))
-        values = np.linspace(0, 3 * row["max_act"], 7)
+        values = np.linspace(0, STRENGTH * row["max_act"], 7)
         return plots.sweep(strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep))
 
     inputs = [run, feature, value, mode, keep_error, clip, upload]
