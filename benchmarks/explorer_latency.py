@@ -28,16 +28,14 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from explorer.app import CSS, build_app
+    from explorer.app import launch
 
-    app = build_app(args.db)
-    if app.explorer.problem():
-        sys.exit(app.explorer.problem())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
-               allowed_paths=app.explorer.audio_dirs())
+    app = launch(args.db, port=port, prevent_thread_lock=True, quiet=True)
+    if app.explorer.problem():
+        sys.exit(app.explorer.problem())
     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)  # as a browser: files load lazily
     concepts = app.explorer.concepts().sample(n=args.n, random_state=0, replace=True)
     targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]

@@ -57,8 +57,10 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.B
     return app
 
 
-def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, **kwargs):
+def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratings_db: str | Path | None = None,
+           **kwargs) -> gr.Blocks:
     """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
-    app = build_app(db_path)
+    app = build_app(db_path, ratings_db)
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
-    return app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, **kwargs)
+    app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, **kwargs)
+    return app

@@ -112,8 +112,6 @@ class Explorer:
             return self._models[key]
 
     def sae(self, run_id: str):
-        from pipeline.sae import Sae
-
         runs = self.runs().set_index("run_id")
         return _load_sae(runs.loc[run_id, "sae_path"])
 

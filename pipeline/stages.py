@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path

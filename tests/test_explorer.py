@@ -3,7 +3,6 @@
 
 import csv
 import io
-import json
 import socket
 import time
 import urllib.request
@@ -29,13 +28,8 @@ def _free_port() -> int:
 
 
 def _serve(db, ratings):
-    app = build_app(db, ratings)
     port = _free_port()
-    from explorer.app import CSS
-
-    folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
-    app.launch(server_name="127.0.0.1", server_port=port, share=False, allowed_paths=folders, css=CSS,
-               prevent_thread_lock=True, quiet=True)
+    app = launch(db, port=port, ratings_db=ratings, prevent_thread_lock=True, quiet=True)
     return app, f"http://127.0.0.1:{port}/"
 
 

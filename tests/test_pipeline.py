@@ -8,7 +8,6 @@ import pytest
 
 from pipeline import stages, store
 from pipeline.config import load_config
-from pipeline.models.whisper import WhisperAdapter
 
 CONFIG = """
 [corpus]
