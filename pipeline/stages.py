@@ -69,7 +69,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
-            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v2")
+            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v3")
     return keys
 
 
@@ -301,7 +301,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "timelines": lines,
             "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
             "clip_mels": pd.DataFrame({"clip_id": list(light), "n_frames": [len(m) for m in light.values()],
-                                       "n_mels": 40, "values": [m.astype(np.float32).ravel() for m in light.values()]}),
+                                       "n_mels": 40, "values": [m.astype(np.float16).tobytes() for m in light.values()]}),
             "name_embeddings": pd.DataFrame({"feature": named["feature"].to_numpy(), "embedder": "minilm",
                                              "vector": list(name_vectors)})})
 

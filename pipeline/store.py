@@ -42,10 +42,16 @@ CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT
 CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
 CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
 CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
-CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
+CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
 CREATE TABLE IF NOT EXISTS name_embeddings (run_id VARCHAR, feature INTEGER, embedder VARCHAR, vector FLOAT[]);
 CREATE TABLE IF NOT EXISTS steering_eval (run_id VARCHAR, experiment VARCHAR, result JSON, created TIMESTAMP);
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
+-- point lookups of one feature (the explorer's Feature page) must not scan whole tables
+CREATE INDEX IF NOT EXISTS representatives_feature ON representatives (run_id, feature);
+CREATE INDEX IF NOT EXISTS clip_features_feature ON clip_features (run_id, feature);
+CREATE INDEX IF NOT EXISTS timelines_feature ON timelines (run_id, feature);
+CREATE INDEX IF NOT EXISTS clip_mels_clip ON clip_mels (run_id, clip_id);
+CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, feature);
 """
 
 
@@ -237,12 +243,14 @@ def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
 
 
 def clip_mels(con, run_id: str, clip_ids: list[str]) -> dict[str, np.ndarray]:
-    """Light mel spectrograms [frames, n_mels] of representative clips, stored by the atlas stage."""
-    con.register("_ids", pd.DataFrame({"clip_id": clip_ids}))
-    rows = con.execute('SELECT m.clip_id, m.n_frames, m.n_mels, m."values" FROM clip_mels m JOIN _ids USING (clip_id) '
-                       "WHERE m.run_id = ?", [run_id]).fetchall()
-    con.unregister("_ids")
-    return {cid: np.asarray(v, np.float32).reshape(f, m) for cid, f, m, v in rows}
+    """Light mel spectrograms [frames, n_mels] of representative clips, stored by the atlas stage
+    (float16 bytes: a list column costs more to read back than the rest of the Feature page)."""
+    if not clip_ids:
+        return {}
+    marks = ", ".join("?" * len(clip_ids))  # an IN list of literals uses the index; a join does not
+    rows = con.execute(f'SELECT clip_id, n_frames, n_mels, "values" FROM clip_mels WHERE run_id = ? AND clip_id IN ({marks})',
+                       [run_id, *clip_ids]).fetchall()
+    return {cid: np.frombuffer(v, np.float16).astype(np.float32).reshape(f, m) for cid, f, m, v in rows}
 
 
 def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
