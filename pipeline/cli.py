@@ -102,7 +102,7 @@ def cmd_steer_eval(args) -> int:
     from .corpus import iter_corpus, read_metadata
     from .models import load_model
     from .sae import Sae
-    from .steering import hallucination_eval
+    from .steering import hallucination_eval, sensitivity_eval
 
     cfg = load_config(args.config)
     layer, expansion = args.layer or cfg.sae_layers[-1], cfg.sae.expansions[0]
@@ -127,6 +127,27 @@ def cmd_steer_eval(args) -> int:
     print(format_table([{"held-out": "before", "false_positive_rate": h["fp_before"], "wer": h["wer_before"]},
                         {"held-out": "after", "false_positive_rate": h["fp_after"], "wer": h["wer_after"]}]))
     print(f"held-out: {h['n_nonspeech']} non-speech and {h['n_speech']} speech clips")
+
+    # Sensitivity (paper Table 3): steer speech clips toward each non-speech domain's concepts
+    rows = []
+    with store.connect(cfg.db_path, read_only=True) as con:
+        concepts = store.concepts(con)
+        max_acts = store.features(con, run, selected_only=False)["max_act"].to_numpy()
+    concepts = concepts[concepts["run_id"] == run]
+    speech_audio = [a for _, a in s_pieces]
+    for domain in ("music", "sound"):
+        mostly = concepts["domains"].fillna("").map(lambda d: d.split(",").count(domain) * 2 > len(d.split(",")))
+        features = concepts[mostly].sort_values("ms", ascending=False)["feature"].head(args.concept_features).tolist()
+        if not features:
+            continue
+        result = sensitivity_eval(model, sae, layer, speech_audio, features, max_acts)
+        with store.connect(cfg.db_path) as con:
+            store.write_steering_eval(con, run, f"sensitivity:{domain}", result)
+        rows.append({"target": f"{domain} (features whose H is mostly {domain})", "features": len(features),
+                     "speech clips": result["n_clips"], "unsteered": result["moved_unsteered"],
+                     "steered": result["moved_steered"], "random features": result["moved_control"]})
+    print("Sensitivity: share of speech transcripts that turn into non-speech output (no words left)")
+    print(format_table(rows))
     return 0
 
 
@@ -181,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="SAE layer (default: the last configured)")
     p.add_argument("--speech", type=int, default=40, help="speech clips (half tune, half held out)")
     p.add_argument("--nonspeech", type=int, default=80, help="music and sound clips (half tune, half held out)")
+    p.add_argument("--concept-features", type=int, default=3, help="features steered together per target concept")
     p.set_defaults(func=cmd_steer_eval)
     for stage, text in (("extract", "store hidden activations of the configured layers (resumable)"),
                         ("train", "train an SAE per configured layer and expansion, with metrics and splice test"),

@@ -185,3 +185,28 @@ def hallucination_eval(model, sae: Sae, layer: str, speech_audio: list[np.ndarra
             "held_out": {"fp_before": before["false_positive_rate"], "fp_after": after["false_positive_rate"],
                          "wer_before": before["wer"], "wer_after": after["wer"],
                          "n_speech": len(s_test), "n_nonspeech": len(o_test)}}
+
+
+def moved_to_nonspeech(transcript: str) -> bool:
+    """The output of a speech clip 'moved to' a non-speech concept: no words beyond bracketed tags or music signs."""
+    return not is_false_positive(transcript.replace("♪", " "))
+
+
+def sensitivity_eval(model, sae: Sae, layer: str, audios: list[np.ndarray], target_features: Sequence[int],
+                     max_acts: np.ndarray, strength: float = 10.0, seed: int = 0) -> dict:
+    """Paper Table 3 for Whisper: clamp the target concept's features (each to strength x its observed
+    max) on clips of another kind, and count the outputs that move to the target (no speech words left);
+    the control clamps as many random features to the same values (equal norm of the intervention)."""
+    rng = np.random.default_rng(seed)
+    targets = list(target_features)
+    others = rng.choice(np.setdiff1d(np.arange(sae.spec.d_sae), targets), size=len(targets), replace=False)
+    values = [strength * float(max_acts[k]) for k in targets]
+
+    def share(features) -> float:
+        edits = [FeatureEdit(int(k), v) for k, v in zip(features, values)]
+        out = steered_transcripts(model, sae, layer, audios, edits)
+        return float(np.mean([moved_to_nonspeech(t) for t in out]))
+
+    base = float(np.mean([moved_to_nonspeech(t) for t in model.transcribe_batch(list(audios))]))
+    return {"features": targets, "control_features": others.tolist(), "strength": strength, "n_clips": len(audios),
+            "moved_unsteered": base, "moved_steered": share(targets), "moved_control": share(others)}

@@ -2,6 +2,8 @@
 
 import threading
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -122,3 +124,15 @@ def test_two_threads_steering_differently_each_get_their_own_result(whisper, sae
     for key in plans:
         assert all(r == serial[key] for r in results[key]), key
     assert serial["strong"] != serial["none"]
+
+
+def test_false_positive_rules_and_fisher_scores():
+    from pipeline.steering import fisher_scores, is_false_positive, moved_to_nonspeech
+
+    assert not is_false_positive("[Music]") and not is_false_positive("(birds chirping) [BLANK_AUDIO]")
+    assert is_false_positive("[Music] thank you") and is_false_positive("you")
+    assert moved_to_nonspeech("♪ ♪") and not moved_to_nonspeech("hello there")
+    speech = np.array([[1.0, 0.0], [1.2, 0.1], [0.8, 0.0]])
+    other = np.array([[0.0, 0.0], [0.1, 0.1], [0.0, 0.05]])
+    scores = fisher_scores(speech, other)
+    assert scores[0] > 10 * scores[1]
