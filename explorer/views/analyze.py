@@ -46,7 +46,8 @@ def analyze(explorer, run_id: str, path: str | None, top: int = 20):
     acts, idx = sae.encode(x)
     units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
     names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"]
-    frame = pd.DataFrame({"feature": units, "name": [names.get(int(u), "") for u in units], "r": mu * c, "mu": mu, "c": c})
+    frame = pd.DataFrame({"feature": units, "name": [names.get(int(u), "(not in the top C)") for u in units],
+                          "r": (mu * c).astype(float), "mu": mu.astype(float), "c": c.astype(float)})
     frame = frame.sort_values("r", ascending=False).head(top).reset_index(drop=True)
     z = sae.dense_acts(x).numpy()[:, frame["feature"].to_numpy()]
     heat = plots.features_over_time(z, frame["feature"].tolist(), frame["name"].tolist())
