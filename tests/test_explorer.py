@@ -102,6 +102,28 @@ def test_missing_database_page_says_what_to_run(tmp_path):
     assert "ard run configs/demo.toml" in html and "none.duckdb" in html
 
 
+def _steerable_feature(explorer) -> str:
+    """A Steer-tab feature whose clamp to the slider's maximum changes the default clip's transcript
+    (found through the same backend the tab calls, so the browser check does not depend on which
+    feature happens to be first in this build of the demo)."""
+    from pipeline import store
+    from pipeline.corpus import read_audio
+    from pipeline.steering import FeatureEdit, steered_transcripts
+    from explorer.views.steer import STRENGTH, clip_choices, default_clip, feature_choices
+
+    run = explorer.runs()["run_id"].iloc[-1]
+    model, sae, layer = explorer.model(run), explorer.sae(run), explorer.runs()["layer"].iloc[-1]
+    with explorer.read() as con:
+        path = store.clip(con, default_clip(clip_choices(explorer)))["path"]
+    audio = read_audio(path, 16_000)
+    before = model.transcribe(audio)
+    for label, feature in feature_choices(explorer, run)[:20]:
+        value = round(max(1.0, STRENGTH * explorer.feature(run, int(feature))["max_act"]), 1)
+        if steered_transcripts(model, sae, layer, [audio], [FeatureEdit(int(feature), value)])[0] != before:
+            return label
+    raise AssertionError("no feature among the first 20 changes the default clip's transcript")
+
+
 @pytest.mark.slow
 def test_browser_walkthrough(server, tone_file):
     from playwright.sync_api import expect, sync_playwright
@@ -149,6 +171,12 @@ def test_browser_walkthrough(server, tone_file):
 
         # Steer: move the slider and see the output change
         page.get_by_role("tab", name="Steer").click()
+        label = _steerable_feature(app.explorer)
+        picker = page.locator("#steer-feature input")
+        picker.click()
+        picker.fill(label)
+        page.get_by_role("option", name=label).first.click()
+        time.sleep(2)  # the slider range follows the feature
         slider = page.locator("#steer-value input[type=range]")
         slider.wait_for()
         slider.fill(str(slider.get_attribute("max")))

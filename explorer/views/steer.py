@@ -40,12 +40,21 @@ def feature_choices(explorer, run_id: str) -> list[tuple[str, str]]:
     return [(f"#{int(f)} {n or ''}", str(int(f))) for f, n in zip(frame["feature"], frame["name"])]
 
 
+def clip_choices(explorer) -> list[tuple[str, str]]:
+    clips = explorer.demo_clips()
+    return [(f"{d}: {l} ({c})", c) for c, l, d in zip(clips["clip_id"], clips["label"], clips["domain"])]
+
+
+def default_clip(choices: list[tuple[str, str]]) -> str | None:
+    """The first speech clip: Whisper's transcript is where steering shows."""
+    return next((c for label, c in choices if label.startswith("speech")), choices[0][1] if choices else None)
+
+
 def build(explorer, nav) -> None:
     runs = explorer.runs()["run_id"].tolist()
     first = runs[-1] if runs else None
     choices = feature_choices(explorer, first) if first else []
-    clips = explorer.demo_clips()
-    clip_choices = [(f"{d}: {l} ({c})", c) for c, l, d in zip(clips["clip_id"], clips["label"], clips["domain"])]
+    clips = clip_choices(explorer)
     with gr.Row():
         run = gr.Dropdown(runs, value=first, label="Run")
         feature = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Feature", elem_id="steer-feature")
@@ -59,8 +68,7 @@ def build(explorer, nav) -> None:
         mode = gr.Radio(["clamp", "add"], value="clamp", label="Mode")
         keep_error = gr.Checkbox(value=True, label="keep the SAE error term (x + x̂' − x̂)")
     with gr.Row():
-        clip = gr.Dropdown(clip_choices, value=next((c for _, c in clip_choices if "speech" in _), None),
-                           label="Demo clip", elem_id="steer-clip")
+        clip = gr.Dropdown(clips, value=default_clip(clips), label="Demo clip", elem_id="steer-clip")
         upload = gr.Audio(sources=["upload"], type="filepath", label="...or your own clip (used when given)")
     with gr.Row():
         before = gr.Textbox(label="Output before", interactive=False, elem_id="steer-before")
