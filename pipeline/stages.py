@@ -69,7 +69,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path))
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
-            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v3")
+            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
     return keys
 
 
@@ -242,6 +242,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "name": None, "description": None, "naming": None})
         clip_features = pd.DataFrame({"clip_id": ids[data["clip"]], "feature": data["unit"],
                                       "r": data["mu"] * data["c"], "mu": data["mu"], "c": data["c"]})
+        clip_features = clip_features.sort_values("feature", kind="stable")  # zone maps then prune per-feature reads
         reps = _representatives_frame(data, ids, methods)
         store.write_scores(con, run, features, reps, clip_features, pd.concat(method_rows),
                            {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -291,7 +292,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             patch = atlas.mel_patch([mels[c] for c in group["clip_id"]], list(group["values"]))
             if patch is not None:
                 patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],
-                                "values": patch.ravel()})
+                                "values": patch.astype(np.float32).tobytes()})
         named = selected.dropna(subset=["name"])
         texts = (named["name"] + ". " + named["description"].fillna("")).tolist()
         name_vectors = TextEmbedder().embed(texts)
@@ -300,8 +301,9 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
             "timelines": lines,
             "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
-            "clip_mels": pd.DataFrame({"clip_id": list(light), "n_frames": [len(m) for m in light.values()],
-                                       "n_mels": 40, "values": [m.astype(np.float16).tobytes() for m in light.values()]}),
+            "clip_mels": pd.DataFrame({"feature": reps["feature"].to_numpy(), "clip_id": reps["clip_id"].to_numpy(),
+                                       "n_frames": [len(light[c]) for c in reps["clip_id"]], "n_mels": 40,
+                                       "values": [light[c].tobytes() for c in reps["clip_id"]]}),
             "name_embeddings": pd.DataFrame({"feature": named["feature"].to_numpy(), "embedder": "minilm",
                                              "vector": list(name_vectors)})})
 

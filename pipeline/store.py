@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS captions (
 CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT);
 CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
 CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
-CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[]);
-CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
+CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
+CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
 CREATE TABLE IF NOT EXISTS name_embeddings (run_id VARCHAR, feature INTEGER, embedder VARCHAR, vector FLOAT[]);
 CREATE TABLE IF NOT EXISTS steering_eval (run_id VARCHAR, experiment VARCHAR, result JSON, created TIMESTAMP);
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
@@ -50,18 +50,27 @@ CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DO
 CREATE INDEX IF NOT EXISTS representatives_feature ON representatives (run_id, feature);
 CREATE INDEX IF NOT EXISTS clip_features_feature ON clip_features (run_id, feature);
 CREATE INDEX IF NOT EXISTS timelines_feature ON timelines (run_id, feature);
-CREATE INDEX IF NOT EXISTS clip_mels_clip ON clip_mels (run_id, clip_id);
+CREATE INDEX IF NOT EXISTS clip_mels_feature ON clip_mels (run_id, feature);
+CREATE INDEX IF NOT EXISTS mel_patches_feature ON mel_patches (run_id, feature);
 CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, feature);
 """
+
+
+def open_read_only(db_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection (the explorer keeps one and takes a cursor per request)."""
+    if not Path(db_path).is_file():
+        raise FileNotFoundError(f"{db_path}: no feature database here; build one with `ard run CONFIG`")
+    return duckdb.connect(str(db_path), read_only=True)
 
 
 @contextmanager
 def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     db_path = Path(db_path)
-    if read_only and not db_path.is_file():
-        raise FileNotFoundError(f"{db_path}: no feature database here; build one with `ard run CONFIG`")
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path), read_only=read_only)
+    if read_only:
+        con = open_read_only(db_path)
+    else:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(db_path))
     try:
         if not read_only:
             con.execute(SCHEMA)
@@ -242,14 +251,11 @@ def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
                           WHERE n.run_id = ? AND n.feature = ? ORDER BY n.rank""", [run_id, feature]).df()
 
 
-def clip_mels(con, run_id: str, clip_ids: list[str]) -> dict[str, np.ndarray]:
-    """Light mel spectrograms [frames, n_mels] of representative clips, stored by the atlas stage
-    (float16 bytes: a list column costs more to read back than the rest of the Feature page)."""
-    if not clip_ids:
-        return {}
-    marks = ", ".join("?" * len(clip_ids))  # an IN list of literals uses the index; a join does not
-    rows = con.execute(f'SELECT clip_id, n_frames, n_mels, "values" FROM clip_mels WHERE run_id = ? AND clip_id IN ({marks})',
-                       [run_id, *clip_ids]).fetchall()
+def clip_mels(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
+    """Light mel spectrograms [frames, n_mels] of a feature's representative clips, stored by the atlas
+    stage per feature (float16 bytes: a list column costs more to read back than the rest of the page)."""
+    rows = con.execute('SELECT clip_id, n_frames, n_mels, "values" FROM clip_mels WHERE run_id = ? AND feature = ?',
+                       [run_id, feature]).fetchall()
     return {cid: np.frombuffer(v, np.float16).astype(np.float32).reshape(f, m) for cid, f, m, v in rows}
 
 
@@ -262,7 +268,7 @@ def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
 def mel_patch(con, run_id: str, feature: int) -> np.ndarray | None:
     row = con.execute('SELECT n_frames, n_mels, "values" FROM mel_patches WHERE run_id = ? AND feature = ?',
                       [run_id, feature]).fetchone()
-    return None if row is None else np.asarray(row[2], np.float32).reshape(row[0], row[1])
+    return None if row is None else np.frombuffer(row[2], np.float32).reshape(row[0], row[1])
 
 
 def name_embeddings(con, run_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
