@@ -96,14 +96,23 @@ def _replace(con, table: str, run_id: str, frame: pd.DataFrame, where: str = "")
 
 # --- writes ------------------------------------------------------------------------------------------
 
+def _upsert_clips(con, table: str, frame: pd.DataFrame, scope: str = "", params: list | None = None) -> None:
+    """Replace the rows of `table` for the frame's clip_ids (within `scope`, e.g. one embedder), atomically."""
+    con.execute("BEGIN")
+    try:
+        con.register("_frame", frame)
+        con.execute(f"DELETE FROM {table} WHERE clip_id IN (SELECT clip_id FROM _frame) {scope}", params or [])
+        con.unregister("_frame")
+        _insert(con, table, frame)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
 def write_clips(con, frame: pd.DataFrame) -> None:
     """Upsert clips (clip_id, path, duration, label, domain, source, text)."""
-    con.execute("BEGIN")
-    con.register("_frame", frame)
-    con.execute("DELETE FROM clips WHERE clip_id IN (SELECT clip_id FROM _frame)")
-    con.unregister("_frame")
-    _insert(con, "clips", frame)
-    con.execute("COMMIT")
+    _upsert_clips(con, "clips", frame)
 
 
 def write_run(con, run: dict) -> None:
@@ -143,24 +152,14 @@ def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
 
 
 def write_embeddings(con, embedder: str, clip_ids: list[str], vectors: np.ndarray) -> None:
-    con.execute("BEGIN")
     frame = pd.DataFrame({"clip_id": clip_ids, "embedder": embedder, "vector": list(vectors.astype(np.float32))})
-    con.register("_frame", frame)
-    con.execute("DELETE FROM embeddings WHERE embedder = ? AND clip_id IN (SELECT clip_id FROM _frame)", [embedder])
-    con.unregister("_frame")
-    _insert(con, "embeddings", frame)
-    con.execute("COMMIT")
+    _upsert_clips(con, "embeddings", frame, "AND embedder = ?", [embedder])
 
 
 def write_captions(con, captioner: str, clip_ids: list[str], captions: list[str], terms: list[list[str]]) -> None:
     frame = pd.DataFrame({"clip_id": clip_ids, "captioner": captioner, "caption": captions,
                           "terms": [json.dumps(t) for t in terms], "created": pd.Timestamp.now(tz="UTC")})
-    con.execute("BEGIN")
-    con.register("_frame", frame)
-    con.execute("DELETE FROM captions WHERE captioner = ? AND clip_id IN (SELECT clip_id FROM _frame)", [captioner])
-    con.unregister("_frame")
-    _insert(con, "captions", frame)
-    con.execute("COMMIT")
+    _upsert_clips(con, "captions", frame, "AND captioner = ?", [captioner])
 
 
 def read_captions(con, captioner: str, clip_ids: list[str]) -> dict[str, tuple[str, list[str]]]:
