@@ -58,34 +58,34 @@ def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], k
     return x + (x_hat_new - x_hat) if keep_error else x_hat_new
 
 
-def feature_edit(sae: Sae, edits: Sequence[FeatureEdit], n_tokens: Sequence[int] | None = None,
-                 keep_error: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An intervention for `model.intervention(layer, ...)`: steer each clip's own positions
-    ([batch, positions, d]; the first n_tokens[b] of row b, or all positions when None)."""
+def on_own_positions(change: Callable[[torch.Tensor], torch.Tensor],
+                     n_tokens: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An intervention for `model.intervention(layer, ...)` that applies change([n, d]) -> [n, d] to each
+    clip's own positions of [batch, positions, d] (the first n_tokens[b] of row b, or all when None);
+    Whisper's padding positions stay as they are."""
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         out = hidden.clone()
         for b in range(hidden.shape[0]):
             n = hidden.shape[1] if n_tokens is None else n_tokens[b]
-            out[b, :n] = steer_activations(sae, hidden[b, :n], edits, keep_error).to(hidden.dtype)
+            out[b, :n] = change(hidden[b, :n]).to(hidden.dtype)
         return out
 
     return edit
+
+
+def feature_edit(sae: Sae, edits: Sequence[FeatureEdit], n_tokens: Sequence[int] | None = None,
+                 keep_error: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Steer the given features on each clip's own positions. With no edits and keep_error=False this
+    is the splice test's pure replacement x -> x_hat."""
+    return on_own_positions(lambda x: steer_activations(sae, x, edits, keep_error), n_tokens)
 
 
 def vector_edit(direction: np.ndarray | torch.Tensor, strength: float,
                 n_tokens: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Add strength * direction at every (own) position."""
     vec = torch.as_tensor(np.asarray(direction, np.float32))
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:
-        out = hidden.clone()
-        for b in range(hidden.shape[0]):
-            n = hidden.shape[1] if n_tokens is None else n_tokens[b]
-            out[b, :n] += strength * vec.to(hidden.device, hidden.dtype)
-        return out
-
-    return edit
+    return on_own_positions(lambda x: x + strength * vec.to(x.device, x.dtype), n_tokens)
 
 
 def decoder_vector(sae: Sae, weights: dict[int, float]) -> np.ndarray:

@@ -171,29 +171,18 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
     return sae, metrics
 
 
-def splice_edit(sae: Sae, n_tokens: list[int]):
-    """An intervention that replaces each clip's own positions by the SAE reconstruction (padding untouched)."""
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:
-        out = hidden.clone()
-        for row, n in enumerate(n_tokens):
-            x = hidden[row, :n].float()
-            out[row, :n] = sae.decode(*sae.encode(x)).to(hidden.dtype)
-        return out
-
-    return edit
-
-
 def splice_test(model, sae: Sae, layer: str, audios: list[np.ndarray], texts: list[str],
                 batch_size: int = 16) -> dict[str, float]:
     """WER with x_hat substituted for x at the SAE's layer, next to the clean WER (SPEC.md Stage 1)."""
+    from .steering import feature_edit
     from .wer import word_error_rate
 
     clean, spliced = [], []
     for start in tqdm(range(0, len(audios), batch_size), desc=f"splice {layer}", unit="batch"):
         batch = audios[start : start + batch_size]
         clean += model.transcribe_batch(batch)
-        with model.intervention(layer, splice_edit(sae, [model.n_tokens(len(a)) for a in batch])):
+        # x_hat for x on each clip's own positions (padding untouched): no edits, no error term
+        with model.intervention(layer, feature_edit(sae, [], [model.n_tokens(len(a)) for a in batch], keep_error=False)):
             spliced += model.transcribe_batch(batch)
     return {"wer_clean": word_error_rate(texts, clean), "wer_spliced": word_error_rate(texts, spliced),
             "splice_clips": len(audios)}
