@@ -35,8 +35,9 @@ class Explorer:
         try:
             with self.read() as con:
                 tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-                if not {"runs", "features", "feature_map", "timelines", "clip_mels"} <= tables:
-                    return f"`{self.db_path}` was written by an older or unfinished pipeline (tables missing)."
+                if not {"runs", "features", "feature_map", "timelines", "clip_mels"} <= tables or store.stale_tables(con):
+                    return (f"`{self.db_path}` was written by an older or unfinished pipeline; "
+                            "`ard run` brings it up to date.")
                 if not con.execute("SELECT count(*) FROM runs").fetchone()[0]:
                     return f"`{self.db_path}` has no runs yet."
                 if not con.execute("SELECT count(*) FROM feature_map").fetchone()[0]:

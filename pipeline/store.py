@@ -7,6 +7,7 @@ single transaction, so a re-run never leaves a mix. Bulk writes go through regis
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,28 @@ CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, fea
 """
 
 
+SCHEMA_HASH = hashlib.sha256(SCHEMA.encode()).hexdigest()[:12]  # part of the stage keys of what writes here
+
+
+def _columns(con) -> dict[str, list[tuple[str, str]]]:
+    rows = con.execute("""SELECT table_name, column_name, data_type FROM information_schema.columns
+                          WHERE table_schema = 'main' ORDER BY table_name, ordinal_position""").fetchall()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for table, column, dtype in rows:
+        out.setdefault(table, []).append((column, dtype))
+    return out
+
+
+def stale_tables(con) -> list[str]:
+    """Tables whose columns differ from this version's SCHEMA (a database written by an older version)."""
+    fresh = duckdb.connect()
+    fresh.execute(SCHEMA)
+    expected = _columns(fresh)
+    fresh.close()
+    present = _columns(con)
+    return sorted(t for t in expected if t in present and present[t] != expected[t])
+
+
 def open_read_only(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection (the explorer keeps one and takes a cursor per request)."""
     if not Path(db_path).is_file():
@@ -73,6 +96,8 @@ def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
         con = duckdb.connect(str(db_path))
     try:
         if not read_only:
+            for table in stale_tables(con):  # an older layout: drop it; its stages re-run (SCHEMA_HASH)
+                con.execute(f"DROP TABLE {table}")
             con.execute(SCHEMA)
         yield con
     finally:

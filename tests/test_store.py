@@ -1,0 +1,24 @@
+"""A database written by an older version: the explorer says so, and the next write replaces the stale tables."""
+
+import duckdb
+
+from explorer.state import Explorer
+from pipeline import store
+
+
+def test_stale_table_layout_is_reported_then_replaced(tmp_path):
+    db = tmp_path / "old.duckdb"
+    with store.connect(db):
+        pass
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE clip_mels")
+    con.execute('CREATE TABLE clip_mels (run_id VARCHAR, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" FLOAT[])')
+    con.execute("INSERT INTO runs (run_id) VALUES ('r')")
+    con.close()
+    with store.connect(db, read_only=True) as con:
+        assert store.stale_tables(con) == ["clip_mels"]
+    assert "older or unfinished" in Explorer(db).problem()
+    with store.connect(db) as con:
+        assert store.stale_tables(con) == []
+        assert "feature" in [r[0] for r in con.execute("DESCRIBE clip_mels").fetchall()]
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1  # tables that still fit are kept
