@@ -91,7 +91,7 @@ class ActivationStore:
 
 def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequence[str], folder: str | Path,
             shard_rows: int = 65_536) -> ActivationStore:
-    """Run `model.hidden_states` over every usable clip and write the layers' activations (resumable)."""
+    """Run `model.hidden_states_batch` over every usable clip and write the layers' activations (resumable)."""
     folder = Path(folder)
     bad = [layer for layer in layers if layer not in model.layers]
     if bad:
@@ -128,21 +128,31 @@ def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequ
         bar.update(len(problems))
         problems.clear()
 
+    batch: list = []
+
+    def run_batch() -> None:
+        nonlocal n_buffered
+        for (clip, _), states in zip(batch, model.hidden_states_batch([a for _, a in batch], layers)):
+            n = next(iter(states.values())).shape[0]
+            for layer in layers:
+                buffers[layer].append(states[layer])
+            entries.append([clip.id, n_buffered, n])
+            n_buffered += n
+            if n_buffered >= shard_rows:
+                flush()
+        bar.update(len(batch))
+        batch.clear()
+
     bar = tqdm(total=len(todo), desc="extract", unit="clip")
     for clip, audio in iter_corpus(todo, corpus_cfg, problems):
         if problems:
             record_problems()
         if clip.id in done_ids:  # a chunk of a long clip that an earlier run already stored
             continue
-        states = model.hidden_states(audio, layers)
-        n = next(iter(states.values())).shape[0]
-        for layer in layers:
-            buffers[layer].append(states[layer])
-        entries.append([clip.id, n_buffered, n])
-        n_buffered += n
-        if n_buffered >= shard_rows:
-            flush()
-        bar.update(1)
+        batch.append((clip, audio))
+        if len(batch) >= getattr(model, "batch_size", 1):
+            run_batch()
+    run_batch()
     record_problems()
     flush()
     bar.close()

@@ -79,7 +79,7 @@ def cmd_steer(args) -> int:
     from .corpus import read_audio
     from .models import load_model
     from .sae import Sae
-    from .steering import FeatureEdit, steered_transcripts
+    from .steering import FeatureEdit, steered_output
 
     cfg = load_config(args.config)
     layer = args.layer or cfg.sae_layers[-1]
@@ -91,8 +91,8 @@ def cmd_steer(args) -> int:
     edits = [FeatureEdit(args.feature, args.value, args.mode)]
     for name in args.files:
         audio = read_audio(name, model.sample_rate)[: int(model.max_seconds * model.sample_rate)]
-        (after,) = steered_transcripts(model, sae, layer, [audio], edits, keep_error=not args.replace)
-        print(f"{name}\n  before: {model.transcribe(audio)}\n  after:  {after}")
+        before, after, _ = steered_output(model, sae, layer, audio, edits, keep_error=not args.replace)
+        print(f"{name}\n  before: {before}\n  after:  {after}")
     return 0
 
 

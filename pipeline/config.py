@@ -15,13 +15,20 @@ from typing import Any
 
 @dataclass
 class ModelConfig:
-    """Which audio model to study. `source`: `bundled:tiny.en`, a CTranslate2 folder, or a HF checkpoint."""
+    """Which audio model to study. `source`: `bundled:tiny.en`, a CTranslate2 folder, or a HF checkpoint
+    (a local folder, or a hub id already in the local Hugging Face cache)."""
 
-    family: str = "whisper"
+    family: str = "whisper"  # "whisper", "hubert", "wav2vec2" or "qwen2-audio"
     source: str = "bundled:tiny.en"
     device: str = "auto"  # "auto" = cuda when available, else cpu
     crop: bool = True  # Whisper: encode the clip's own frames, not a 30 s padded window
     allow_hub: bool = False  # never download unless the user asks
+    # Qwen2-Audio only:
+    positions: str = "audio"  # decoder rows of a clip: "audio" tokens only, or "all" (prompt text too)
+    prompt: str = ""  # what generate() asks about a clip (default: the paper's caption prompt)
+    dtype: str = "auto"  # "auto" = bfloat16 on a GPU, float32 on a CPU; or "float16", "float32", ...
+    device_map: str = ""  # "auto" spreads a model over several GPUs (needs accelerate)
+    batch_size: int = 4  # clips per forward pass (extraction and generation)
 
 
 @dataclass
@@ -101,6 +108,24 @@ class NamingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """`ard evaluate` (SPEC.md "Evaluation"): a held-out labelled corpus, Table 1, the ablation, AudioSAE analyses."""
+
+    corpus: str = ""  # a labelled audiofolder sharing no file with [corpus]; required by `ard evaluate`
+    run_layer: str = ""  # the SAE whose names Table 1 scores (default: the last SAE layer, first expansion)
+    top_c: int = 100  # features (by MS on the evaluation corpus) named per method
+    gamma: float = 0.7  # a prediction-reference pair counts only at or above this cosine (the paper's 0.7)
+    gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])  # the sweep
+    text_embedder: str = "auto"  # "auto" (CLAP text tower if the embedder is clap:, else MiniLM), "minilm", "clap:<path>"
+    ablation_layer: str = ""  # the layer also trained at ablation_expansions (default: the last SAE layer)
+    ablation_expansions: list[int] = field(default_factory=lambda: [4, 16])
+    seeds: list[int] = field(default_factory=lambda: [1])  # extra seeds of the Table 1 SAE, for seed stability
+    stability_threshold: float = 0.7  # decoder cosine above which a feature has a match in another seed
+    probe_k: list[int] = field(default_factory=lambda: [1, 5, 20])
+    report_dir: str = "report"  # relative to the config file
+
+
+@dataclass
 class StoreConfig:
     db: str = "ard.duckdb"  # relative to the config file
 
@@ -114,6 +139,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     monosemanticity: MonosemanticityConfig = field(default_factory=MonosemanticityConfig)
     naming: NamingConfig = field(default_factory=NamingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     path: Path | None = None  # the TOML file this came from
 
@@ -125,12 +151,12 @@ class Config:
     def sae_layers(self) -> list[str]:
         return self.sae.layers or self.extract.layers
 
-    def run_id(self, layer: str, expansion: int) -> str:
+    def run_id(self, layer: str, expansion: int, seed: int | None = None) -> str:
         s = self.sae
-        return f"{layer}_{s.kind}_e{expansion}_k{s.k}_s{s.seed}"
+        return f"{layer}_{s.kind}_e{expansion}_k{s.k}_s{s.seed if seed is None else seed}"
 
-    def sae_dir(self, layer: str, expansion: int) -> Path:
-        return self.work_dir / "sae" / self.run_id(layer, expansion)
+    def sae_dir(self, layer: str, expansion: int, seed: int | None = None) -> Path:
+        return self.work_dir / "sae" / self.run_id(layer, expansion, seed)
 
     @property
     def db_path(self) -> Path:
@@ -172,8 +198,34 @@ def load_config(path: str | Path | None = None) -> Config:
     values.pop("path", None)
     config = _build(Config, values, str(path))
     config.path = path.resolve()
+    _check_model(config, path)
     if config.corpus.long_clips not in ("reject", "chunk"):
         raise ValueError(f"{path}: [corpus] long_clips must be 'reject' or 'chunk', not {config.corpus.long_clips!r}")
     if config.sae.kind not in ("topk", "batchtopk"):
         raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
     return config
+
+
+LAYER_STACKS = {"whisper": ("encoder", "decoder"), "hubert": ("encoder",), "wav2vec2": ("encoder",),
+                "qwen2-audio": ("decoder",)}
+
+
+def _check_model(config: Config, path: Path) -> None:
+    """Family, layer names and Qwen2-Audio options, checked before any model is loaded."""
+    family = config.model.family
+    if family not in LAYER_STACKS:
+        raise ValueError(f"{path}: [model] family must be one of {sorted(LAYER_STACKS)}, not {family!r}")
+    stacks = LAYER_STACKS[family]
+    for layer in config.extract.layers + config.sae.layers:
+        stack, _, index = layer.partition(".")
+        if stack not in stacks or not index.isdigit():
+            raise ValueError(f"{path}: layer {layer!r} is not a {family} layer name "
+                             f"(use {' or '.join(s + '.<i>' for s in stacks)})")
+    if len({layer.partition(".")[0] for layer in config.extract.layers}) > 1:
+        raise ValueError(f"{path}: [extract] layers mix encoder and decoder layers, which have different positions "
+                         "(audio frames vs text tokens); extract them with two configs (two work_dirs)")
+    missing = sorted(set(config.sae.layers) - set(config.extract.layers))
+    if missing:
+        raise ValueError(f"{path}: [sae] layers {missing} are not in [extract] layers")
+    if config.model.positions not in ("audio", "all"):
+        raise ValueError(f"{path}: [model] positions must be 'audio' or 'all', not {config.model.positions!r}")

@@ -28,6 +28,7 @@ from .corpus import read_audio, resample, to_mono
 COLUMNS = ["file_name", "label", "domain", "source", "license", "text", "voice"]
 RECIPE_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "recipe.toml"
 STAMP = ".recipe.sha256"
+HELDOUT = "heldout"  # the evaluation corpus: an audiofolder of the held-out sources, beside the probing one
 REQUIRED_TOOLS = {"espeak-ng": "espeak-ng", "sox": "sox", "fluidsynth": "fluidsynth"}
 
 
@@ -255,9 +256,21 @@ def missing_tools() -> list[str]:
     return [pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
 
 
+def _write_metadata(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | None = None,
                force: bool = False) -> tuple[Path, Counter]:
-    """Make the demo corpus in `out` (an audiofolder). Returns (metadata path, clips per domain)."""
+    """Make the demo corpus in `out`: the probing audiofolder (out/metadata.csv) and the held-out
+    evaluation audiofolder of the recipe's heldout_sources (out/heldout/metadata.csv, same audio files
+    tree). Returns (probing metadata path, probing clips per domain)."""
     out = Path(out)
     meta, stamp = out / "metadata.csv", out / STAMP
     digest = recipe_digest(recipe_path)
@@ -274,11 +287,9 @@ def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | 
         for done in tqdm(pool.map(_run, tasks, chunksize=4), total=len(tasks), desc="demo corpus", unit="task"):
             rows.extend(done)
     rows.sort(key=lambda r: r["file_name"])
-    tmp = meta.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, meta)
+    held = set(recipe.get("heldout_sources", []))
+    _write_metadata(out / HELDOUT / "metadata.csv", [{**r, "file_name": f"../{r['file_name']}"} for r in rows if r["source"] in held])
+    probing = [r for r in rows if r["source"] not in held]
+    _write_metadata(meta, probing)
     stamp.write_text(digest)
-    return meta, Counter(row["domain"] for row in rows)
+    return meta, Counter(row["domain"] for row in probing)

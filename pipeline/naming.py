@@ -153,7 +153,10 @@ class OfflineCaptioner:
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]:
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
-        transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48) if audios else []
+        if audios and self.model.has_text:
+            transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
+        else:  # no clips, or a model without text output: acoustic descriptors only
+            transcripts = [""] * len(audios)
         return [self.caption_one(a, sample_rate, t) for a, t in zip(audios, transcripts)]
 
     @staticmethod

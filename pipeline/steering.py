@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from .models.hooks import Change
 from .sae import Sae
 
 
@@ -58,34 +59,17 @@ def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], k
     return x + (x_hat_new - x_hat) if keep_error else x_hat_new
 
 
-def on_own_positions(change: Callable[[torch.Tensor], torch.Tensor],
-                     n_tokens: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An intervention for `model.intervention(layer, ...)` that applies change([n, d]) -> [n, d] to each
-    clip's own positions of [batch, positions, d] (the first n_tokens[b] of row b, or all when None);
-    Whisper's padding positions stay as they are."""
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:
-        out = hidden.clone()
-        for b in range(hidden.shape[0]):
-            n = hidden.shape[1] if n_tokens is None else n_tokens[b]
-            out[b, :n] = change(hidden[b, :n]).to(hidden.dtype)
-        return out
-
-    return edit
+def feature_edit(sae: Sae, edits: Sequence[FeatureEdit], keep_error: bool = True) -> Change:
+    """A change for `model.intervention(layer, ...)` steering the given features. With no edits and
+    keep_error=False this is the splice test's pure replacement x -> x_hat."""
+    device = sae.W_enc.device
+    return lambda x: steer_activations(sae, x.to(device), edits, keep_error).to(x.device)
 
 
-def feature_edit(sae: Sae, edits: Sequence[FeatureEdit], n_tokens: Sequence[int] | None = None,
-                 keep_error: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Steer the given features on each clip's own positions. With no edits and keep_error=False this
-    is the splice test's pure replacement x -> x_hat."""
-    return on_own_positions(lambda x: steer_activations(sae, x, edits, keep_error), n_tokens)
-
-
-def vector_edit(direction: np.ndarray | torch.Tensor, strength: float,
-                n_tokens: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Add strength * direction at every (own) position."""
+def vector_edit(direction: np.ndarray | torch.Tensor, strength: float) -> Change:
+    """A change adding strength * direction at every (own) position."""
     vec = torch.as_tensor(np.asarray(direction, np.float32))
-    return on_own_positions(lambda x: x + strength * vec.to(x.device, x.dtype), n_tokens)
+    return lambda x: x + strength * vec.to(x.device, x.dtype)
 
 
 def decoder_vector(sae: Sae, weights: dict[int, float]) -> np.ndarray:
@@ -102,22 +86,51 @@ def mean_difference(group_a: Sequence[np.ndarray], group_b: Sequence[np.ndarray]
 def steered_transcripts(model, sae: Sae, layer: str, audios: Sequence[np.ndarray], edits: Sequence[FeatureEdit],
                         keep_error: bool = True) -> list[str]:
     """Transcripts with the edits applied at `layer` on each clip's own positions."""
-    n_tokens = [model.n_tokens(len(a)) for a in audios]
-    with model.intervention(layer, feature_edit(sae, edits, n_tokens, keep_error)):
+    with model.intervention(layer, feature_edit(sae, edits, keep_error)):
         return model.transcribe_batch(list(audios))
+
+
+@torch.no_grad()
+def representation_change(model, layer: str, audios: Sequence[np.ndarray], change: Change) -> list[float]:
+    """What an edit does to a model without text output (a bare HuBERT / wav2vec2): per clip, 1 - the mean
+    cosine between the last layer's rows with and without `change` at `layer` (0 = unchanged)."""
+    last = model.layers[-1]
+    out = []
+    for audio in audios:
+        clean = torch.from_numpy(model.hidden_states(audio, [last])[last])
+        with model.intervention(layer, change):
+            edited = torch.from_numpy(model.hidden_states(audio, [last])[last])
+        out.append(float(1 - torch.nn.functional.cosine_similarity(clean, edited, dim=1).mean()))
+    return out
+
+
+def steered_output(model, sae: Sae, layer: str, audio: np.ndarray, edits: Sequence[FeatureEdit],
+                   keep_error: bool = True, base: str | None = None) -> tuple[str, str, float]:
+    """(output before, output after, change) for one clip: transcripts and their WER when the model
+    writes text (`base`: the unsteered transcript, if known), otherwise a description of the last
+    layer's representation change."""
+    if model.has_text:
+        from .wer import word_error_rate
+
+        base = model.transcribe(audio) if base is None else base
+        (text,) = steered_transcripts(model, sae, layer, [audio], edits, keep_error)
+        return base, text, word_error_rate([base], [text]) if base.strip() else float(text.strip() != "")
+    (moved,) = representation_change(model, layer, [audio], feature_edit(sae, edits, keep_error))
+    last = model.layers[-1]
+    return (f"(no text output: {type(model.model).__name__}; showing the change of {last})",
+            f"1 - cosine to the unsteered {last}: {moved:.4f}", moved)
 
 
 def strength_sweep(model, sae: Sae, layer: str, audio: np.ndarray, feature: int, values: Sequence[float],
                    mode: str = "clamp", keep_error: bool = True) -> list[dict]:
-    """Output change against strength: for each value, the transcript and its WER against the unsteered one."""
-    from .wer import word_error_rate
-
-    base = model.transcribe(audio)
+    """Output change against strength: for each value, the output and its change from the unsteered one
+    (WER of the transcript, or 1 - cosine of the last layer for a model without text)."""
+    base = model.transcribe(audio) if model.has_text else None
     rows = []
     for value in values:
-        (text,) = steered_transcripts(model, sae, layer, [audio], [FeatureEdit(feature, float(value), mode)], keep_error)
-        rows.append({"value": float(value), "transcript": text,
-                     "change": word_error_rate([base], [text]) if base.strip() else float(text.strip() != "")})
+        _, text, change = steered_output(model, sae, layer, audio, [FeatureEdit(feature, float(value), mode)],
+                                         keep_error, base)
+        rows.append({"value": float(value), "transcript": text, "change": change})
     return rows
 
 
@@ -168,8 +181,7 @@ def hallucination_eval(model, sae: Sae, layer: str, speech_audio: list[np.ndarra
 
     def measure(strength: float, s_idx: list[int], o_idx: list[int]) -> dict:
         def run(audios):
-            n_tokens = [model.n_tokens(len(a)) for a in audios]
-            with model.intervention(layer, vector_edit(direction, strength * unit / 10, n_tokens)):
+            with model.intervention(layer, vector_edit(direction, strength * unit / 10)):
                 return model.transcribe_batch(audios, max_new_tokens=64)
         other_out = run([other_audio[i] for i in o_idx])
         speech_out = run([speech_audio[i] for i in s_idx])

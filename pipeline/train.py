@@ -173,16 +173,20 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
 
 def splice_test(model, sae: Sae, layer: str, audios: list[np.ndarray], texts: list[str],
                 batch_size: int = 16) -> dict[str, float]:
-    """WER with x_hat substituted for x at the SAE's layer, next to the clean WER (SPEC.md Stage 1)."""
-    from .steering import feature_edit
+    """WER with x_hat substituted for x at the SAE's layer, next to the clean WER (SPEC.md Stage 1). For a
+    model without text output, how far the substitution moves the last layer (1 - cosine)."""
+    from .steering import feature_edit, representation_change
     from .wer import word_error_rate
 
+    splice = feature_edit(sae, [], keep_error=False)  # x -> x_hat on each clip's own positions
+    if not model.has_text:
+        return {"last_layer_change_spliced": float(np.mean(representation_change(model, layer, audios, splice))),
+                "splice_clips": len(audios)}
     clean, spliced = [], []
     for start in tqdm(range(0, len(audios), batch_size), desc=f"splice {layer}", unit="batch"):
         batch = audios[start : start + batch_size]
         clean += model.transcribe_batch(batch)
-        # x_hat for x on each clip's own positions (padding untouched): no edits, no error term
-        with model.intervention(layer, feature_edit(sae, [], [model.n_tokens(len(a)) for a in batch], keep_error=False)):
+        with model.intervention(layer, splice):
             spliced += model.transcribe_batch(batch)
     return {"wer_clean": word_error_rate(texts, clean), "wer_spliced": word_error_rate(texts, spliced),
             "splice_clips": len(audios)}

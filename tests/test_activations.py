@@ -27,6 +27,9 @@ class DiesAfter:
         self.n -= 1
         return self.model.hidden_states(audio, layers)
 
+    def hidden_states_batch(self, audios, layers):
+        return [self.hidden_states(a, layers) for a in audios]
+
 
 @pytest.fixture(scope="module")
 def clips(demo_corpus):

@@ -45,13 +45,12 @@ def _logits(whisper, audio, edit=None):
     with torch.inference_mode():
         if edit is None:
             return whisper.model(input_features=feats, decoder_input_ids=ids).logits
-        with whisper.intervention(LAYER, edit):
+        with whisper.padded_batch([audio]), whisper.intervention(LAYER, edit):
             return whisper.model(input_features=feats, decoder_input_ids=ids).logits
 
 
 def test_clamping_a_feature_to_its_own_value_leaves_logits_unchanged(whisper, sae, speech):
     audio = speech[0]
-    n = whisper.n_tokens(len(audio))
     whisper.crop = False  # transcription runs the padded encoder: find the feature there
     try:
         x = torch.from_numpy(whisper.hidden_states(audio, [LAYER])[LAYER])
@@ -60,7 +59,7 @@ def test_clamping_a_feature_to_its_own_value_leaves_logits_unchanged(whisper, sa
     silent = int(torch.nonzero(sae.dense_acts(x).amax(0) == 0)[0])  # a feature that is 0 everywhere in this clip
     clean = _logits(whisper, audio)
     for edit in ([FeatureEdit(silent, 0.0, "clamp")], [FeatureEdit(silent, 0.0, "add")], []):
-        steered = _logits(whisper, audio, feature_edit(sae, edit, [n]))
+        steered = _logits(whisper, audio, feature_edit(sae, edit))
         assert torch.allclose(clean, steered, atol=1e-3), edit
     # and at the activation level the identity is exact up to float error
     assert torch.allclose(steer_activations(sae, x, [FeatureEdit(silent, 0.0)]), x, atol=1e-4)

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 
 from pipeline.corpus import read_audio
-from pipeline.steering import FeatureEdit, steered_transcripts, strength_sweep
+from pipeline.steering import FeatureEdit, steered_output, strength_sweep
 
 from .. import plots
 from .analyze import load_upload
@@ -94,9 +94,8 @@ def build(explorer, nav) -> None:
         model, sae = explorer.model(run_id), explorer.sae(run_id)
         layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
         audio = audio_of(clip_id, path, model)
-        base = model.transcribe(audio)
-        (text,) = steered_transcripts(model, sae, layer, [audio], [FeatureEdit(int(feature_id), float(v), m)], keep)
-        return base, text, word_diff(base, text)
+        base, text, _ = steered_output(model, sae, layer, audio, [FeatureEdit(int(feature_id), float(v), m)], keep)
+        return base, text, word_diff(base, text) if model.has_text else []
 
     def on_feature(run_id, feature_id):
         row = explorer.feature(run_id, int(feature_id)) if feature_id else None

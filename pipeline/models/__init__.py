@@ -1,11 +1,18 @@
 """Model adapters. Every adapter offers the same small protocol, so the pipeline has no model branches:
 
     sample_rate: int                     audio rate the model takes
-    layers: list[str]                    layer names hidden_states accepts (e.g. "encoder.3")
+    layers: list[str]                    layer names hidden_states accepts (e.g. "encoder.3", "decoder.16")
     d_model: int                         width of the residual stream
     max_seconds: float                   longest clip one call takes
-    hidden_states(audio, layers)         {layer: [T, d_model] float32} for the clip's own tokens
-    transcribe(audio) -> str             the model's text output for a clip
+    has_text: bool                       whether transcribe gives text (False: a bare HuBERT / wav2vec2)
+    batch_size: int                      clips per forward pass in hidden_states_batch
+    hidden_states(audio, layers)         {layer: [T, d_model] float32} for the clip's own positions
+    hidden_states_batch(audios, layers)  the same for several clips
+    transcribe(audio) -> str             the model's text output for a clip (transcribe_batch for several)
+    intervention(layer, change)          a context in which layer's output x [n, d] at each clip's own
+                                         positions becomes change(x) (hooks.py)
+
+Adapters: Whisper (whisper.py), HuBERT / wav2vec2 (hubert.py), Qwen2-Audio (qwen2_audio.py).
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ import numpy as np
 
 from ..config import ModelConfig
 
+FAMILIES = ("whisper", "hubert", "wav2vec2", "qwen2-audio")
+
 
 class AudioModel(Protocol):
     sample_rate: int
+    has_text: bool
+    batch_size: int
 
     @property
     def layers(self) -> list[str]: ...
@@ -31,7 +42,11 @@ class AudioModel(Protocol):
 
     def hidden_states(self, audio: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]: ...
 
+    def hidden_states_batch(self, audios: Sequence[np.ndarray], layers: Sequence[str]) -> list[dict[str, np.ndarray]]: ...
+
     def transcribe(self, audio: np.ndarray) -> str: ...
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]: ...
 
 
 def load_model(cfg: ModelConfig) -> AudioModel:
@@ -41,4 +56,14 @@ def load_model(cfg: ModelConfig) -> AudioModel:
         from .whisper import WhisperAdapter
 
         return WhisperAdapter.load(cfg.source, crop=cfg.crop, device=device, allow_hub=cfg.allow_hub)
-    raise ValueError(f"[model] family {cfg.family!r} is not supported (supported: 'whisper')")
+    if cfg.family in ("hubert", "wav2vec2"):
+        from .hubert import HubertAdapter
+
+        return HubertAdapter.load(cfg.source, device=device, allow_hub=cfg.allow_hub)
+    if cfg.family == "qwen2-audio":
+        from .qwen2_audio import Qwen2AudioAdapter
+
+        return Qwen2AudioAdapter.load(cfg.source, device=device, device_map=cfg.device_map, dtype=cfg.dtype,
+                                      allow_hub=cfg.allow_hub, positions=cfg.positions, prompt=cfg.prompt,
+                                      batch_size=cfg.batch_size)
+    raise ValueError(f"[model] family {cfg.family!r} is not supported (supported: {', '.join(FAMILIES)})")

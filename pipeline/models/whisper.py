@@ -1,7 +1,7 @@
 """Whisper adapter: the bundled tiny.en (CTranslate2 weights) or any local Hugging Face Whisper checkpoint.
 
-Activations are read from the residual stream after each encoder block (`encoder.<i>`), by a forward
-hook that lives only for the duration of one call.
+Activations are read from the residual stream after each encoder block (`encoder.<i>`) or decoder block
+(`decoder.<i>`), by a forward hook that lives only for the duration of one call.
 
 Cropped encoding: stock Whisper always pads the log-mel input to 30 s (3000 frames -> 1500 encoder
 positions). For activation extraction we run the encoder on the clip's own frames only, using the
@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from transformers import (
 )
 
 from .ct2 import dequantized, read_ct2
+from .hooks import ALL, HookedAdapter
 
 BUNDLED = "bundled:tiny.en"
 SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
@@ -201,18 +201,18 @@ def load_hf_whisper(source: str, allow_hub: bool = False):
     return model.eval(), processor.feature_extractor, processor.tokenizer
 
 
-class WhisperAdapter:
-    """The adapter protocol for Whisper: sample_rate, layers, d_model, hidden_states, transcribe."""
+class WhisperAdapter(HookedAdapter):
+    """The adapter protocol for Whisper: layers `encoder.<i>` and `decoder.<i>`, hidden_states, transcribe."""
 
     sample_rate = 16_000
+    has_text = True
 
     def __init__(self, model: WhisperForConditionalGeneration, extractor: WhisperFeatureExtractor,
                  tokenizer: WhisperTokenizerFast, name: str, crop: bool = True, device: str = "cpu"):
+        super().__init__()
         self.model = model.to(device)
         self.extractor, self.tokenizer, self.name, self.crop, self.device = extractor, tokenizer, name, crop, device
-        # One request at a time on the shared modules: a hook registered for one caller must never be
-        # seen by another thread's forward pass. Re-entrant, so a steered call can transcribe inside it.
-        self.lock = threading.RLock()
+        self._n_tokens: list[int] | None = None  # own encoder positions of the padded forward under way
 
     @classmethod
     def load(cls, source: str = BUNDLED, crop: bool = True, device: str | None = None,
@@ -231,9 +231,25 @@ class WhisperAdapter:
     def encoder(self):
         return self.model.model.encoder
 
-    @property
-    def layers(self) -> list[str]:
-        return [f"encoder.{i}" for i in range(len(self.encoder.layers))]
+    def layer_modules(self) -> dict[str, torch.nn.Module]:
+        return {**{f"encoder.{i}": m for i, m in enumerate(self.encoder.layers)},
+                **{f"decoder.{i}": m for i, m in enumerate(self.model.model.decoder.layers)}}
+
+    def own_positions(self, layer: str, hidden: torch.Tensor) -> list:
+        """Encoder: the clip's own 20 ms positions of a padded 30 s window; decoder: every token."""
+        if layer.startswith("encoder") and self._n_tokens is not None:
+            return [slice(0, n) for n in self._n_tokens]
+        return [ALL] * hidden.shape[0]
+
+    @contextlib.contextmanager
+    def padded_batch(self, audios: Sequence[np.ndarray]) -> Iterator[None]:
+        """Mark the forward passes inside as padded 30 s windows of these clips."""
+        with self.lock:
+            self._n_tokens = [self.n_tokens(len(a)) for a in audios]
+            try:
+                yield
+            finally:
+                self._n_tokens = None
 
     @property
     def d_model(self) -> int:
@@ -257,40 +273,6 @@ class WhisperAdapter:
                                    return_tensors="pt").input_features
         return feats.to(self.device, self.model.dtype)
 
-    def _layer_module(self, layer: str) -> torch.nn.Module:
-        stack, _, index = layer.partition(".")
-        if stack != "encoder" or not index.isdigit() or int(index) >= len(self.encoder.layers):
-            raise ValueError(f"unknown layer {layer!r}; this model has {self.layers}")
-        return self.encoder.layers[int(index)]
-
-    @contextlib.contextmanager
-    def intervention(self, layer: str, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        """Request-scoped edit of a layer's output: edit([batch, positions, d_model]) -> replacement.
-
-        The hook exists only inside the with-block and is removed on exit, exception or not.
-        """
-        with self.lock:
-            handle = self._layer_module(layer).register_forward_hook(lambda _m, _i, output: edit(output))
-            try:
-                yield
-            finally:
-                handle.remove()
-
-    @contextlib.contextmanager
-    def _recording(self, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        """Forward hooks that record each layer's output; removed on exit, exception or not."""
-        seen: dict[str, torch.Tensor] = {}
-        handles = []
-        for layer in layers:
-            def hook(_module, _inputs, output, layer=layer):
-                seen[layer] = output[0] if isinstance(output, tuple) else output
-            handles.append(self._layer_module(layer).register_forward_hook(hook))
-        try:
-            yield seen
-        finally:
-            for handle in handles:
-                handle.remove()
-
     def _run_encoder_cropped(self, mel: torch.Tensor, last_layer: int) -> None:
         """Whisper's encoder on the clip's own frames: convs, the first T positions, layers up to last_layer."""
         enc = self.encoder
@@ -302,27 +284,39 @@ class WhisperAdapter:
 
     @torch.inference_mode()
     def hidden_states(self, audio: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        """Per layer, the residual stream after the block for the clip's own positions: [T, d_model] float32.
+        """Per layer, the residual stream after the block at the clip's own positions: [T, d_model] float32.
 
+        Encoder layers: one row per 20 ms of audio. Decoder layers: one row per token the decoder reads
+        while writing its own greedy transcript of the padded clip (start tokens included).
         audio: [n_samples] mono float32 at `sample_rate`, at most `max_seconds` long.
         """
         if len(audio) > self.extractor.n_samples:
             raise ValueError(f"clip is {len(audio) / self.sample_rate:.1f} s; Whisper takes at most "
                              f"{self.max_seconds:.0f} s (chunk it first)")
-        n_tokens = self.n_tokens(len(audio))
-        with self.lock, self._recording(layers) as seen:
-            if self.crop:
-                last = max(int(layer.split(".")[1]) for layer in layers)
-                self._run_encoder_cropped(self._mel(audio, pad_to_30s=False), last)
-            else:
-                self.encoder(self._mel(audio, pad_to_30s=True))
-        return {layer: seen[layer][0, :n_tokens].float().cpu().numpy() for layer in layers}
+        for layer in layers:
+            self._module(layer)
+        encoder = [layer for layer in layers if layer.startswith("encoder")]
+        decoder = [layer for layer in layers if layer.startswith("decoder")]
+        out: dict[str, np.ndarray] = {}
+        with self.lock:
+            if encoder and self.crop:
+                with self._recording(encoder) as seen:
+                    self._run_encoder_cropped(self._mel(audio, pad_to_30s=False), max(int(x.split(".")[1]) for x in encoder))
+            elif encoder:
+                with self.padded_batch([audio]), self._recording(encoder) as seen:
+                    self.encoder(self._mel(audio, pad_to_30s=True))
+            out.update({layer: self.own_rows(layer, seen[layer])[0] for layer in encoder})
+            if decoder:  # the decoder's stream at every position it reads while writing its transcript
+                with self.padded_batch([audio]), self._recording(decoder, every_step=True) as steps:
+                    self.model.generate(self._mel(audio, pad_to_30s=True), max_new_tokens=128)
+                out.update({layer: torch.cat(steps[layer], dim=1)[0] for layer in decoder})
+        return {layer: out[layer].float().cpu().numpy() for layer in layers}
 
     @torch.inference_mode()
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
-        with self.lock:
+        with self.padded_batch(audios):
             ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
         return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 

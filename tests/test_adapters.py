@@ -1,0 +1,131 @@
+"""Every adapter on a tiny randomly initialised checkpoint of its real class, through the whole pipeline:
+load from a folder, layers and shapes, extract, train, score, steer (the error-term identity), save/load."""
+
+import csv
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+
+from pipeline import stages
+from pipeline.config import ModelConfig, load_config
+from pipeline.corpus import read_audio
+from pipeline.models import load_model
+from pipeline.models.hooks import HookedAdapter
+from pipeline.sae import Sae
+from pipeline.steering import FeatureEdit, steered_output, strength_sweep
+
+# family -> (layers the SAE reads, every layer name the model has)
+LAYERS = {
+    "whisper": (["decoder.0", "decoder.1"], ["encoder.0", "encoder.1", "decoder.0", "decoder.1"]),
+    "hubert": (["encoder.1"], ["encoder.0", "encoder.1", "encoder.2"]),
+    "wav2vec2": (["encoder.2"], ["encoder.0", "encoder.1", "encoder.2"]),
+    "qwen2-audio": (["decoder.1"], ["decoder.0", "decoder.1", "decoder.2"]),
+}
+CONFIG = """
+[model]
+family = "{family}"
+source = "{source}"
+device = "cpu"
+[corpus]
+root = "corpus"
+[extract]
+layers = {layers}
+work_dir = "work"
+[sae]
+k = 4
+expansions = [2]
+batch_size = 128
+steps = 20
+lr = 0
+warmup_steps = 2
+dead_tokens = 2000
+median_sample = 256
+buffer_rows = 2048
+splice_clips = 3
+[scoring]
+p = 2
+random_seeds = 1
+"""
+
+
+@pytest.fixture(scope="module", params=list(LAYERS))
+def project(request, tmp_path_factory, demo_corpus, demo_rows):
+    """A tiny checkpoint of the family, a 12-clip corpus (speech with text, music, sound), a config."""
+    family = request.param
+    folder = tmp_path_factory.mktemp(family.replace("-", ""))
+    source = tiny_models.BUILDERS[family](folder / "checkpoint")
+    (folder / "corpus").mkdir()
+    rows = [r for r in demo_rows if r["text"]][:4] + [r for r in demo_rows if not r["text"]][::110][:8]
+    with (folder / "corpus" / "metadata.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["file_name", "label", "domain", "source", "text"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({"file_name": str(demo_corpus / r["file_name"]), **{k: r[k] for k in ("label", "domain", "source", "text")}})
+    layers = LAYERS[family][0]
+    (folder / "tiny.toml").write_text(CONFIG.format(family=family, source=source, layers=str(layers).replace("'", '"')))
+    cfg = load_config(folder / "tiny.toml")
+    return family, cfg, load_model(cfg.model), [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+
+
+def test_layers_shapes_and_reload(project):
+    family, cfg, model, audios = project
+    assert isinstance(model, HookedAdapter) and model.layers == LAYERS[family][1]
+    audio = audios[0][:24_000]  # 1.5 s
+    layers = [layer for layer in model.layers if not layer.startswith("decoder")] or model.layers
+    states = model.hidden_states(audio, layers)
+    expected = model.n_tokens(len(audio)) if family != "qwen2-audio" or cfg.model.positions == "audio" else None
+    for layer in layers:
+        assert states[layer].dtype == np.float32 and states[layer].shape == (expected, model.d_model), layer
+    assert not np.allclose(states[layers[0]], states[layers[-1]])
+    again = load_model(cfg.model).hidden_states(audio, layers)  # save/load of the checkpoint is exact
+    for layer in layers:
+        np.testing.assert_allclose(again[layer], states[layer], rtol=1e-5, atol=1e-5)
+    batched = model.hidden_states_batch([audio, audios[5][:8000]], layers)  # padding in a batch changes nothing
+    np.testing.assert_allclose(batched[0][layers[-1]], states[layers[-1]], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown layer"):
+        model.hidden_states(audio, ["encoder.99"])
+
+
+def test_extract_train_score_steer(project):
+    family, cfg, model, audios = project
+    stages.run_all(cfg, lambda: model, until="score")
+    layer = cfg.sae_layers[-1]
+    sae_dir = cfg.sae_dir(layer, 2)
+    sae = Sae.load(sae_dir)
+    assert sae.spec.d_in == model.d_model and sae.spec.d_sae == 2 * model.d_model
+    scores = np.load(cfg.work_dir / "scores" / f"{cfg.run_id(layer, 2)}.npz")
+    assert scores["sae/H"].shape == (sae.spec.d_sae, 2)
+    metrics = (sae_dir / "metrics.json").read_text()
+    assert ("wer_spliced" in metrics) == model.has_text and ("last_layer_change_spliced" in metrics) != model.has_text
+
+    audio = audios[0][:24_000]
+    x = model.hidden_states(audio, [layer])[layer]
+    silent = int(np.flatnonzero(sae.dense_acts(torch.from_numpy(x)).amax(0).detach().numpy() == 0)[0])
+    before, after, change = steered_output(model, sae, layer, audio, [FeatureEdit(silent, 0.0)])
+    assert change < 1e-6 and (after == before or not model.has_text)  # with the error term a no-op edit is a no-op
+    before, spliced, _ = steered_output(model, sae, layer, audio, [], keep_error=False)
+    if not model.has_text:
+        assert 0 < float(spliced.rsplit(" ", 1)[1]) < 2  # x -> x_hat moves the last layer, a little
+    sweep = strength_sweep(model, sae, layer, audio, silent, [0, 1e3], keep_error=True)
+    assert sweep[0]["change"] < 1e-6 and sweep[1]["change"] > 0
+    assert not any(m._forward_hooks for m in model.layer_modules().values())
+
+
+def test_qwen2_audio_interventions_only_touch_audio_positions(tmp_path):
+    """Qwen2-Audio mixes prompt text with audio tokens: an edit changes the audio rows and leaves the prompt's."""
+    model = load_model(ModelConfig(family="qwen2-audio", source=str(tiny_models.qwen2_audio(tmp_path)), device="cpu"))
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)).astype(np.float32)
+    inputs = model._inputs([tone], model.prompt)
+    audio_mask = inputs["input_ids"][0] == model.model.config.audio_token_id
+    with model.lock, model._prefill(inputs):
+        with model._recording(["decoder.0"]) as seen:
+            model.model(**inputs, use_cache=False)
+        clean = seen["decoder.0"][0]
+        with model.intervention("decoder.0", lambda x: x + 5.0), model._recording(["decoder.0"]) as seen:
+            model.model(**inputs, use_cache=False)
+        edited = seen["decoder.0"][0]
+    assert audio_mask.sum() == model.n_tokens(16_000) and (~audio_mask).sum() > 5
+    assert torch.equal(clean[~audio_mask], edited[~audio_mask])
+    assert torch.allclose(edited[audio_mask] - clean[audio_mask], torch.full_like(clean[audio_mask], 5.0), atol=1e-5)
