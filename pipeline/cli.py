@@ -68,7 +68,12 @@ def _run_stages(args, until: str) -> int:
     from .stages import run_all
 
     cfg = load_config(args.config)
-    rows = run_all(cfg, lambda: load_model(cfg.model), dry_run=getattr(args, "dry_run", False), until=until)
+    dry_run = getattr(args, "dry_run", False)
+    if dry_run:
+        from .stages import dry_run_checks
+
+        print(format_table(dry_run_checks(cfg)) + "\n")
+    rows = run_all(cfg, lambda: load_model(cfg.model), dry_run=dry_run, until=until)
     if rows:
         print(format_table(rows))
     return 0

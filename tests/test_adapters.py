@@ -129,3 +129,25 @@ def test_qwen2_audio_interventions_only_touch_audio_positions(tmp_path):
     assert audio_mask.sum() == model.n_tokens(16_000) and (~audio_mask).sum() > 5
     assert torch.equal(clean[~audio_mask], edited[~audio_mask])
     assert torch.allclose(edited[audio_mask] - clean[audio_mask], torch.full_like(clean[audio_mask], 5.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["demo", "qwen2_audio_7b", "whisper_small_audiosae", "hubert_base_audiosae"])
+def test_example_configs_validate_and_dry_run(name):
+    cfg = load_config(tiny_models.ROOT / "configs" / f"{name}.toml")
+    checks = {row["check"]: row["status"] for row in stages.dry_run_checks(cfg)}
+    assert checks[f"model ({cfg.model.family})"] and "SAE runs" in checks
+    plan = stages.run_all(cfg, None, dry_run=True)
+    assert {row["stage"] for row in plan} >= {"extract"} | {f"train:{cfg.run_id(layer, e)}" for layer in cfg.sae_layers
+                                                            for e in cfg.sae.expansions}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('[model]\nfamily = "clap"', "family must be one of"),
+    ('[model]\nfamily = "hubert"\n[extract]\nlayers = ["decoder.1"]', "not a hubert layer name"),
+    ('[extract]\nlayers = ["encoder.1", "decoder.1"]', "mix encoder and decoder"),
+    ('[model]\nfamily = "qwen2-audio"\npositions = "text"\n[extract]\nlayers = ["decoder.1"]', "positions must be"),
+])
+def test_bad_model_sections_are_named_errors(tmp_path, bad, message):
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "bad.toml")

@@ -16,6 +16,8 @@ from transformers import (HubertConfig, HubertForCTC, Qwen2AudioConfig, Qwen2Aud
 
 from pipeline.models.whisper import bundled_model_dir, load_ct2_whisper
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SMALL_CNN = {"conv_dim": (16,) * 7, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
              "intermediate_size": 64, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
 
