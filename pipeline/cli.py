@@ -101,6 +101,23 @@ def cmd_steer(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .config import load_config
+    from .evaluation import evaluate
+    from .models import load_model
+    from .report import table1_view
+    from .stages import run_all
+
+    cfg = load_config(args.config)
+    run_all(cfg, lambda: load_model(cfg.model))  # the runs it evaluates must be current
+    tables = evaluate(cfg, lambda: load_model(cfg.model))
+    print("Table 1 (interpretability, held-out corpus)\n" + format_table(table1_view(tables["table1"]).to_dict("records")))
+    t4 = tables["table4"][["layer", "expansion", "seed", "ms_max", "ms_top100", "fvu_train"]]
+    print("\nTable 4 (ablation)\n" + format_table(t4.round(3).to_dict("records")))
+    print(f"\nreport: {cfg.resolve(cfg.evaluation.report_dir) / 'report.md'}")
+    return 0
+
+
 def cmd_steer_eval(args) -> int:
     from . import store
     from .config import load_config
@@ -202,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expansion", type=int, help="SAE expansion (default: the first configured)")
     p.add_argument("--replace", action="store_true", help="pure replacement x_hat' instead of x + x_hat' - x_hat")
     p.set_defaults(func=cmd_steer)
+    p = sub.add_parser("evaluate", help="Tables 1, 2, 4 and AudioSAE analyses on the held-out corpus, to the store and a report")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("steer-eval", help="measured steering experiments (hallucination on non-speech), to the store")
     p.add_argument("config")
     p.add_argument("--layer", help="SAE layer (default: the last configured)")

@@ -386,3 +386,28 @@ def clip_score_matrix(con, run_id: str, clip_ids: list[str], n_features: int) ->
 def write_steering_eval(con, run_id: str, experiment: str, result: dict) -> None:
     con.execute("DELETE FROM steering_eval WHERE run_id = ? AND experiment = ?", [run_id, experiment])
     con.execute("INSERT INTO steering_eval VALUES (?, ?, ?, now())", [run_id, experiment, json.dumps(result)])
+
+
+# --- evaluation (`ard evaluate`): one table per result, replaced whole -----------------------------------
+
+EVAL_PREFIX = "eval_"
+
+
+def write_evaluation(con, tables: dict[str, pd.DataFrame]) -> None:
+    """Replace every eval_<name> table in one transaction (a failed evaluation leaves the last good one)."""
+    con.execute("BEGIN")
+    try:
+        for name, frame in tables.items():
+            con.register("_frame", frame)
+            con.execute(f"CREATE OR REPLACE TABLE {EVAL_PREFIX}{name} AS SELECT * FROM _frame")
+            con.unregister("_frame")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def read_evaluation(con) -> dict[str, pd.DataFrame]:
+    names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                                       f"AND table_name LIKE '{EVAL_PREFIX}%' ORDER BY 1").fetchall()]
+    return {n[len(EVAL_PREFIX):]: con.execute(f"SELECT * FROM {n}").df() for n in names}

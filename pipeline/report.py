@@ -1,0 +1,115 @@
+"""The evaluation report: markdown tables and plotly figures from the eval_* tables. The same functions
+feed `report.md` (+ HTML and PNG figures) and the explorer's Evaluation tab."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+PAPER_TABLE1 = {"sae": (9.33, 0.55, 0.65, 0.60, 0.58), "coverage": (None, None, None, 0.45, None),
+                "mean_act": (None, None, None, 0.42, None), "random": (None, None, None, 0.15, None),
+                "poly": (None, None, None, 0.08, None)}  # (MS, P, R, F1, mAP) at Qwen2-Audio l = 26, e = 8
+METHOD_NAMES = {"sae": "Ours (r = mu x c)", "coverage": "Coverage", "mean_act": "Mean Act.", "random": "Rand. Rep.",
+                "poly": "Poly. Feats.", "oracle": "labels oracle"}
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)\n"
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in t1.itertuples(index=False):
+        paper = PAPER_TABLE1.get(r.method, (None,) * 5)
+        pm = (lambda v, s: f"{v:.3f} ± {s:.3f}") if r.runs > 1 else (lambda v, s: f"{v:.3f}")
+        rows.append({"method": METHOD_NAMES.get(r.method, r.method), "highest MS": pm(r.ms_max, r.ms_max_std),
+                     "P": pm(r.P, r.P_std), "R": pm(r.R, r.R_std), "F1": pm(r.F1, r.F1_std), "mAP": pm(r.mAP, r.mAP_std),
+                     "name vs majority label": pm(r.name_label_sim, r.name_label_sim_std),
+                     "paper F1": paper[3], "paper MS": paper[0]})
+    return pd.DataFrame(rows)
+
+
+def markdown(tables: dict[str, pd.DataFrame]) -> str:
+    meta = tables["meta"].iloc[0]
+    t4 = tables["table4"]
+    parts = [
+        "# Evaluation report\n",
+        f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = its "
+        f"labels; sources: {meta.eval_sources}), held out of the probing corpus. SAE of Table 1: `{meta.run_layer}`, "
+        f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
+        f"labels with the `{meta.text_embedder}` text embedder at gamma = {meta.gamma}.\n",
+        "## Table 1: interpretability\n",
+        "Rand. Rep.: mean ± std over its seeds. Paper figures: Qwen2-Audio-7B, layer 26, e = 8, FSD50K, CLAP text "
+        "similarity.\n",
+        md_table(table1_view(tables["table1"])),
+        "### Gamma sweep (F1)\n",
+        md_table(tables["gamma_sweep"].pivot(index="gamma", columns="method", values="F1").reset_index()),
+        "## Table 4: ablation (MS on the evaluation corpus)\n",
+        md_table(t4[["layer", "expansion", "seed", "d_sae", "ms_max", "ms_top100", "alive_on_eval", "fvu_train"]]),
+        "## Table 2: human evaluation\n",
+        md_table(tables["table2"]) if int(tables["table2"].get("ratings", pd.Series([0])).iloc[0]) else
+        "No ratings yet: rate concepts in the explorer's Rate tab, then run `ard evaluate` again.\n",
+        "## Seed stability\n",
+        md_table(tables["seed_stability"]),
+        "## Domain specialisation by layer (majority domain of H^k on the probing corpus, 3 of 4 clips)\n",
+        md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),
+        "## Top-k probing (test accuracy, logistic regression, half/half split of the probing corpus)\n",
+        md_table(tables["probing"].pivot_table(index=["layer", "task", "units"], columns="k", values="accuracy").reset_index()),
+    ]
+    return "\n".join(parts)
+
+
+def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
+    sweep = tables["gamma_sweep"].assign(method=lambda f: f["method"].map(lambda m: METHOD_NAMES.get(m, m)))
+    figs = {"gamma_sweep": px.line(sweep, x="gamma", y="F1", color="method", markers=True,
+                                   title="Table 1 F1 against the similarity threshold gamma")}
+    t4 = tables["table4"][tables["table4"]["seed"] == tables["table4"]["seed"].min()]
+    figs["ablation"] = px.bar(t4.astype({"expansion": str}), x="layer", y="ms_max", color="expansion", barmode="group",
+                              title="Table 4: highest MS per layer and expansion factor")
+    dist = tables["seed_stability_dist"]
+    if len(dist):
+        figs["seed_stability"] = px.histogram(dist, x="best_cosine", nbins=40,
+                                              title="Seed stability: best decoder cosine of each feature in another seed")
+    figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
+                             title="Domain specialisation of features by layer")
+    probing = tables["probing"]
+    figs["probing"] = px.line(probing, x="k", y="accuracy", color="units", line_dash="task", facet_col="layer", markers=True,
+                              title="Top-k probing accuracy")
+    for fig in figs.values():
+        fig.update_layout(template="plotly_white", height=380)
+    return figs
+
+
+def write_report(tables: dict[str, pd.DataFrame], folder: str | Path) -> Path:
+    """report.md, and each figure as HTML (interactive) and PNG (when a Chromium for kaleido is present)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figs = figures(tables)
+    links = []
+    for name, fig in figs.items():
+        fig.write_html(folder / f"{name}.html", include_plotlyjs="cdn")
+        try:
+            fig.write_image(folder / f"{name}.png", width=900, height=380)
+            links.append(f"![{name}]({name}.png) ([interactive]({name}.html))")
+        except Exception as err:  # PNG export needs Chromium; the HTML figure is always there
+            logging.getLogger(__name__).warning("PNG export of %s failed (%s); HTML written", name, err)
+            links.append(f"[{name}]({name}.html)")
+    tmp = folder / "report.md.tmp"
+    tmp.write_text(markdown(tables) + "\n## Figures\n\n" + "\n\n".join(links) + "\n")
+    tmp.replace(folder / "report.md")
+    return folder / "report.md"
