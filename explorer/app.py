@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from .state import Explorer
-from .views import analyze, concepts, feature, map as map_view, rate, steer
+from .views import analyze, concepts, evaluation, feature, map as map_view, rate, steer
 
 CSS = "#nav-target {display: none !important}"
 
@@ -51,6 +51,8 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.B
                 steer.build(explorer, nav)
             with gr.Tab("Rate", id="rate"):
                 rate.build(explorer, nav)
+            with gr.Tab("Evaluation", id="evaluation"):
+                evaluation.build(explorer, nav)
         nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
                           api_name="open_feature")
         app.load(None, js=map_view.CLICK_JS)

@@ -54,3 +54,11 @@ def demo_db(demo_config, whisper) -> Path:
 
     run_all(demo_config, lambda: whisper)
     return demo_config.db_path
+
+
+@pytest.fixture(scope="session")
+def demo_eval(demo_db, demo_config, whisper) -> dict:
+    """`ard evaluate configs/demo.toml` on the demo database, once per session (its SAEs are trained once)."""
+    from pipeline.evaluation import evaluate
+
+    return evaluate(demo_config, lambda: whisper)

@@ -70,3 +70,33 @@ def test_stability_majority_and_probe():
     train = np.arange(200) % 4 != 0
     acc = probe(X, y, train, [1, 5])
     assert acc["k=1"] > 0.9 and set(acc) == {"k=1", "k=5", "all"}
+
+
+@pytest.mark.slow
+def test_demo_report_builds_with_every_table(demo_eval, demo_config):
+    t1 = demo_eval["table1"].set_index("method")
+    assert set(t1.index) == {"sae", "mean_act", "coverage", "random", "poly", "oracle"}
+    assert t1.loc["random", "runs"] == demo_config.scoring.random_seeds and t1.loc["sae", "runs"] == 1
+    assert ((t1[["P", "R", "F1", "mAP"]] >= 0) & (t1[["P", "R", "F1", "mAP"]] <= 1)).all().all()
+    # the oracle's names are its clips' majority labels: identical texts, cosine 1
+    assert t1.loc["oracle", "name_label_sim"] == pytest.approx(1.0, abs=1e-4)
+    assert t1.loc["sae", "n_ref"] == demo_eval["meta"]["references"].iloc[0]
+    sweep = demo_eval["gamma_sweep"]
+    for _, g in sweep.groupby("method"):  # a higher threshold never matches more
+        assert g.sort_values("gamma")["R"].is_monotonic_decreasing
+    t4 = demo_eval["table4"]
+    assert {(r.layer, r.expansion, r.seed) for r in t4.itertuples()} >= {
+        ("encoder.1", 8, 0), ("encoder.2", 8, 0), ("encoder.3", 4, 0), ("encoder.3", 8, 0), ("encoder.3", 16, 0),
+        ("encoder.3", 8, 1)}
+    assert np.isfinite(t4["ms_max"]).all() and (t4["ms_max"] >= t4["ms_top100"]).all()
+    stability = demo_eval["seed_stability"].iloc[0]
+    assert 0 < stability.share_matched <= 1
+    shares = demo_eval["domains"].groupby("layer")["share"].sum()
+    assert np.allclose(shares, 1.0)
+    probing = demo_eval["probing"]
+    domain_all = probing[(probing.task == "domain") & (probing.k == "all") & (probing.units == "SAE features")]
+    assert (domain_all["accuracy"] > 0.8).all()  # speech / music / sound is easy for any layer
+    report = demo_config.resolve(demo_config.evaluation.report_dir)
+    text = (report / "report.md").read_text()
+    assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
+    assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000

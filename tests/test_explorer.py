@@ -34,7 +34,7 @@ def _serve(db, ratings):
 
 
 @pytest.fixture(scope="module")
-def server(demo_db, tmp_path_factory):
+def server(demo_db, demo_eval, tmp_path_factory):
     ratings = tmp_path_factory.mktemp("ratings") / "ratings.duckdb"
     app, url = _serve(demo_db, ratings)
     yield app, url, ratings
@@ -202,6 +202,13 @@ def test_browser_walkthrough(server, tone_file):
             link.click()
         rows = list(csv.DictReader(open(info.value.path())))
         page.screenshot(path=ARTIFACTS / "6-rate.png", full_page=True)
+
+        # Evaluation: the report's tables and figures
+        page.get_by_role("tab", name="Evaluation").click()
+        expect(page.locator("#eval-report")).to_contain_text("Table 1: interpretability")
+        expect(page.locator("#eval-report table").first).to_contain_text("labels oracle")
+        page.locator("#eval-ablation .js-plotly-plot").wait_for()
+        page.screenshot(path=ARTIFACTS / "7-evaluation.png", full_page=True)
         browser.close()
     assert len(rows) == 1 and rows[0]["rater"] == "tester" and rows[0]["own_label"] == "people talking"
     assert rows[0]["sae_hash"] and rows[0]["layer"].startswith("encoder.")
