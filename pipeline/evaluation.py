@@ -287,11 +287,11 @@ class Evaluator:
                 for k in s["top"]:
                     caps = [Caption(*cached[self._id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
                     rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps).name,
-                                 "majority_label": majority(labels_of(s["H"][k]), 0.0)})
+                                 "majority_label": oracle.name(labels_of(s["H"][k])).name})
                 out.setdefault(method, []).append(rows)
         ours = sets["sae"][0]
         out["oracle"] = [[{"unit": int(k), "ms": float(ours["ms"][k]), "name": oracle.name(labels_of(ours["H"][k])).name,
-                           "majority_label": majority(labels_of(ours["H"][k]), 0.0)} for k in ours["top"]]]
+                           "majority_label": oracle.name(labels_of(ours["H"][k])).name} for k in ours["top"]]]
         return out
 
     def text_embedder(self):

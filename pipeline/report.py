@@ -44,6 +44,12 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _probing_view(probing: pd.DataFrame) -> pd.DataFrame:
+    wide = probing.pivot_table(index=["layer", "task", "units"], columns="k", values="accuracy")
+    order = sorted((c for c in wide.columns if c != "all"), key=lambda c: int(c.split("=")[1])) + ["all"]
+    return wide[order].reset_index()
+
+
 def markdown(tables: dict[str, pd.DataFrame]) -> str:
     meta = tables["meta"].iloc[0]
     t4 = tables["table4"]
@@ -69,7 +75,7 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "## Domain specialisation by layer (majority domain of H^k on the probing corpus, 3 of 4 clips)\n",
         md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),
         "## Top-k probing (test accuracy, logistic regression, half/half split of the probing corpus)\n",
-        md_table(tables["probing"].pivot_table(index=["layer", "task", "units"], columns="k", values="accuracy").reset_index()),
+        md_table(_probing_view(tables["probing"])),
     ]
     return "\n".join(parts)
 
@@ -99,6 +105,8 @@ def write_report(tables: dict[str, pd.DataFrame], folder: str | Path) -> Path:
     """report.md, and each figure as HTML (interactive) and PNG (when a Chromium for kaleido is present)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for noisy in ("kaleido", "choreographer"):  # they log every browser step at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     figs = figures(tables)
     links = []
     for name, fig in figs.items():
