@@ -47,4 +47,4 @@ test: setup
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb
+	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/heldout data/demo/work data/demo/report data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb

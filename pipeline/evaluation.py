@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from itertools import combinations
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -147,6 +148,15 @@ def check_held_out(probing: list[Clip], evaluation: list[Clip]) -> None:
                            f"(e.g. {', '.join(map(str, shared[:3]))}); evaluate on clips the SAE never saw")
 
 
+def _trained_with(folder: Path, sae_cfg) -> bool:
+    """Whether folder holds an SAE trained with these settings (the ones that change its weights)."""
+    if not (folder / "sae.safetensors").is_file() or not (folder / "metrics.json").is_file():
+        return False
+    ignore = {"layers", "expansions", "log_every", "splice_clips"}
+    saved = json.loads((folder / "metrics.json").read_text()).get("config", {})
+    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in asdict(sae_cfg).items() if k not in ignore}
+
+
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -199,10 +209,10 @@ class Evaluator:
         wanted += [(self.layer, self.expansion, s) for s in self.ev.seeds]
         out, probing_acts = [], None
         for layer, e, seed in dict.fromkeys(wanted):
-            folder = cfg.sae_dir(layer, e, seed)
-            if not (folder / "sae.safetensors").is_file():
+            folder, sae_cfg = cfg.sae_dir(layer, e, seed), replace(cfg.sae, seed=seed)
+            if not _trained_with(folder, sae_cfg):  # missing, or trained with other settings
                 probing_acts = probing_acts or ActivationStore(cfg.work_dir / "activations")
-                train_sae(probing_acts, layer, e, replace(cfg.sae, seed=seed), folder, cfg.model.source)
+                train_sae(probing_acts, layer, e, sae_cfg, folder, cfg.model.source)
             metrics = json.loads((folder / "metrics.json").read_text())
             out.append({"layer": layer, "expansion": e, "seed": seed, "folder": folder, "fvu": metrics.get("fvu")})
         return out
