@@ -290,6 +290,11 @@ class Evaluator:
         def labels_of(H_k):
             return [label.get(index[c].clip_id.rsplit("#", 1)[0]) for c in H_k if c >= 0]
 
+        def purity(H_k) -> float:
+            """Share of the unit's H^k clips that carry its majority label: retrieval quality, namer aside."""
+            labels = [x for x in labels_of(H_k) if x]
+            return max(labels.count(x) for x in set(labels)) / len(labels) if labels else 0.0
+
         out: dict[str, list[list[dict]]] = {}
         for method, runs in sets.items():
             for s in runs:
@@ -297,11 +302,12 @@ class Evaluator:
                 for k in s["top"]:
                     caps = [Caption(*cached[self._id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
                     rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps).name,
-                                 "majority_label": oracle.name(labels_of(s["H"][k])).name})
+                                 "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(s["H"][k])})
                 out.setdefault(method, []).append(rows)
         ours = sets["sae"][0]
         out["oracle"] = [[{"unit": int(k), "ms": float(ours["ms"][k]), "name": oracle.name(labels_of(ours["H"][k])).name,
-                           "majority_label": oracle.name(labels_of(ours["H"][k])).name} for k in ours["top"]]]
+                           "majority_label": oracle.name(labels_of(ours["H"][k])).name, "purity": purity(ours["H"][k])}
+                          for k in ours["top"]]]
         return out
 
     def text_embedder(self):
@@ -323,14 +329,16 @@ class Evaluator:
             per_run = []
             for seed, units in enumerate(runs):
                 if not units:
-                    per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "ms_max": float("nan"), "name_label_sim": float("nan")})
+                    per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "ms_max": float("nan"), "name_label_sim": float("nan"),
+                                    "purity": float("nan")})
                     continue
                 pred = text.embed([u["name"] for u in units])
                 sim = pred @ ref_vecs.T
                 m = match_scores(sim, self.ev.gamma)
                 own = (pred * text.embed([u["majority_label"] for u in units])).sum(1)
                 per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map,
-                                "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean())})
+                                "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean()),
+                                "purity": float(np.mean([u["purity"] for u in units]))})
                 for g in self.ev.gammas:
                     mg = match_scores(sim, g)
                     sweep.append({"method": method, "seed": seed, "gamma": g, "P": mg.precision, "R": mg.recall,

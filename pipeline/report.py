@@ -40,6 +40,7 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
         rows.append({"method": METHOD_NAMES.get(r.method, r.method), "highest MS": pm(r.ms_max, r.ms_max_std),
                      "P": pm(r.P, r.P_std), "R": pm(r.R, r.R_std), "F1": pm(r.F1, r.F1_std), "mAP": pm(r.mAP, r.mAP_std),
                      "name vs majority label": pm(r.name_label_sim, r.name_label_sim_std),
+                     "H^k label purity": pm(r.purity, r.purity_std),
                      "paper F1": paper[3], "paper MS": paper[0]})
     return pd.DataFrame(rows)
 
@@ -60,8 +61,10 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
         f"labels with the `{meta.text_embedder}` text embedder at gamma = {meta.gamma}.\n",
         "## Table 1: interpretability\n",
-        "Rand. Rep.: mean ± std over its seeds. Paper figures: Qwen2-Audio-7B, layer 26, e = 8, FSD50K, CLAP text "
-        "similarity.\n",
+        "Rand. Rep.: mean ± std over its seeds. 'name vs majority label': mean cosine between a unit's name and the "
+        "majority label of its H^k clips. 'H^k label purity': share of a unit's H^k clips that carry that majority "
+        "label (how well the clips were retrieved, whatever the namer). Paper figures: Qwen2-Audio-7B, layer 26, "
+        "e = 8, FSD50K, CLAP text similarity.\n",
         md_table(table1_view(tables["table1"])),
         "### Gamma sweep (F1)\n",
         md_table(tables["gamma_sweep"].pivot(index="gamma", columns="method", values="F1").reset_index()),

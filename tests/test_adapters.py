@@ -47,6 +47,9 @@ splice_clips = 3
 [scoring]
 p = 2
 random_seeds = 1
+[monosemanticity]
+embedder = "mfcc"
+top_c = 8
 """
 
 
@@ -88,9 +91,10 @@ def test_layers_shapes_and_reload(project):
         model.hidden_states(audio, ["encoder.99"])
 
 
-def test_extract_train_score_steer(project):
+def test_extract_train_score_store_name_steer(project):
     family, cfg, model, audios = project
-    stages.run_all(cfg, lambda: model, until="score")
+    rows = stages.run_all(cfg, lambda: model)
+    assert rows[0]["named"] == rows[0]["selected"] > 0
     layer = cfg.sae_layers[-1]
     sae_dir = cfg.sae_dir(layer, 2)
     sae = Sae.load(sae_dir)
@@ -111,6 +115,28 @@ def test_extract_train_score_steer(project):
     sweep = strength_sweep(model, sae, layer, audio, silent, [0, 1e3], keep_error=True)
     assert sweep[0]["change"] < 1e-6 and sweep[1]["change"] > 0
     assert not any(m._forward_hooks for m in model.layer_modules().values())
+
+
+def test_explorer_analyzes_and_steers_with_the_adapter(project, tmp_path):
+    """The explorer loads the adapter from the stored run config; Analyze and Steer use what it offers."""
+    import soundfile as sf
+
+    from explorer.state import Explorer
+    from explorer.views.analyze import analyze
+
+    family, cfg, model, audios = project
+    explorer = Explorer(cfg.db_path)
+    (run,) = explorer.runs()["run_id"].tolist()
+    path = tmp_path / "clip.wav"
+    sf.write(path, audios[0][:32_000], 16_000)
+    table, heat = analyze(explorer, run, str(path))
+    assert len(table) > 0 and (table["r"] > 0).all() and table["r"].is_monotonic_decreasing
+    loaded = explorer.model(run)
+    assert type(loaded) is type(model) and loaded.has_text == model.has_text
+    feature = int(table["feature"].iloc[0])
+    before, after, change = steered_output(loaded, explorer.sae(run), explorer.runs()["layer"].iloc[0], audios[0][:32_000],
+                                           [FeatureEdit(feature, 50.0)])
+    assert before and after and change >= 0
 
 
 def test_qwen2_audio_interventions_only_touch_audio_positions(tmp_path):

@@ -104,13 +104,25 @@ def test_demo_corpus_is_complete_and_well_formed(demo_corpus, demo_rows):
     assert len(instruments) >= 20
     speech = [r for r in demo_rows if r["domain"] == "speech"]
     assert all(r["text"] and r["voice"] for r in speech)
-    assert {"espeak-ng", "ktuberling", "klettres"} <= {r["source"] for r in speech}
+    assert {"espeak-ng", "ktuberling"} <= {r["source"] for r in speech}
     assert all(r["license"] for r in demo_rows)
     for r in demo_rows[::37]:  # a spread sample: 16 kHz mono, 1 to 10 s
         info = sf.info(demo_corpus / r["file_name"])
         assert info.samplerate == RATE and info.channels == 1
         assert 1.0 <= info.duration <= 10.0
     assert read_audio(demo_corpus / demo_rows[0]["file_name"], RATE).size > 0
+
+
+def test_demo_holds_out_whole_sources_for_evaluation(demo_corpus, demo_rows):
+    import tomllib
+
+    from pipeline.corpus import read_metadata
+
+    held = set(tomllib.loads((demo_corpus / "recipe.toml").read_text())["heldout_sources"])
+    heldout = read_metadata(demo_corpus / "heldout")
+    assert {c.meta["source"] for c in heldout} == held and not held & {r["source"] for r in demo_rows}
+    assert {c.domain for c in heldout} == {"speech", "music", "sound"} and all(c.label for c in heldout)
+    assert all(c.path.is_file() for c in heldout)
 
 
 def test_demo_build_is_idempotent(demo_corpus):

@@ -80,6 +80,7 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     assert ((t1[["P", "R", "F1", "mAP"]] >= 0) & (t1[["P", "R", "F1", "mAP"]] <= 1)).all().all()
     # the oracle's names are its clips' majority labels: identical texts, cosine 1
     assert t1.loc["oracle", "name_label_sim"] == pytest.approx(1.0, abs=1e-4)
+    assert t1.loc["oracle", "purity"] == t1.loc["sae", "purity"]  # the same representatives
     assert t1.loc["sae", "n_ref"] == demo_eval["meta"]["references"].iloc[0]
     sweep = demo_eval["gamma_sweep"]
     for _, g in sweep.groupby("method"):  # a higher threshold never matches more

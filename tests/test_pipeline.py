@@ -39,7 +39,7 @@ db = "ard.duckdb"
 
 def _make_project(folder, demo_corpus, demo_rows):
     (folder / "corpus").mkdir(parents=True)
-    rows = demo_rows[::25][:56]
+    rows = demo_rows[::22][:56]
     with (folder / "corpus" / "metadata.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, ["file_name", "label", "domain", "source", "text"])
         w.writeheader()
