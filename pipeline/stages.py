@@ -306,6 +306,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
     """UMAP map, decoder neighbours, timelines, mel patches and name embeddings for the explorer."""
     from . import atlas
     from .embedding import TextEmbedder
+    from .models import position_seconds
 
     run = cfg.run_id(layer, expansion)
     sae = Sae.load(cfg.sae_dir(layer, expansion))
@@ -321,11 +322,14 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         reps = reps[reps["feature"].isin(features)]
         clip_acts = {cid: acts.clip(layer, rows_of[cid]) for cid in reps["clip_id"].unique()}
         lines = atlas.feature_timelines(sae, clip_acts, reps)
+        step = position_seconds(cfg.model, layer)
+        if step and step > atlas.TOKEN_S:  # e.g. Qwen2-Audio's 40 ms tokens: on the 20 ms grid of the mel plots
+            lines["values"] = [np.repeat(v, round(step / atlas.TOKEN_S)) for v in lines["values"]]
         mels = {cid: atlas.display_mel(_clip_audio(by_id, cid, cfg), cfg.corpus.sample_rate)
                 for cid in reps["clip_id"].unique()}
         light = {cid: atlas.plot_mel(m) for cid, m in mels.items()}
         patches = []
-        for feature, group in lines[lines["kind"] == "H"].groupby("feature"):
+        for feature, group in (lines[lines["kind"] == "H"].groupby("feature") if step else ()):  # rows are not time
             patch = atlas.mel_patch([mels[c] for c in group["clip_id"]], list(group["values"]))
             if patch is not None:
                 patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],

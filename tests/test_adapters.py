@@ -69,11 +69,13 @@ def project(request, tmp_path_factory, demo_corpus, demo_rows):
     layers = LAYERS[family][0]
     (folder / "tiny.toml").write_text(CONFIG.format(family=family, source=source, layers=str(layers).replace("'", '"')))
     cfg = load_config(folder / "tiny.toml")
-    return family, cfg, load_model(cfg.model), [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+    model = load_model(cfg.model)
+    summary = stages.run_all(cfg, lambda: model)  # extract, train, score, store, name, atlas
+    return family, cfg, model, [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows], summary
 
 
 def test_layers_shapes_and_reload(project):
-    family, cfg, model, audios = project
+    family, cfg, model, audios, _ = project
     assert isinstance(model, HookedAdapter) and model.layers == LAYERS[family][1]
     audio = audios[0][:24_000]  # 1.5 s
     layers = [layer for layer in model.layers if not layer.startswith("decoder")] or model.layers
@@ -92,8 +94,7 @@ def test_layers_shapes_and_reload(project):
 
 
 def test_extract_train_score_store_name_steer(project):
-    family, cfg, model, audios = project
-    rows = stages.run_all(cfg, lambda: model)
+    family, cfg, model, audios, rows = project
     assert rows[0]["named"] == rows[0]["selected"] > 0
     layer = cfg.sae_layers[-1]
     sae_dir = cfg.sae_dir(layer, 2)
@@ -124,9 +125,11 @@ def test_explorer_analyzes_and_steers_with_the_adapter(project, tmp_path):
     from explorer.state import Explorer
     from explorer.views.analyze import analyze
 
-    family, cfg, model, audios = project
+    family, cfg, model, audios, _ = project
     explorer = Explorer(cfg.db_path)
-    (run,) = explorer.runs()["run_id"].tolist()
+    layer = cfg.sae_layers[-1]
+    run = cfg.run_id(layer, 2)
+    assert run in explorer.runs()["run_id"].tolist()
     path = tmp_path / "clip.wav"
     sf.write(path, audios[0][:32_000], 16_000)
     table, heat = analyze(explorer, run, str(path))
@@ -134,8 +137,7 @@ def test_explorer_analyzes_and_steers_with_the_adapter(project, tmp_path):
     loaded = explorer.model(run)
     assert type(loaded) is type(model) and loaded.has_text == model.has_text
     feature = int(table["feature"].iloc[0])
-    before, after, change = steered_output(loaded, explorer.sae(run), explorer.runs()["layer"].iloc[0], audios[0][:32_000],
-                                           [FeatureEdit(feature, 50.0)])
+    before, after, change = steered_output(loaded, explorer.sae(run), layer, audios[0][:32_000], [FeatureEdit(feature, 50.0)])
     assert before and after and change >= 0
 
 

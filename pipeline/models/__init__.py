@@ -49,6 +49,15 @@ class AudioModel(Protocol):
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]: ...
 
 
+def position_seconds(cfg: ModelConfig, layer: str) -> float | None:
+    """Seconds of audio per row of a layer's activations; None when rows are text tokens, not time."""
+    if cfg.family == "qwen2-audio":
+        return 0.04 if cfg.positions == "audio" else None
+    if cfg.family == "whisper" and layer.startswith("decoder"):
+        return None
+    return 0.02  # Whisper's encoder and HuBERT / wav2vec2: one row per 20 ms
+
+
 def load_model(cfg: ModelConfig) -> AudioModel:
     """Build the adapter a [model] config section names."""
     device = None if cfg.device == "auto" else cfg.device
