@@ -23,6 +23,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import asdict, replace
+from functools import cached_property
 from itertools import combinations
 from pathlib import Path
 from typing import NamedTuple
@@ -170,6 +171,7 @@ class Evaluator:
             raise ValueError(f"{cfg.path}: [evaluation] corpus is not set (a labelled audiofolder, held out)")
         self.probing = read_metadata(cfg.resolve(cfg.corpus.root))
         self.clips = read_metadata(cfg.resolve(self.ev.corpus))
+        self.by_id = {c.id: c for c in self.clips}
         check_held_out(self.probing, self.clips)
         if not any(c.label for c in self.clips):
             raise ValueError(f"{cfg.resolve(self.ev.corpus)}: no clip has a label (Table 1 needs reference concepts)")
@@ -240,7 +242,7 @@ class Evaluator:
         return f"eval:{rows.clip_id if hasattr(rows, 'clip_id') else rows}"
 
     def audio(self, clip_id: str) -> np.ndarray:
-        base = next(c for c in self.clips if c.id == clip_id.rsplit("#", 1)[0] or c.id == clip_id)
+        base = self.by_id.get(clip_id) or self.by_id[clip_id.rsplit("#", 1)[0]]  # a chunk of a long clip: its file
         pieces, reason = load_clip(base, self.cfg.corpus)
         for clip, audio in pieces:
             if clip.id == clip_id:
@@ -310,7 +312,9 @@ class Evaluator:
                           for k in ours["top"]]]
         return out
 
+    @cached_property
     def text_embedder(self):
+        """CLAP's text tower when the clip embedder is CLAP (as the paper), else MiniLM; loaded once."""
         from .embedding import TextEmbedder
 
         name = self.ev.text_embedder
@@ -322,7 +326,7 @@ class Evaluator:
     def table1(self, names: dict[str, list[list[dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """(Table 1, the gamma sweep, per-feature name-vs-majority-label similarity)."""
         refs = sorted({c.label for c in self.clips if c.label})
-        text = self.text_embedder()
+        text = self.text_embedder
         ref_vecs = text.embed(refs)
         rows, sweep, per_feature = [], [], []
         for method, runs in names.items():
@@ -428,7 +432,7 @@ class Evaluator:
 
     def table2(self) -> pd.DataFrame:
         ratings = store.read_ratings(self.cfg.db_path.with_name("ratings.duckdb"))
-        summary = ratings_summary(ratings, self.text_embedder() if len(ratings) else None)
+        summary = ratings_summary(ratings, self.text_embedder if len(ratings) else None)
         return pd.DataFrame([summary])
 
     # -- all of it ---------------------------------------------------------------------------------------
@@ -446,7 +450,7 @@ class Evaluator:
                   "seed_stability_dist": stability_dist, "domains": self.domains(), "probing": self.probing_table(),
                   "table2": self.table2(),
                   "meta": pd.DataFrame([{"run_layer": self.layer, "expansion": self.expansion, "gamma": self.ev.gamma,
-                                         "text_embedder": self.text_embedder().name, "top_c": self.ev.top_c,
+                                         "text_embedder": self.text_embedder.name, "top_c": self.ev.top_c,
                                          "eval_corpus": str(self.cfg.resolve(self.ev.corpus)), "eval_clips": len(acts.index),
                                          "references": int(len({c.label for c in self.clips if c.label})),
                                          "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in self.clips}))}])}

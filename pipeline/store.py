@@ -93,7 +93,13 @@ def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
         con = open_read_only(db_path)
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(db_path))
+        try:
+            con = duckdb.connect(str(db_path))
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            raise RuntimeError(f"{db_path} is open in another process (an explorer, or another `ard` run); "
+                               "DuckDB allows one writer: stop it, then run this again") from err
     try:
         if not read_only:
             for table in stale_tables(con):  # an older layout: drop it; its stages re-run (SCHEMA_HASH)

@@ -22,3 +22,23 @@ def test_stale_table_layout_is_reported_then_replaced(tmp_path):
         assert store.stale_tables(con) == []
         assert "feature" in [r[0] for r in con.execute("DESCRIBE clip_mels").fetchall()]
         assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1  # tables that still fit are kept
+
+
+def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    db = tmp_path / "held.duckdb"
+    duckdb.connect(str(db)).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}, read_only=True); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match="open in another process"):
+            with store.connect(db):
+                pass
+    finally:
+        holder.kill()
