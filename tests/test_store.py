@@ -1,6 +1,8 @@
-"""A database written by an older version: the explorer says so, and the next write replaces the stale tables."""
+"""A database written by an older version: the explorer says so, and the next write replaces the stale tables.
+A database another process holds: a named error."""
 
 import duckdb
+import pytest
 
 from explorer.state import Explorer
 from pipeline import store
@@ -27,9 +29,6 @@ def test_stale_table_layout_is_reported_then_replaced(tmp_path):
 def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
     import subprocess
     import sys
-    import time
-
-    import duckdb
 
     db = tmp_path / "held.duckdb"
     duckdb.connect(str(db)).close()
