@@ -206,26 +206,14 @@ def load_config(path: str | Path | None = None) -> Config:
     return config
 
 
-LAYER_STACKS = {"whisper": ("encoder", "decoder"), "hubert": ("encoder",), "wav2vec2": ("encoder",),
-                "qwen2-audio": ("decoder",)}
-
-
 def _check_model(config: Config, path: Path) -> None:
-    """Family, layer names and Qwen2-Audio options, checked before any model is loaded."""
-    family = config.model.family
-    if family not in LAYER_STACKS:
-        raise ValueError(f"{path}: [model] family must be one of {sorted(LAYER_STACKS)}, not {family!r}")
-    stacks = LAYER_STACKS[family]
-    for layer in config.extract.layers + config.sae.layers:
-        stack, _, index = layer.partition(".")
-        if stack not in stacks or not index.isdigit():
-            raise ValueError(f"{path}: layer {layer!r} is not a {family} layer name "
-                             f"(use {' or '.join(s + '.<i>' for s in stacks)})")
-    if len({layer.partition(".")[0] for layer in config.extract.layers}) > 1:
-        raise ValueError(f"{path}: [extract] layers mix encoder and decoder layers, which have different positions "
-                         "(audio frames vs text tokens); extract them with two configs (two work_dirs)")
+    """Family, layer names and model options, checked before any model is loaded."""
+    from .models import check_model_config
+
+    try:
+        check_model_config(config.model, config.extract.layers + config.sae.layers)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     missing = sorted(set(config.sae.layers) - set(config.extract.layers))
     if missing:
         raise ValueError(f"{path}: [sae] layers {missing} are not in [extract] layers")
-    if config.model.positions not in ("audio", "all"):
-        raise ValueError(f"{path}: [model] positions must be 'audio' or 'all', not {config.model.positions!r}")

@@ -23,7 +23,25 @@ import numpy as np
 
 from ..config import ModelConfig
 
-FAMILIES = ("whisper", "hubert", "wav2vec2", "qwen2-audio")
+LAYER_STACKS = {"whisper": ("encoder", "decoder"), "hubert": ("encoder",), "wav2vec2": ("encoder",),
+                "qwen2-audio": ("decoder",)}
+FAMILIES = tuple(LAYER_STACKS)
+
+
+def check_model_config(cfg: ModelConfig, layers: Sequence[str]) -> None:
+    """Family, layer names and options of a [model] section, before any model is loaded (ValueError)."""
+    if cfg.family not in LAYER_STACKS:
+        raise ValueError(f"[model] family must be one of {sorted(LAYER_STACKS)}, not {cfg.family!r}")
+    stacks = LAYER_STACKS[cfg.family]
+    for layer in layers:
+        stack, _, index = layer.partition(".")
+        if stack not in stacks or not index.isdigit():
+            raise ValueError(f"layer {layer!r} is not a {cfg.family} layer name (use {' or '.join(s + '.<i>' for s in stacks)})")
+    if len({layer.partition(".")[0] for layer in layers}) > 1:
+        raise ValueError("[extract] layers mix encoder and decoder layers, which have different positions "
+                         "(audio frames vs text tokens); extract them with two configs (two work_dirs)")
+    if cfg.positions not in ("audio", "all"):
+        raise ValueError(f"[model] positions must be 'audio' or 'all', not {cfg.positions!r}")
 
 
 class AudioModel(Protocol):
