@@ -125,6 +125,16 @@ def load_clip(clip: Clip, cfg: CorpusConfig) -> tuple[list[tuple[Clip, np.ndarra
             for k, c in enumerate(chunks)], None
 
 
+def clip_audio(by_id: dict[str, Clip], clip_id: str, cfg: CorpusConfig) -> np.ndarray:
+    """The audio of a clip id from a corpus listing (a chunk id `file#i` of a long clip: that chunk)."""
+    base = by_id.get(clip_id) or by_id[clip_id.rsplit("#", 1)[0]]
+    pieces, reason = load_clip(base, cfg)
+    for clip, audio in pieces:
+        if clip.id == clip_id:
+            return audio
+    raise RuntimeError(f"{base.path}: cannot load clip {clip_id} ({reason})")
+
+
 def iter_corpus(clips: list[Clip], cfg: CorpusConfig, problems: list[Problem] | None = None
                 ) -> Iterator[tuple[Clip, np.ndarray]]:
     """Yield (clip, audio) for every usable clip or chunk; skip bad ones with a logged reason.

@@ -37,9 +37,9 @@ from tqdm import tqdm
 from . import store
 from .activations import ActivationStore, extract
 from .config import Config
-from .corpus import Clip, load_clip, read_metadata
+from .corpus import Clip, clip_audio, read_metadata
 from .monosemanticity import monosemanticity, top_c
-from .naming import Caption, LabelOracle, make_backends
+from .naming import Caption, LabelOracle, caption_clips, make_backends
 from .sae import Sae
 from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 
@@ -221,33 +221,21 @@ class Evaluator:
 
     def embeddings(self, acts: ActivationStore) -> np.ndarray:
         """[n_eval_clips, dim] clip embeddings (the monosemanticity embedder), cached in the store."""
-        from .embedding import make_embedder
+        from .stages import embed_clips
 
-        name, ids = self.cfg.monosemanticity.embedder, [self._id(c) for c in acts.index]
+        ids = [self._id(c.clip_id) for c in acts.index]
         with store.connect(self.cfg.db_path) as con:
-            have = store.read_embeddings(con, name, ids)
-            todo = [c for c in acts.index if self._id(c) not in have]
-            if todo:
-                embedder = make_embedder(name)
-                for start in tqdm(range(0, len(todo), 64), desc=f"embed eval ({name})", unit="batch"):
-                    batch = todo[start : start + 64]
-                    store.write_embeddings(con, name, [self._id(c) for c in batch],
-                                           embedder.embed([self.audio(c.clip_id) for c in batch], self.cfg.corpus.sample_rate))
-                have = store.read_embeddings(con, name, ids)
+            embed_clips(self.cfg, con, ids, self.audio)
+            have = store.read_embeddings(con, self.cfg.monosemanticity.embedder, ids)
         return np.stack([have[i] for i in ids])
 
     @staticmethod
-    def _id(rows) -> str:
+    def _id(clip_id: str) -> str:
         """Store id of an evaluation clip (prefixed: an evaluation file may share a name with a probing one)."""
-        return f"eval:{rows.clip_id if hasattr(rows, 'clip_id') else rows}"
+        return f"eval:{clip_id}"
 
-    def audio(self, clip_id: str) -> np.ndarray:
-        base = self.by_id.get(clip_id) or self.by_id[clip_id.rsplit("#", 1)[0]]  # a chunk of a long clip: its file
-        pieces, reason = load_clip(base, self.cfg.corpus)
-        for clip, audio in pieces:
-            if clip.id == clip_id:
-                return audio
-        raise RuntimeError(f"{base.path}: cannot load evaluation clip {clip_id} ({reason})")
+    def audio(self, store_id: str) -> np.ndarray:
+        return clip_audio(self.by_id, store_id.removeprefix("eval:"), self.cfg.corpus)
 
     # -- Table 1 -----------------------------------------------------------------------------------------
 
@@ -277,15 +265,11 @@ class Evaluator:
         """Names of every method's top C through the configured backends; the oracle names ours by labels."""
         captioner, summariser = make_backends(self.cfg.naming, lambda: self.model)
         index = list(acts.index)
-        needed = sorted({index[c].clip_id for runs in sets.values() for s in runs for k in s["top"] for c in s["H"][k] if c >= 0})
+        needed = sorted({self._id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
+                         for c in s["H"][k] if c >= 0})
         with store.connect(self.cfg.db_path) as con:
-            cached = store.read_captions(con, captioner.id, [self._id(c) for c in needed])
-            todo = [c for c in needed if self._id(c) not in cached]
-            for start in tqdm(range(0, len(todo), 16), desc="caption eval", unit="batch"):
-                batch = todo[start : start + 16]
-                caps = captioner.caption([self.audio(c) for c in batch], self.cfg.corpus.sample_rate)
-                store.write_captions(con, captioner.id, [self._id(c) for c in batch], [c.text for c in caps], [c.terms for c in caps])
-            cached = store.read_captions(con, captioner.id, [self._id(c) for c in needed])
+            cached = caption_clips(con, captioner, needed, self.audio, self.cfg.corpus.sample_rate, progress=tqdm,
+                                   desc="caption eval")
         label = {c.id: c.label for c in self.clips}
         oracle = LabelOracle()
 
@@ -306,10 +290,8 @@ class Evaluator:
                     rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps).name,
                                  "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(s["H"][k])})
                 out.setdefault(method, []).append(rows)
-        ours = sets["sae"][0]
-        out["oracle"] = [[{"unit": int(k), "ms": float(ours["ms"][k]), "name": oracle.name(labels_of(ours["H"][k])).name,
-                           "majority_label": oracle.name(labels_of(ours["H"][k])).name, "purity": purity(ours["H"][k])}
-                          for k in ours["top"]]]
+        # the oracle: our units, each named by its clips' majority label
+        out["oracle"] = [[{**u, "name": u["majority_label"]} for u in out["sae"][0]]]
         return out
 
     @cached_property

@@ -341,6 +341,22 @@ def make_backends(cfg, model_loader) -> tuple[Captioner, Summariser]:
     return captioner, summariser
 
 
+def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sample_rate: int, batch: int = 16,
+                  progress=None, desc: str = "caption") -> dict[str, tuple[str, list[str]]]:
+    """Captions of the clips, made only for those the store has none of from this captioner (cached by
+    clip id and captioner id, written batch by batch so an interruption keeps what is done)."""
+    from . import store
+
+    cached = store.read_captions(con, captioner.id, clip_ids)
+    todo = [c for c in clip_ids if c not in cached]
+    steps = range(0, len(todo), batch)
+    for start in (progress(steps, desc=desc, unit="batch") if progress else steps):
+        ids = todo[start : start + batch]
+        caps = captioner.caption([load_audio(c) for c in ids], sample_rate)
+        store.write_captions(con, captioner.id, ids, [c.text for c in caps], [c.terms for c in caps])
+    return store.read_captions(con, captioner.id, clip_ids)
+
+
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
                   batch: int = 16, progress=None) -> int:
     """Caption (cached per clip and captioner) the H^k clips of the run's selected features, name them.
@@ -356,15 +372,8 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
 
     selected = store.features(con, run_id)["feature"].tolist()
     tops = store.top_clips(con, run_id, selected)
-    clip_ids = list(dict.fromkeys(tops["clip_id"]))
-    cached = store.read_captions(con, captioner.id, clip_ids)
-    todo = [c for c in clip_ids if c not in cached]
-    steps = range(0, len(todo), batch)
-    for start in (progress(steps, desc=f"caption {run_id}", unit="batch") if progress else steps):
-        ids = todo[start : start + batch]
-        caps = captioner.caption([load_audio(c) for c in ids], sample_rate)
-        store.write_captions(con, captioner.id, ids, [c.text for c in caps], [c.terms for c in caps])
-    cached = store.read_captions(con, captioner.id, clip_ids)
+    cached = caption_clips(con, captioner, list(dict.fromkeys(tops["clip_id"])), load_audio, sample_rate, batch,
+                           progress, f"caption {run_id}")
     rows = []
     for feature, group in tops.groupby("feature", sort=False):
         caps = [Caption(*cached[c]) for c in group["clip_id"]]

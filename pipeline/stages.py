@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import store
 from .activations import ActivationStore, extract
 from .config import Config
-from .corpus import Clip, load_clip, read_metadata
+from .corpus import Clip, clip_audio, read_metadata
 from .monosemanticity import monosemanticity, top_c
 from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .sae import Sae
@@ -214,8 +214,8 @@ def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) 
     os.replace(tmp, path)
 
 
-def _embed_needed(cfg: Config, con, clip_ids: list[str], by_id: dict[str, Clip]) -> None:
-    """Embed (once per embedder, cached in the store) the clips not embedded yet."""
+def embed_clips(cfg: Config, con, clip_ids: list[str], load_audio) -> None:
+    """Embed (once per embedder, cached in the store) the clips not embedded yet; load_audio(id) -> audio."""
     from .embedding import make_embedder
 
     name = cfg.monosemanticity.embedder
@@ -226,17 +226,7 @@ def _embed_needed(cfg: Config, con, clip_ids: list[str], by_id: dict[str, Clip])
     embedder = make_embedder(name)
     for start in tqdm(range(0, len(todo), 64), desc=f"embed ({name})", unit="batch"):
         batch = todo[start : start + 64]
-        audios = [_clip_audio(by_id, cid, cfg) for cid in batch]
-        store.write_embeddings(con, name, batch, embedder.embed(audios, cfg.corpus.sample_rate))
-
-
-def _clip_audio(by_id: dict[str, Clip], clip_id: str, cfg: Config) -> np.ndarray:
-    base = by_id[clip_id.rsplit("#", 1)[0] if clip_id not in by_id else clip_id]
-    pieces, reason = load_clip(base, cfg.corpus)
-    for clip, audio in pieces:
-        if clip.id == clip_id:
-            return audio
-    raise RuntimeError(f"{base.path}: cannot load clip {clip_id} for embedding ({reason})")
+        store.write_embeddings(con, name, batch, embedder.embed([load_audio(cid) for cid in batch], cfg.corpus.sample_rate))
 
 
 def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
@@ -252,7 +242,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
     metrics = json.loads((sae_dir / "metrics.json").read_text())
     with store.connect(cfg.db_path) as con:
         store.write_clips(con, _clips_frame(acts, by_id))
-        _embed_needed(cfg, con, needed, by_id)
+        embed_clips(cfg, con, needed, lambda cid: clip_audio(by_id, cid, cfg.corpus))
         vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, needed)
         dim = len(next(iter(vectors.values())))
         table = np.zeros((len(ids), dim), np.float32)
@@ -298,7 +288,7 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     captioner, summariser = make_backends(cfg.naming, model_loader)
     by_id = {c.id: c for c in clips}
     with store.connect(cfg.db_path) as con:
-        return name_features(con, run, captioner, summariser, lambda cid: _clip_audio(by_id, cid, cfg),
+        return name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
                              cfg.corpus.sample_rate, progress=tqdm)
 
 
@@ -325,7 +315,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         step = position_seconds(cfg.model, layer)
         if step and step > atlas.TOKEN_S:  # e.g. Qwen2-Audio's 40 ms tokens: on the 20 ms grid of the mel plots
             lines["values"] = [np.repeat(v, round(step / atlas.TOKEN_S)) for v in lines["values"]]
-        mels = {cid: atlas.display_mel(_clip_audio(by_id, cid, cfg), cfg.corpus.sample_rate)
+        mels = {cid: atlas.display_mel(clip_audio(by_id, cid, cfg.corpus), cfg.corpus.sample_rate)
                 for cid in reps["clip_id"].unique()}
         light = {cid: atlas.plot_mel(m) for cid, m in mels.items()}
         patches = []

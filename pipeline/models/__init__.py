@@ -67,6 +67,17 @@ class AudioModel(Protocol):
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]: ...
 
 
+def from_local(loader, source: str, allow_hub: bool = False, **kwargs):
+    """`loader.from_pretrained(source)` from a local folder or the local Hugging Face cache only (the hub
+    only when allowed), with one clear error when the checkpoint is not here."""
+    try:
+        return loader.from_pretrained(source, local_files_only=not allow_hub, **kwargs)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"{source!r} is not a local checkpoint folder or in the local Hugging Face cache "
+            "(nothing is downloaded unless [model] allow_hub = true)") from err
+
+
 def position_seconds(cfg: ModelConfig, layer: str) -> float | None:
     """Seconds of audio per row of a layer's activations; None when rows are text tokens, not time."""
     if cfg.family == "qwen2-audio":

@@ -18,16 +18,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoProcessor
 
+from . import from_local as _local
 from .hooks import HookedAdapter
-
-
-def _local(loader, source: str, allow_hub: bool, **kwargs):
-    try:
-        return loader.from_pretrained(source, local_files_only=not allow_hub, **kwargs)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"{source!r} is not a local checkpoint folder or in the local Hugging Face cache "
-            "(nothing is downloaded unless [model] allow_hub = true)") from err
 
 
 class HubertAdapter(HookedAdapter):

@@ -190,14 +190,10 @@ def load_ct2_whisper(model_dir: str | Path) -> tuple[WhisperForConditionalGenera
 
 def load_hf_whisper(source: str, allow_hub: bool = False):
     """A Hugging Face Whisper checkpoint from a local folder or the local cache (hub only if allowed)."""
-    try:
-        model = WhisperForConditionalGeneration.from_pretrained(source, local_files_only=not allow_hub)
-        processor = WhisperProcessor.from_pretrained(source, local_files_only=not allow_hub)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"Whisper checkpoint {source!r} is not a local folder or in the local Hugging Face cache "
-            "(nothing is downloaded unless [model] allow_hub = true)"
-        ) from err
+    from . import from_local
+
+    model = from_local(WhisperForConditionalGeneration, source, allow_hub)
+    processor = from_local(WhisperProcessor, source, allow_hub)
     return model.eval(), processor.feature_extractor, processor.tokenizer
 
 
