@@ -21,7 +21,7 @@ class Explorer:
 
     def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None):
         self.db_path = Path(db_path)
-        self.ratings_db = Path(ratings_db) if ratings_db else self.db_path.with_name("ratings.duckdb")
+        self.ratings_db = Path(ratings_db) if ratings_db else store.ratings_path(self.db_path)
         self._lock = threading.Lock()
         self._models: dict = {}
         self._paths: set[str] | None = None

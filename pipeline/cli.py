@@ -103,7 +103,7 @@ def cmd_steer(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .config import load_config
-    from .evaluation import evaluate
+    from .evaluation.run import evaluate
     from .models import load_model
     from .report import table1_view
     from .stages import run_all
@@ -124,31 +124,48 @@ def cmd_steer_eval(args) -> int:
     from .corpus import iter_corpus, read_metadata
     from .models import load_model
     from .sae import Sae
-    from .steering import hallucination_eval, sensitivity_eval
+    from .steering import hallucination_eval, regime_agreement, sensitivity_eval
 
     cfg = load_config(args.config)
+    if not cfg.evaluation.corpus:
+        raise SystemExit(f"{cfg.path}: [evaluation] corpus is not set; steer-eval reports on held-out clips the SAE "
+                         "never saw (a labelled audiofolder with speech that has a 'text' column, and non-speech)")
     layer, expansion = args.layer or cfg.sae_layers[-1], cfg.sae.expansions[0]
     run = cfg.run_id(layer, expansion)
-    clips = read_metadata(cfg.resolve(cfg.corpus.root))
-    speech = [c for c in clips if c.meta.get("text")][:: max(1, len([c for c in clips if c.meta.get("text")]) // args.speech)][: args.speech]
-    other = [c for c in clips if c.domain in ("music", "sound")]
-    other = other[:: max(1, len(other) // args.nonspeech)][: args.nonspeech]
+
+    def spread(clips, n):
+        return clips[:: max(1, len(clips) // n)][:n]
+
+    def split(root, n_speech, n_other):  # (speech pieces, non-speech pieces) of an audiofolder
+        clips = read_metadata(cfg.resolve(root))
+        speech = spread([c for c in clips if c.meta.get("text")], n_speech)
+        other = spread([c for c in clips if c.domain in ("music", "sound")], n_other)
+        return list(iter_corpus(speech, cfg.corpus)), list(iter_corpus(other, cfg.corpus))
+
     model, sae = load_model(cfg.model), Sae.load(cfg.sae_dir(layer, expansion))
-    s_pieces, o_pieces = list(iter_corpus(speech, cfg.corpus)), list(iter_corpus(other, cfg.corpus))
+    s_pieces, o_pieces = split(cfg.corpus.root, args.speech, args.nonspeech)  # tuning: the probing corpus
+    ts_pieces, to_pieces = split(cfg.evaluation.corpus, args.speech, args.nonspeech)  # held out
+    if not ts_pieces or not to_pieces:
+        raise SystemExit(f"{cfg.resolve(cfg.evaluation.corpus)}: needs speech clips with a 'text' column and music "
+                         "or sound clips for the held-out half of steer-eval")
     with store.connect(cfg.db_path, read_only=True) as con:
         s_r = store.clip_score_matrix(con, run, [c.id for c, _ in s_pieces], sae.spec.d_sae)
         o_r = store.clip_score_matrix(con, run, [c.id for c, _ in o_pieces], sae.spec.d_sae)
     result = hallucination_eval(model, sae, layer, [a for _, a in s_pieces], [c.meta["text"] for c, _ in s_pieces], s_r,
-                                [a for _, a in o_pieces], o_r)
+                                [a for _, a in o_pieces], o_r, [a for _, a in ts_pieces],
+                                [c.meta["text"] for c, _ in ts_pieces], [a for _, a in to_pieces])
+    result["regime"] = regime_agreement(model, layer, [a for _, a in s_pieces[:4]])
     with store.connect(cfg.db_path) as con:
         store.write_steering_eval(con, run, "hallucination", result)
     print(f"Hallucination on non-speech, {run}: features {result['features']}, strength {result['strength']} "
           "(chosen on the tuning split)")
-    print(format_table([{"split": "tuning", **t} for t in result["tuning"]]))
+    print(format_table([{"split": "tuning (probing corpus)", **t} for t in result["tuning"]]))
     h = result["held_out"]
     print(format_table([{"held-out": "before", "false_positive_rate": h["fp_before"], "wer": h["wer_before"]},
                         {"held-out": "after", "false_positive_rate": h["fp_after"], "wer": h["wer_after"]}]))
-    print(f"held-out: {h['n_nonspeech']} non-speech and {h['n_speech']} speech clips")
+    print(f"held-out (evaluation corpus): {h['n_nonspeech']} non-speech and {h['n_speech']} speech clips; rows the "
+          f"edit sees vs rows the SAE was trained on: cosine mean {result['regime']['regime_cosine_mean']:.6f}, "
+          f"min {result['regime']['regime_cosine_min']:.6f}")
 
     # Sensitivity (paper Table 3): steer speech clips toward each non-speech domain's concepts
     rows = []
@@ -168,7 +185,8 @@ def cmd_steer_eval(args) -> int:
         rows.append({"target": f"{domain} (features whose H is mostly {domain})", "features": len(features),
                      "speech clips": result["n_clips"], "unsteered": result["moved_unsteered"],
                      "steered": result["moved_steered"], "random features": result["moved_control"]})
-    print("Sensitivity: share of speech transcripts that turn into non-speech output (no words left)")
+    print("Sensitivity: share of speech transcripts that turn into non-speech output (a non-speech tag or music sign "
+          "and no words; an empty output does not count)")
     print(format_table(rows))
     return 0
 

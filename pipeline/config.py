@@ -72,6 +72,7 @@ class SaeConfig:
     seed: int = 0
     log_every: int = 50
     splice_clips: int = 60  # speech clips for the spliced-WER test (0 = skip)
+    snapshots: int = 0  # SAEs saved at evenly spaced points of training (seed stability against training tokens)
 
 
 @dataclass
@@ -114,13 +115,14 @@ class EvaluationConfig:
     corpus: str = ""  # a labelled audiofolder sharing no file with [corpus]; required by `ard evaluate`
     run_layer: str = ""  # the SAE whose names Table 1 scores (default: the last SAE layer, first expansion)
     top_c: int = 100  # features (by MS on the evaluation corpus) named per method
-    gamma: float = 0.7  # a prediction-reference pair counts only at or above this cosine (the paper's 0.7)
+    gamma: float = 0.7  # a prediction-reference pair counts only strictly above this cosine (the paper's 0.7)
     gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])  # the sweep
     text_embedder: str = "auto"  # "auto" (CLAP text tower if the embedder is clap:, else MiniLM), "minilm", "clap:<path>"
     ablation_layer: str = ""  # the layer also trained at ablation_expansions (default: the last SAE layer)
     ablation_expansions: list[int] = field(default_factory=lambda: [4, 16])
     seeds: list[int] = field(default_factory=lambda: [1])  # extra seeds of the Table 1 SAE, for seed stability
-    stability_threshold: float = 0.7  # decoder cosine above which a feature has a match in another seed
+    stability_threshold: float = 0.7  # decoder cosine / activation correlation at which a feature has a match in another seed
+    unlearning_labels: int = 6  # unlearning: every domain and this many of the most frequent labels
     probe_k: list[int] = field(default_factory=lambda: [1, 5, 20])
     report_dir: str = "report"  # relative to the config file
 

@@ -169,6 +169,22 @@ def _row(rel: str, label: str, domain: str, source: str, license: str, text: str
     return dict(file_name=rel, label=label, domain=domain, source=source, license=license, text=text, voice=voice)
 
 
+def _espeak_tasks(es: dict, sentences: list[str], count: int, folder: str, source: str, rng, out: Path,
+                  recipe: dict) -> list[tuple]:
+    """espeak-ng clips of random voices, variants, pitches and rates speaking the given sentences."""
+    variants = sorted(es["variants"].items())
+    tasks = []
+    for i in range(count):
+        voice, (variant, label) = es["voices"][rng.integers(len(es["voices"]))], variants[rng.integers(len(variants))]
+        text = sentences[rng.integers(len(sentences))]
+        pitch, rate = int(rng.integers(*es["pitch"])), int(rng.integers(*es["rate"]))
+        rel, spec = f"speech/{folder}/{i:04d}.flac", f"{voice}+{variant}"
+        tasks.append((_espeak_task, out, rel, _row(rel, label, "speech", source, es["license"], text,
+                                                    f"{spec} p{pitch} s{rate}"),
+                      ["-v", spec, "-p", str(pitch), "-s", str(rate)], text, recipe))
+    return tasks
+
+
 def plan(recipe: dict, out: Path) -> list[tuple]:
     """Every task the recipe asks for, in a fixed order (same seed -> same tasks)."""
     rng = np.random.default_rng(recipe["seed"])
@@ -176,16 +192,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     drop = recipe["cleaning"]["drop_words"]
 
     es = recipe["speech"]["espeak"]
-    variants = sorted(es["variants"].items())
-    for i in range(es["count"]):
-        voice, (variant, label) = es["voices"][rng.integers(len(es["voices"]))], variants[rng.integers(len(variants))]
-        text = es["sentences"]["list"][rng.integers(len(es["sentences"]["list"]))]
-        pitch, rate = int(rng.integers(*es["pitch"])), int(rng.integers(*es["rate"]))
-        rel = f"speech/espeak/{i:04d}.flac"
-        spec = f"{voice}+{variant}"
-        tasks.append((_espeak_task, out, rel, _row(rel, label, "speech", "espeak-ng", es["license"], text,
-                                                    f"{spec} p{pitch} s{rate}"),
-                      ["-v", spec, "-p", str(pitch), "-s", str(rate)], text, recipe))
+    tasks += _espeak_tasks(es, es["sentences"]["list"], es["count"], "espeak", "espeak-ng", rng, out, recipe)
 
     kt = recipe["speech"]["ktuberling"]
     for i, src in enumerate(_pick(_glob(kt["glob"]), kt["count"], rng)):
@@ -194,10 +201,10 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
                                                  Path(src).stem.replace("_", " "), f"human ({lang})"), src, recipe))
 
     kl = recipe["speech"]["klettres"]
-    for i, src in enumerate(_pick(_glob(kl["glob"]), kl["count"], rng)):
+    for i, src in enumerate(_pick(_glob(kl["glob"]), kl["count"], rng)):  # no text: file names are codes, not words
         rel, kind, lang = f"speech/klettres/{i:04d}.flac", Path(src).parent.name, Path(src).parent.parent.name
         tasks.append((_copy_task, out, rel, _row(rel, kl["labels"][kind], "speech", "klettres", kl["license"],
-                                                 Path(src).stem, f"human ({lang})"), src, recipe))
+                                                 "", f"human ({lang})"), src, recipe))
 
     fs = recipe["music"]["fluidsynth"]
     for program, label, low, high in fs["instruments"]:
@@ -245,6 +252,9 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
             effect += ["vol", f"{rng.uniform(0.2, 0.8):.2f}"]
             rel = f"sound/sox/{kind}_{j:02d}.flac"
             tasks.append((_sox_task, out, rel, _row(rel, label, "sound", "sox", sx["license"]), effect, seconds, recipe))
+    held = recipe["speech"].get("espeak_heldout")  # sentences spoken only in held-out clips (steer-eval's WER)
+    if held:
+        tasks += _espeak_tasks(es, held["sentences"], held["count"], "espeak_heldout", "espeak-heldout", rng, out, recipe)
     return tasks
 
 

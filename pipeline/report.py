@@ -59,7 +59,9 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = its "
         f"labels; sources: {meta.eval_sources}), held out of the probing corpus. SAE of Table 1: `{meta.run_layer}`, "
         f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
-        f"labels with the `{meta.text_embedder}` text embedder at gamma = {meta.gamma}.\n",
+        f"labels with the `{meta.text_embedder}` text embedder; a pair counts when its cosine is above gamma = "
+        f"{meta.gamma}, one-to-one, with the most pairs (then the largest summed cosine). mAP averages the "
+        "precision at each counted match over all references, so a label nothing matched costs as much as a miss.\n",
         "## Table 1: interpretability\n",
         "Rand. Rep.: mean ± std over its seeds. 'name vs majority label': mean cosine between a unit's name and the "
         "majority label of its H^k clips. 'H^k label purity': share of a unit's H^k clips that carry that majority "
@@ -70,11 +72,21 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         md_table(tables["gamma_sweep"].pivot(index="gamma", columns="method", values="F1").reset_index()),
         "## Table 4: ablation (MS on the evaluation corpus)\n",
         md_table(t4[["layer", "expansion", "seed", "d_sae", "ms_max", "ms_top100", "alive_on_eval", "fvu_train"]]),
-        "## Table 2: human evaluation\n",
-        md_table(tables["table2"]) if int(tables["table2"].get("ratings", pd.Series([0])).iloc[0]) else
+        "## Table 2: human evaluation (one row per run)\n",
+        md_table(tables["table2"]) if int(tables["table2"].get("ratings", pd.Series([0])).max()) else
         "No ratings yet: rate concepts in the explorer's Rate tab, then run `ard evaluate` again.\n",
         "## Seed stability\n",
+        "Share of the features of one seed with a match in another: by decoder cosine, and by the correlation of "
+        "their activations over the same 8,192 probing-corpus tokens (what they respond to), at the threshold shown; "
+        "against training tokens in the figure `seed_stability_tokens`.\n",
         md_table(tables["seed_stability"]),
+        md_table(tables["seed_stability_tokens"]) if "seed_stability_tokens" in tables else "",
+        "## Unlearning (AudioSAE)\n",
+        "Remove the live features most specific to a concept (Fisher score, training half), retrain: the "
+        "concept-vs-rest probe's balanced accuracy (0.5 = chance) and the accuracy of a probe telling the other "
+        "concepts apart. `erased_at`: the smallest share of live features whose removal brings the concept's "
+        "probe to 0.6 or below.\n",
+        md_table(tables["unlearning"]) if "unlearning" in tables else "(not computed)\n",
         "## Domain specialisation by layer (majority domain of H^k on the probing corpus, 3 of 4 clips)\n",
         md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),
         "## Top-k probing (test accuracy, logistic regression, half/half split of the probing corpus)\n",
@@ -92,8 +104,21 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
                               title="Table 4: highest MS per layer and expansion factor")
     dist = tables["seed_stability_dist"]
     if len(dist):
-        figs["seed_stability"] = px.histogram(dist, x="best_cosine", nbins=40,
-                                              title="Seed stability: best decoder cosine of each feature in another seed")
+        figs["seed_stability"] = px.histogram(dist, x="best", color="measure", nbins=40, barmode="overlay",
+                                              title="Seed stability: each feature's best match in another seed")
+    tokens = tables.get("seed_stability_tokens", pd.DataFrame())
+    if len(tokens):
+        long = tokens.melt(id_vars=["seed_b", "tokens"], value_vars=["decoder", "activation"], var_name="measure",
+                           value_name="share matched")
+        figs["seed_stability_tokens"] = px.line(long, x="tokens", y="share matched", color="measure", markers=True,
+                                                title="Seed stability against training tokens")
+    curves = tables.get("unlearning_curves", pd.DataFrame())
+    if len(curves):
+        long = curves.melt(id_vars=["task", "concept", "removed_share"], value_vars=["target_accuracy", "others_accuracy"],
+                           var_name="probe", value_name="accuracy")
+        figs["unlearning"] = px.line(long, x="removed_share", y="accuracy", color="concept", line_dash="probe",
+                                     facet_col="task", markers=True,
+                                     title="Unlearning: removing a concept's features, the concept's probe vs the others'")
     figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
                              title="Domain specialisation of features by layer")
     probing = tables["probing"]

@@ -108,6 +108,26 @@ class Sae(torch.nn.Module):
         width = int((pre > 0).sum(dim=-1).max().clamp(min=1))
         return EncoderOutput(*pre.topk(width, dim=-1, sorted=False))
 
+    def resparsify(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The sparsity rule applied again to a dense, edited z [batch, d_sae] (steering: set z_k, re-apply TopK).
+
+        keep: [d_sae] bool, features that stay whatever their rank while positive (the edited ones). The rule
+        is the SAE's own: per-row top k (TopK), the learned threshold (BatchTopK at inference), or top k*B
+        over the batch (BatchTopK without a threshold). An unedited z comes back unchanged under each rule.
+        """
+        forced = keep & (z > 0)
+        if self.spec.kind == "batchtopk" and float(self.threshold) >= 0 and not self.training:
+            return z * ((z > self.threshold) | forced)
+        ranked = torch.where(forced, torch.full_like(z, float("inf")), z)
+        mask = torch.zeros_like(z, dtype=torch.bool)
+        if self.spec.kind == "topk":  # a forced feature entering a full row displaces its smallest one
+            width = max(self.spec.k, int(forced.sum(dim=1).max()))
+            mask.scatter_(1, ranked.topk(min(width, z.shape[1]), dim=1).indices, True)
+        else:
+            width = self.spec.k * z.shape[0] + int(forced.sum())
+            mask.view(-1)[ranked.flatten().topk(min(width, z.numel())).indices] = True
+        return z * mask
+
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """[batch, d_in] -> (values, indices), each [batch, width]."""
         return self.select(F.linear(x - self.b_dec, self.W_enc, self.b_enc))

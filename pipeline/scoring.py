@@ -111,8 +111,10 @@ def representatives(scores: ClipScores, score: np.ndarray, n_units: int, n_clips
                     seed: int) -> tuple[Representatives, Representatives]:
     """(H, L) for every unit from its sparse scores. Missing (clip, unit) pairs score 0.
 
-    Ties at zero in L are broken by a random draw seeded by (seed, unit), so each unit's L^k is
-    reproducible on its own, whatever order units are processed in.
+    Every tie is broken at random, seeded by (seed, unit): equal scores at the top of H^k (common for
+    Coverage, whose scores are fractions of few tokens) as well as the zero scores at the bottom of L^k,
+    so tied clips never come in corpus order (one source first). Each unit's choice is reproducible on
+    its own, whatever order units are processed in; `tie_broken` records where a draw decided.
     """
     order = np.lexsort((-score, scores.unit))  # by unit, then score descending
     unit_sorted, clip_sorted, score_sorted = scores.unit[order], scores.clip[order], score[order]
@@ -125,14 +127,11 @@ def representatives(scores: ClipScores, score: np.ndarray, n_units: int, n_clips
         lo, hi = bounds[k], bounds[k + 1]
         clips_k, scores_k = clip_sorted[lo:hi], score_sorted[lo:hi]
         n_zero = n_clips - len(clips_k)  # clips where the unit never fires: score exactly 0
-        # H: the top p of (non-zero pairs + zeros)
-        cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive=True)
-        take = np.argsort(-cand_s, kind="stable")[:p]
-        H.clips[k, : len(take)], H.scores[k, : len(take)] = cand_c[take], cand_s[take]
-        # L: the bottom p, ties at zero broken at random
-        cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive=False)
-        take = np.argsort(cand_s, kind="stable")[:p]
-        L.clips[k, : len(take)], L.scores[k, : len(take)] = cand_c[take], cand_s[take]
+        for rep, positive in ((H, True), (L, False)):  # H: the top p; L: the bottom p
+            cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive)
+            shuffle = np.random.default_rng([seed, k, 2 + int(positive)]).permutation(len(cand_c))
+            take = shuffle[np.argsort(-cand_s[shuffle] if positive else cand_s[shuffle], kind="stable")[:p]]
+            rep.clips[k, : len(take)], rep.scores[k, : len(take)] = cand_c[take], cand_s[take]
         for rep, chosen in ((H, H.clips[k]), (L, L.clips[k])):
             rep.tie_broken[k] = _tied(chosen, rep.scores[k], clips_k, scores_k, n_zero, p)
     return H, L

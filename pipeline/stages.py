@@ -59,13 +59,14 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     root = cfg.resolve(cfg.corpus.root)
     meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
     corpus_hash = hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
-    keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash)}
+    # the version tags name changes of a stage's code that change its output (one activation regime; random ties)
+    keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash, "regime-v2")}
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
             sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every")}
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
-            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring))
+            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
                                          store.SCHEMA_HASH)
             if cfg.naming.enabled:

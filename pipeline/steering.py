@@ -36,27 +36,30 @@ class FeatureEdit:
 
 @torch.no_grad()
 def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], keep_error: bool = True) -> torch.Tensor:
-    """x: [n, d_in] -> the steered [n, d_in]."""
+    """x: [n, d_in] -> the steered [n, d_in].
+
+    z is encoded with the SAE's own rule (`Sae.select`), edited, and the rule re-applied (`Sae.resparsify`).
+    With the error term kept the output is x + (z' - z) W_dec, so an edit that leaves z as it was
+    returns x exactly, whatever the SAE's kind; without it, x_hat' = z' W_dec + b_dec.
+    """
     x = x.float()
-    pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc, sae.b_enc)
-    acts, idx = sae.select(pre)
-    z = torch.zeros_like(pre).scatter_(1, idx, acts)
-    x_hat = sae.decode(acts, idx)
+    acts, idx = sae.encode(x)
+    z = torch.zeros(x.shape[0], sae.spec.d_sae, dtype=x.dtype, device=x.device).scatter_(1, idx, acts)
+    edited = z.clone()
     for edit in edits:
         if edit.mode == "clamp":
-            z[:, edit.feature] = edit.value
+            edited[:, edit.feature] = edit.value
         else:
-            z[:, edit.feature] += edit.value
-    z = torch.relu(z)
-    # re-apply the sparsity rule, keeping the edited features that are active whatever their rank
-    # (an edited feature left at 0 must not displace an active one: clamping to 0 changes nothing)
-    boost = torch.zeros(z.shape[1], dtype=torch.bool, device=z.device)
-    boost[[e.feature for e in edits]] = True
-    ranked = torch.where(boost & (z > 0), torch.full_like(z, float("inf")), z)
-    keep = ranked.topk(max(sae.spec.k, len(edits)), dim=1).indices
-    new_acts = z.gather(1, keep)
-    x_hat_new = sae.decode(new_acts, keep)
-    return x + (x_hat_new - x_hat) if keep_error else x_hat_new
+            edited[:, edit.feature] += edit.value
+    keep = torch.zeros(sae.spec.d_sae, dtype=torch.bool, device=x.device)
+    keep[[e.feature for e in edits]] = True
+    edited = sae.resparsify(torch.relu(edited), keep)
+    if keep_error:
+        delta = edited - z
+        cols = torch.nonzero(delta.abs().amax(0)).flatten()
+        return x + delta[:, cols] @ sae.W_dec[cols] if len(cols) else x
+    cols = torch.nonzero(edited.amax(0)).flatten()
+    return edited[:, cols] @ sae.W_dec[cols] + sae.b_dec
 
 
 def feature_edit(sae: Sae, edits: Sequence[FeatureEdit], keep_error: bool = True) -> Change:
@@ -88,6 +91,28 @@ def steered_transcripts(model, sae: Sae, layer: str, audios: Sequence[np.ndarray
     """Transcripts with the edits applied at `layer` on each clip's own positions."""
     with model.intervention(layer, feature_edit(sae, edits, keep_error)):
         return model.transcribe_batch(list(audios))
+
+
+@torch.no_grad()
+def regime_agreement(model, layer: str, audios: Sequence[np.ndarray]) -> dict[str, float]:
+    """Are the rows an intervention edits the rows the SAE was trained on? Per clip, the extraction path
+    (`hidden_states`) against what an identity intervention sees while the model produces its output;
+    the mean and the minimum over all rows of the per-row cosine (1 = one regime)."""
+    cosines = []
+    for audio in audios:
+        read = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
+        seen: list[torch.Tensor] = []
+        with model.intervention(layer, lambda x: seen.append(x.detach().float().cpu()) or x):
+            if model.has_text:
+                model.transcribe_batch([audio])
+            else:
+                model.hidden_states(audio, [model.layers[-1]])
+        steered = torch.cat(seen)[: len(read)]
+        if len(steered) != len(read):
+            raise ValueError(f"{layer}: the intervention saw {len(steered)} rows of a clip that has {len(read)}")
+        cosines.append(torch.nn.functional.cosine_similarity(read, steered, dim=1))
+    all_rows = torch.cat(cosines)
+    return {"regime_cosine_mean": float(all_rows.mean()), "regime_cosine_min": float(all_rows.min())}
 
 
 @torch.no_grad()
@@ -150,64 +175,65 @@ def fisher_scores(speech: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 def split_half(ids: Sequence[str]) -> tuple[list[int], list[int]]:
-    """A fixed tuning / held-out split by a hash of the clip id (same split on every run)."""
+    """A fixed half / half split by a hash of the clip id (same split on every run)."""
     import zlib
 
     tune = [i for i, c in enumerate(ids) if zlib.crc32(c.encode()) % 2 == 0]
     return tune, [i for i in range(len(ids)) if i not in set(tune)]
 
 
-def hallucination_eval(model, sae: Sae, layer: str, speech_audio: list[np.ndarray], speech_text: list[str],
-                       speech_r: np.ndarray, other_audio: list[np.ndarray], other_r: np.ndarray,
+def hallucination_eval(model, sae: Sae, layer: str, tune_speech: list[np.ndarray], tune_text: list[str],
+                       tune_speech_r: np.ndarray, tune_other: list[np.ndarray], tune_other_r: np.ndarray,
+                       test_speech: list[np.ndarray], test_text: list[str], test_other: list[np.ndarray],
                        n_features: int = 8, strengths: Sequence[float] = (0, 1, 2, 4, 8, 16),
                        max_wer_increase: float = 0.02) -> dict:
-    """Steer Whisper toward its own non-speech features: pick the n features that best separate
-    non-speech from speech (Fisher score, non-speech side) on the tuning halves, add their summed unit
-    decoder direction at `layer` with strength s (in units of the mean activation norm), choose s on the
-    tuning split (most false positives removed with WER up by at most max_wer_increase), report on the
-    held-out split. speech_r / other_r: clip-level r [n_clips, d_sae]."""
+    """Steer Whisper toward its own non-speech features: pick the n features that best separate non-speech
+    from speech (Fisher score, non-speech side) on the tuning clips (the probing corpus, with their clip-level
+    r [n_clips, d_sae]), add their summed unit decoder direction at `layer` with strength s (in units of the
+    mean activation norm), choose s on the tuning clips (most false positives removed with WER up by at most
+    max_wer_increase), and report on the held-out clips, which the SAE never saw (the evaluation corpus)."""
     from .wer import word_error_rate
 
-    s_tune, s_test = split_half([str(i) + t for i, t in enumerate(speech_text)])
-    o_tune, o_test = split_half([f"o{i}" for i in range(len(other_audio))])
-    scores = fisher_scores(speech_r[s_tune], other_r[o_tune])
-    scores[other_r[o_tune].mean(0) <= speech_r[s_tune].mean(0)] = 0  # only features more active on non-speech
+    scores = fisher_scores(tune_speech_r, tune_other_r)
+    scores[tune_other_r.mean(0) <= tune_speech_r.mean(0)] = 0  # only features more active on non-speech
     chosen = np.argsort(-scores)[:n_features]
     W = sae.W_dec.detach().numpy()
     direction = W[chosen].sum(0)
     direction /= np.linalg.norm(direction)
     unit = float(np.mean([np.linalg.norm(x, axis=1).mean() for x in
-                          (model.hidden_states(a, [layer])[layer] for a in speech_audio[:8])]))
+                          (model.hidden_states(a, [layer])[layer] for a in tune_speech[:8])]))
 
-    def measure(strength: float, s_idx: list[int], o_idx: list[int]) -> dict:
+    def measure(strength: float, speech: list[np.ndarray], texts: list[str], other: list[np.ndarray]) -> dict:
         def run(audios):
             with model.intervention(layer, vector_edit(direction, strength * unit / 10)):
                 return model.transcribe_batch(audios, max_new_tokens=64)
-        other_out = run([other_audio[i] for i in o_idx])
-        speech_out = run([speech_audio[i] for i in s_idx])
-        return {"strength": strength, "false_positive_rate": float(np.mean([is_false_positive(t) for t in other_out])),
-                "wer": word_error_rate([speech_text[i] for i in s_idx], speech_out)}
+        return {"strength": strength, "false_positive_rate": float(np.mean([is_false_positive(t) for t in run(other)])),
+                "wer": word_error_rate(texts, run(speech))}
 
-    tuning = [measure(s, s_tune, o_tune) for s in strengths]
+    tuning = [measure(s, tune_speech, tune_text, tune_other) for s in strengths]
     base = tuning[0]
     allowed = [t for t in tuning if t["wer"] <= base["wer"] + max_wer_increase] or [base]
     best = min(allowed, key=lambda t: (t["false_positive_rate"], t["strength"]))
-    before, after = measure(0.0, s_test, o_test), measure(best["strength"], s_test, o_test)
+    before, after = (measure(s, test_speech, test_text, test_other) for s in (0.0, best["strength"]))
     return {"features": chosen.tolist(), "strength": best["strength"], "tuning": tuning,
             "held_out": {"fp_before": before["false_positive_rate"], "fp_after": after["false_positive_rate"],
                          "wer_before": before["wer"], "wer_after": after["wer"],
-                         "n_speech": len(s_test), "n_nonspeech": len(o_test)}}
+                         "n_speech": len(test_speech), "n_nonspeech": len(test_other)}}
+
+
+_NONSPEECH_MARK = re.compile(r"[\[(][^\])]*[\])]|♪")
 
 
 def moved_to_nonspeech(transcript: str) -> bool:
-    """The output of a speech clip 'moved to' a non-speech concept: no words beyond bracketed tags or music signs."""
-    return not is_false_positive(transcript.replace("♪", " "))
+    """A speech clip's output moved to a non-speech concept: it carries a non-speech marker (a bracketed tag
+    or a music sign) and no words beyond such markers. An empty output has moved nowhere and does not count."""
+    return bool(_NONSPEECH_MARK.search(transcript)) and not is_false_positive(transcript.replace("♪", " "))
 
 
 def sensitivity_eval(model, sae: Sae, layer: str, audios: list[np.ndarray], target_features: Sequence[int],
                      max_acts: np.ndarray, strength: float = 10.0, seed: int = 0) -> dict:
     """Paper Table 3 for Whisper: clamp the target concept's features (each to strength x its observed
-    max) on clips of another kind, and count the outputs that move to the target (no speech words left);
+    max) on clips of another kind, and count the outputs that move to the target (`moved_to_nonspeech`);
     the control clamps as many random features to the same values (equal norm of the intervention)."""
     rng = np.random.default_rng(seed)
     targets = list(target_features)

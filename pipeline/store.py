@@ -87,7 +87,8 @@ def open_read_only(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(db_path: str | Path, read_only: bool = False, schema: str | None = SCHEMA) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that applies `schema` when writing (the feature database's by default)."""
     db_path = Path(db_path)
     if read_only:
         con = open_read_only(db_path)
@@ -101,10 +102,11 @@ def connect(db_path: str | Path, read_only: bool = False) -> Iterator[duckdb.Duc
             raise RuntimeError(f"{db_path} is open in another process (an explorer, or another `ard` run); "
                                "DuckDB allows one writer: stop it, then run this again") from err
     try:
-        if not read_only:
+        if not read_only and schema == SCHEMA:
             for table in stale_tables(con):  # an older layout: drop it; its stages re-run (SCHEMA_HASH)
                 con.execute(f"DROP TABLE {table}")
-            con.execute(SCHEMA)
+        if not read_only and schema:
+            con.execute(schema)
         yield con
     finally:
         con.close()
@@ -362,9 +364,13 @@ CREATE TABLE IF NOT EXISTS ratings (
 """
 
 
+def ratings_path(db_path: str | Path) -> Path:
+    """The ratings database that belongs to a feature database: ratings.duckdb beside it."""
+    return Path(db_path).with_name("ratings.duckdb")
+
+
 def write_rating(ratings_db: str | Path, row: dict) -> None:
-    with connect(ratings_db) as con:
-        con.execute(RATINGS_SCHEMA)
+    with connect(ratings_db, schema=RATINGS_SCHEMA) as con:
         cols = list(row)
         con.execute(f"INSERT INTO ratings ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(row.values()))
 
@@ -373,8 +379,7 @@ def read_ratings(ratings_db: str | Path) -> pd.DataFrame:
     if not Path(ratings_db).is_file():
         return pd.DataFrame(columns=["rater", "run_id", "feature", "generated_name", "own_label", "rating",
                                      "intruder_clip", "intruder_guess", "blind", "model", "layer", "sae_hash", "created"])
-    with connect(ratings_db) as con:
-        con.execute(RATINGS_SCHEMA)
+    with connect(ratings_db, schema=RATINGS_SCHEMA) as con:
         return con.execute("SELECT * FROM ratings ORDER BY created").df()
 
 

@@ -8,6 +8,7 @@ squared norm (the scale folded back on save), Adam with warm-up, shuffled batche
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -103,6 +104,15 @@ def lr_at(step: int, cfg: SaeConfig, base: float) -> float:
     return base * warm * decay
 
 
+def _frozen(sae: Sae, scale: float, threshold: float) -> Sae:
+    """An inference copy of an SAE in training: BatchTopK's threshold set, the input scale folded in."""
+    frozen = copy.deepcopy(sae).eval()
+    if sae.spec.kind == "batchtopk":
+        frozen.threshold.fill_(threshold)
+    frozen.fold_scale(scale)
+    return frozen
+
+
 def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig, out: Path,
               model_name: str = "", device: str = "cpu") -> tuple[Sae, dict]:
     """Train one SAE, log to out/train_log.jsonl, save the folder, and return it with its final metrics."""
@@ -125,6 +135,7 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
     log = log_path.open("w")
     batches = shuffled_batches(store, layer, cfg.batch_size, cfg.buffer_rows, cfg.seed)
     start, tokens = time.perf_counter(), 0
+    snapshot_steps = {cfg.steps * (i + 1) // (cfg.snapshots + 1) - 1 for i in range(cfg.snapshots)}
     sae.train()
     bar = tqdm(range(cfg.steps), desc=f"train {layer} e{expansion}", unit="step")
     for step in bar:
@@ -148,6 +159,8 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
                 kept = result.latent_acts[result.latent_acts > 0]
                 threshold_sum, threshold_n = threshold_sum + float(kept.min()), threshold_n + 1
         tokens += len(x)
+        if step in snapshot_steps:
+            _frozen(sae, scale, threshold_sum / max(threshold_n, 1)).save(out / "snapshots" / f"tokens_{tokens}")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {"step": step, "tokens": tokens, "fvu": result.fvu.item(), "auxk": result.auxk_loss.item(),
                    "l0": float((result.latent_acts > 0).sum()) / len(x), "dead_fraction": float(dead.float().mean()),
@@ -157,10 +170,7 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
             bar.set_postfix(fvu=f"{row['fvu']:.3f}", dead=f"{row['dead_fraction']:.3f}")
     log.close()
     elapsed = time.perf_counter() - start
-    sae.eval()
-    if cfg.kind == "batchtopk":
-        sae.threshold.fill_(threshold_sum / max(threshold_n, 1))
-    sae.fold_scale(scale)
+    sae = _frozen(sae, scale, threshold_sum / max(threshold_n, 1))
     sae.save(out)
     window = min(cfg.dead_tokens, tokens)
     metrics = sae_metrics(sae.cpu(), sample_rows(store, layer, 50_000, cfg.seed + 1))

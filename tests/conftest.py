@@ -59,6 +59,6 @@ def demo_db(demo_config, whisper) -> Path:
 @pytest.fixture(scope="session")
 def demo_eval(demo_db, demo_config, whisper) -> dict:
     """`ard evaluate configs/demo.toml` on the demo database, once per session (its SAEs are trained once)."""
-    from pipeline.evaluation import evaluate
+    from pipeline.evaluation.run import evaluate
 
     return evaluate(demo_config, lambda: whisper)

@@ -1,11 +1,21 @@
-"""Table 1's matching metrics on hand-made similarity matrices with known answers, the held-out check,
-and the AudioSAE analyses' small functions."""
+"""Table 1's matching metrics on hand-made similarity matrices with known answers and against independent
+implementations (brute force, scipy's maximum bipartite matching, scikit-learn's average precision), the
+held-out check, and the AudioSAE analyses' small functions."""
+
+from itertools import permutations
 
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from sklearn.metrics import average_precision_score
 
 from pipeline.corpus import Clip
-from pipeline.evaluation import HeldOutError, check_held_out, majority, match_scores, probe, seed_stability
+from pipeline.evaluation.context import HeldOutError, check_held_out
+from pipeline.evaluation.domains import majority
+from pipeline.evaluation.matching import match_scores
+from pipeline.evaluation.probing import erased_at, probe, unlearn
+from pipeline.evaluation.stability import activation_similarity, decoder_similarity
 
 
 def test_all_matched():
@@ -18,7 +28,8 @@ def test_all_matched():
 def test_nothing_above_gamma_matches_nothing():
     m = match_scores(np.full((2, 3), 0.5), 0.7)
     assert (m.precision, m.recall, m.f1, m.map, m.n_matched) == (0.0, 0.0, 0.0, 0.0, 0)
-    assert match_scores(np.full((2, 3), 0.5), 0.5).n_matched == 2  # gamma is inclusive
+    assert match_scores(np.full((2, 3), 0.5), 0.5).n_matched == 0  # a pair counts strictly above gamma
+    assert match_scores(np.full((2, 3), 0.5), 0.49).n_matched == 2
 
 
 def test_duplicate_names_match_once():
@@ -27,7 +38,7 @@ def test_duplicate_names_match_once():
     m = match_scores(sim, 0.7)
     assert m.pairs == [(0, 0, 0.9)]
     assert (m.precision, m.recall, m.f1) == (0.5, 0.5, 0.5)
-    assert m.map == 1.0  # the one match is the top-ranked pair
+    assert m.map == 0.5  # the one match is the top-ranked pair (precision 1), one of two references
 
 
 def test_hungarian_beats_greedy_and_map_counts_unmatched_high_pairs():
@@ -44,8 +55,75 @@ def test_more_predictions_than_references_and_empty():
     sim = np.array([[0.95], [0.9], [0.3]])
     m = match_scores(sim, 0.7)
     assert (m.precision, m.recall) == (pytest.approx(1 / 3), 1.0)
+    # ranked: 0.95 (match, 1/1); the only reference is matched: AP = 1 / 1
+    assert m.map == 1.0
     empty = match_scores(np.zeros((0, 4)), 0.7)
     assert (empty.precision, empty.recall, empty.f1, empty.map) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_one_match_in_ten_references_scores_a_tenth():
+    sim = np.full((10, 10), 0.2)
+    sim[3, 7] = 0.9
+    m = match_scores(sim, 0.7)
+    assert (m.precision, m.recall, m.n_matched) == (0.1, 0.1, 1)
+    assert m.map == pytest.approx(0.1)  # precision 1 at rank 1, divided by the 10 references
+
+
+def test_map_by_hand_with_an_unmatched_reference():
+    # refs: 3. Ranked pairs: (0,0) .95 match -> 1/1; (1,0) .9 no; (1,1) .8 match -> 2/3; rest below gamma.
+    sim = np.array([[0.95, 0.1, 0.2], [0.9, 0.8, 0.1]])
+    m = match_scores(sim, 0.7)
+    assert m.n_matched == 2 and m.map == pytest.approx((1 + 2 / 3) / 3)
+
+
+def test_matching_maximises_the_number_of_pairs_first():
+    """Three pairs at 1.0 sum to more than four at 0.71: a maximum-sum matching keeps 3; count-first keeps 4."""
+    sim = np.zeros((4, 4))
+    for i in range(3):
+        sim[i, i], sim[i, i + 1] = 1.0, 0.71
+    sim[3, 0] = 0.71
+    m = match_scores(sim, 0.7)
+    assert m.n_matched == 4 and sorted((i, j) for i, j, _ in m.pairs) == [(0, 1), (1, 2), (2, 3), (3, 0)]
+
+
+def _brute_force(sim, gamma):
+    """(most counted pairs, their best sum) over every one-to-one assignment."""
+    n_pred, n_ref = sim.shape
+    best = (0, 0.0)
+    if n_pred <= n_ref:
+        options = ([(i, j) for i, j in enumerate(cols)] for cols in permutations(range(n_ref), n_pred))
+    else:
+        options = ([(i, j) for j, i in enumerate(rows)] for rows in permutations(range(n_pred), n_ref))
+    for pairs in options:
+        kept = [sim[i, j] for i, j in pairs if sim[i, j] > gamma]
+        best = max(best, (len(kept), float(np.sum(kept))))
+    return best
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5), (6, 3)])
+def test_matching_agrees_with_brute_force_and_scipy(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(40):
+        sim = rng.uniform(0.4, 1.0, size=shape)
+        m = match_scores(sim, 0.7)
+        count, total = _brute_force(sim, 0.7)
+        assert m.n_matched == count and sum(c for _, _, c in m.pairs) == pytest.approx(total)
+        graph = csr_matrix((sim > 0.7).astype(int))
+        assert m.n_matched == int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
+
+
+def test_map_equals_recall_weighted_sklearn_average_precision():
+    """Our AP sums precision at the matches over all references: sklearn's AP (over the matches found)
+    times the share of references matched, when no two pairs tie."""
+    rng = np.random.default_rng(3)
+    for shape in [(5, 8), (8, 5), (6, 6)]:
+        sim = rng.uniform(0.3, 1.0, size=shape)
+        m = match_scores(sim, 0.7)
+        relevant = np.zeros(shape, bool)
+        for i, j, _ in m.pairs:
+            relevant[i, j] = True
+        expected = average_precision_score(relevant.ravel(), sim.ravel()) * m.n_matched / shape[1]
+        assert m.map == pytest.approx(expected)
 
 
 def test_held_out_check_refuses_shared_files(tmp_path):
@@ -58,9 +136,9 @@ def test_held_out_check_refuses_shared_files(tmp_path):
 def test_stability_majority_and_probe():
     rng = np.random.default_rng(0)
     W = rng.normal(size=(50, 16))
-    same = seed_stability(W, W[::-1] * 2.0)  # a permuted, rescaled copy: every feature has an exact match
+    same = decoder_similarity(W, W[::-1] * 2.0)  # a permuted, rescaled copy: every feature has an exact match
     assert np.allclose(same, 1.0)
-    assert (seed_stability(W, rng.normal(size=(50, 16))) < 0.95).all()
+    assert (decoder_similarity(W, rng.normal(size=(50, 16))) < 0.95).all()
     assert majority(["music", "music", "music", "speech"]) == "music"
     assert majority(["music", "music", "speech", "speech"]) == "mixed"
     # one informative column among noise: k = 1 finds it
@@ -101,3 +179,48 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
     assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000
+
+
+def test_activation_similarity_matches_corrcoef_and_ignores_scale():
+    rng = np.random.default_rng(0)
+    Z = np.maximum(rng.normal(size=(500, 12)), 0)
+    Z[:, 5] = 0  # a feature that never fires here
+    other = np.maximum(rng.normal(size=(500, 9)), 0)
+    best = activation_similarity(Z, other)
+    full = np.corrcoef(Z.T, other.T)[:12, 12:]  # numpy's Pearson, independently
+    live = np.arange(12) != 5
+    assert np.allclose(best[live], np.nanmax(full[live], axis=1)) and np.isnan(best[5])
+    permuted = Z[:, ::-1] * 3.0  # the same features, reordered and rescaled
+    assert np.allclose(activation_similarity(Z, permuted)[live], 1.0)
+
+
+def test_unlearning_erases_the_concept_carried_by_a_few_features():
+    """Clips are 'b' or 'c' (each with its own 10 columns); a third also carry concept 'a' (3 columns of 60).
+    Removing 5 % of the columns by Fisher score for 'a' puts its probe at chance; 'b' vs 'c' is untouched."""
+    rng = np.random.default_rng(1)
+    base = np.array(["b", "c"] * 150)
+    X = rng.normal(size=(300, 60))
+    X[:, 10:20] += (base == "b")[:, None] * 1.5
+    X[:, 30:40] += (base == "c")[:, None] * 1.5
+    has_a = np.arange(300) % 3 == 0
+    X[:, :3] += has_a[:, None] * 3.0
+    y = np.where(has_a, "a", base)
+    train = rng.permutation(300) < 150
+    rows = unlearn(X, y, train, "a", shares=(0.0, 0.05, 0.2))
+    assert rows[0]["target_accuracy"] > 0.9 and rows[0]["removed"] == 0
+    assert rows[1]["removed"] == 3 and rows[1]["target_accuracy"] <= 0.6
+    assert rows[1]["others_accuracy"] > 0.9
+    assert erased_at(rows) == 0.05 and np.isnan(erased_at(rows[:1]))
+
+
+def test_table2_is_per_run_never_pooled():
+    import pandas as pd
+
+    from pipeline.evaluation.human import per_run
+
+    ratings = pd.DataFrame({"rater": ["a", "b", "a", "a"], "run_id": ["r1", "r1", "r2", "r2"], "feature": [1, 1, 5, 6],
+                            "rating": [5, 3, 0, 1], "intruder_clip": [None] * 4, "intruder_guess": [None] * 4,
+                            "own_label": ["", "", "", ""], "generated_name": ["x"] * 4})
+    table = per_run(ratings).set_index("run_id")
+    assert table.loc["r1", "mean_rating"] == 4.0 and table.loc["r2", "mean_rating"] == 0.5  # pooled would be 2.25
+    assert table.loc["r1", "rater_abs_diff"] == 2.0 and np.isnan(table.loc["r2"].get("rater_abs_diff", np.nan))

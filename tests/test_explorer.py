@@ -192,7 +192,14 @@ def test_browser_walkthrough(server, tone_file):
         page.locator("#rate-rater textarea, #rate-rater input").first.fill("tester")
         page.locator("#rate-next").click()
         expect(page.locator("#rate-status")).to_contain_text("Concept 1")
+        expect(page.locator("#rate-name")).to_be_hidden()  # blind: no name before the rater's own label
+        page.locator("#rate-save").click()  # a blind rating without a label is refused
+        expect(page.get_by_text("write your own label").first).to_be_visible()
+        page.get_by_role("button", name="Reveal the generated name").click()
+        expect(page.locator("#rate-name")).to_be_hidden()
         page.locator("#rate-label textarea, #rate-label input").first.fill("people talking")
+        page.get_by_role("button", name="Reveal the generated name").click()
+        expect(page.locator("#rate-name")).to_contain_text("Generated name")
         page.locator("#rate-save").click()
         expect(page.locator("#rate-summary")).to_contain_text("1 ratings")
         page.locator("#rate-export-csv").click()
@@ -211,4 +218,8 @@ def test_browser_walkthrough(server, tone_file):
         page.screenshot(path=ARTIFACTS / "7-evaluation.png", full_page=True)
         browser.close()
     assert len(rows) == 1 and rows[0]["rater"] == "tester" and rows[0]["own_label"] == "people talking"
+    import duckdb
+
+    with duckdb.connect(str(ratings), read_only=True) as con:  # the ratings database holds ratings only
+        assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["ratings"]
     assert rows[0]["sae_hash"] and rows[0]["layer"].startswith("encoder.")

@@ -189,3 +189,44 @@ def test_sparse_backward_equals_dense_autograd(kind):
     (fvu + (err_hat - r).pow(2).sum() / (r - r.mean(0)).pow(2).sum()).backward()
     for name, p in sae.named_parameters():
         assert torch.allclose(p.grad, fast[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("kind, threshold", [("topk", None), ("batchtopk", 0.3), ("batchtopk", -1.0)])
+def test_empty_edit_returns_x_and_splice_is_the_sae_own_reconstruction(kind, threshold):
+    """Steering must encode with the SAE's own rule: a no-op edit gives x back, the splice gives x_hat."""
+    from pipeline.steering import FeatureEdit, steer_activations
+
+    sae = _sae(kind).eval()
+    if threshold is not None:
+        sae.threshold.fill_(threshold)
+    x = torch.randn(6, 16) * 3
+    dense = sae.dense_acts(x)
+    silent = int(torch.nonzero(dense.amax(0) == 0)[0])
+    for edits in ([], [FeatureEdit(silent, 0.0)], [FeatureEdit(silent, 0.0, "add")]):
+        assert torch.allclose(steer_activations(sae, x, edits), x, atol=1e-6), (kind, edits)
+    x_hat = dense @ sae.W_dec + sae.b_dec  # the dense reconstruction under the SAE's own rule
+    assert torch.allclose(steer_activations(sae, x, [], keep_error=False), x_hat, atol=1e-5)
+    if threshold and threshold > 0:  # the threshold rule leaves more than k active on some rows
+        assert int((dense > 0).sum(1).max()) > sae.spec.k
+
+
+def test_resparsify_follows_each_rule_after_an_edit():
+    topk = _sae("topk").eval()
+    z = topk.dense_acts(torch.randn(8, 16) * 3)
+    off = int(torch.nonzero(z[0] == 0)[0])
+    edited = z.clone()
+    edited[:, off] = 100.0
+    keep = torch.zeros(64, dtype=torch.bool)
+    keep[off] = True
+    out = topk.resparsify(edited, keep)
+    assert ((out > 0).sum(1) == 4).all() and (out[:, off] == 100.0).all()  # the edit displaced one feature per row
+    smallest = torch.where(z > 0, z, torch.full_like(z, float("inf"))).argmin(1)
+    assert (out[torch.arange(8), smallest] == 0).all()  # ... the smallest one
+    thr = _sae("batchtopk").eval()
+    thr.threshold.fill_(0.3)
+    z = thr.dense_acts(torch.randn(8, 16) * 3)
+    edited = z.clone()
+    edited[:, off] = 0.1  # below the threshold, but asked for
+    out = thr.resparsify(edited, keep)
+    assert torch.equal(out[:, [i for i in range(64) if i != off]], z[:, [i for i in range(64) if i != off]])
+    assert (out[:, off] == 0.1).all()

@@ -44,6 +44,21 @@ def test_representatives_rank_by_r_and_break_zero_ties_reproducibly():
     assert len(draws) > 1  # the seed matters
 
 
+def test_ties_at_the_top_are_drawn_at_random_not_in_corpus_order():
+    """Coverage ties a lot: 12 clips with c = 1 for one unit. H^k must not be clips 0-3 every time."""
+    s = _scores({(i, u): (1.0 + i, 1.0) for i in range(12) for u in range(30)})
+    H, _ = representatives(s, s.c, n_units=30, n_clips=12, p=4, seed=0)
+    assert H.tie_broken.all() and (H.scores == 1.0).all()
+    picks = {tuple(sorted(row)) for row in H.clips.tolist()}
+    assert len(picks) > 20  # 30 units, 495 possible sets: each unit draws its own
+    assert np.bincount(H.clips.ravel(), minlength=12).max() < 30  # no clip is in every unit's set
+    again, _ = representatives(s, s.c, n_units=30, n_clips=12, p=4, seed=0)
+    assert np.array_equal(again.clips, H.clips)  # seeded per unit: reproducible
+    # scores without ties keep their order: r ranks clips 11, 10, 9, 8
+    H_r, _ = representatives(s, s.mu * s.c, n_units=30, n_clips=12, p=4, seed=0)
+    assert (H_r.clips == [11, 10, 9, 8]).all() and not H_r.tie_broken.any()
+
+
 def test_baseline_scores_change_the_ranking():
     # clip 0: high mean, low coverage; clip 1: low mean, full coverage
     s = _scores({(0, 0): (10.0, 0.1), (1, 0): (2.0, 1.0), (2, 0): (1.0, 0.5)})

@@ -57,8 +57,21 @@ def test_hidden_states_cover_the_clip_own_frames(whisper, demo_corpus, demo_rows
     assert all(np.isfinite(v).all() and v.dtype == np.float32 for v in out.values())
 
 
-def test_padded_mode_equals_the_stock_encoder(whisper, demo_corpus, demo_rows):
-    """crop=False must give exactly the first T positions of Whisper's own padded encoder run."""
+def _stock_encoder_layer(whisper, audio, layer_index):
+    """The stock Hugging Face encoder on 3000 mel frames: layer `layer_index`'s output [1500, d]."""
+    feats = whisper.extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+    seen = []
+    handle = whisper.encoder.layers[layer_index].register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        with torch.inference_mode():
+            whisper.encoder(feats)
+    finally:
+        handle.remove()
+    return seen[0][0]
+
+
+def test_padded_mode_gives_the_clip_own_rows_of_the_stock_encoder(whisper, demo_corpus, demo_rows):
+    """crop=False: exactly the first T positions of Whisper's own padded run, and only those."""
     row = _speech(demo_rows, 1)[0]
     audio = read_audio(demo_corpus / row["file_name"], 16_000)
     whisper.crop = False
@@ -66,16 +79,29 @@ def test_padded_mode_equals_the_stock_encoder(whisper, demo_corpus, demo_rows):
         padded = whisper.hidden_states(audio, ["encoder.3"])["encoder.3"]
     finally:
         whisper.crop = True
-    feats = whisper.extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
-    seen = []
-    handle = whisper.encoder.layers[3].register_forward_hook(lambda m, i, o: seen.append(o))
+    stock = _stock_encoder_layer(whisper, audio, 3)
+    assert stock.shape[0] == 1500 and padded.shape == (whisper.n_tokens(len(audio)), 384)
+    assert np.allclose(padded, stock[: len(padded)].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_interventions_see_the_rows_extraction_reads(whisper, demo_corpus, demo_rows, crop):
+    """One regime: what an edit sees while Whisper transcribes is what the SAE was trained on."""
+    from pipeline.steering import regime_agreement
+
+    rows = _speech(demo_rows, 3)
+    audios = [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+    whisper.crop = crop
     try:
-        with torch.inference_mode():
-            whisper.encoder(feats)  # the stock Hugging Face encoder, 3000 mel frames
+        agreement = regime_agreement(whisper, "encoder.3", audios)
     finally:
-        handle.remove()
-    assert seen[0].shape[1] == 1500
-    assert np.allclose(padded, seen[0][0, : len(padded)].numpy(), atol=1e-5)
+        whisper.crop = True
+    assert agreement["regime_cosine_min"] >= 0.999, agreement
+    if crop:  # the cropped regime is not the stock one: the own rows no longer attend to the padding
+        own = whisper.hidden_states(audios[0], ["encoder.3"])["encoder.3"]
+        stock = _stock_encoder_layer(whisper, audios[0], 3)[: len(own)].numpy()
+        cos = (own * stock).sum(1) / np.linalg.norm(own, axis=1) / np.linalg.norm(stock, axis=1)
+        assert cos.min() < 0.99
 
 
 def test_unknown_layer_is_a_clear_error(whisper):

@@ -1,6 +1,8 @@
 """Rate: the paper's human evaluation. Listen to H^k (optionally with one intruder from L^k), write your
-own label, then see and rate the generated name 0-5. Every answer is saved at once to a separate
-ratings database; export CSV / JSONL with provenance; a summary of ratings, agreement and intruders."""
+own label, then see and rate the generated name 0-5. In blind mode (the default) the name stays hidden until
+the rater has written a label, and a blind rating cannot be saved without one. Every answer is saved at once
+to a separate ratings database (ratings only); export CSV / JSONL with provenance; a summary per run of
+ratings, agreement and intruders (runs are never pooled: each run's names describe its own clips)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 
 from pipeline import store
-from pipeline.evaluation import ratings_summary
+from pipeline.evaluation.human import ratings_summary
 
 N_SLOTS = 5  # p = 4 clips of H plus one intruder
 
 
-def next_concept(explorer, rater: str, run_id: str, intruder: bool, seed_state: dict):
+def next_concept(explorer, rater: str, run_id: str, intruder: bool, blind: bool):
     if not (rater or "").strip():
         raise gr.Error("Enter a rater id first.")
     done = store.read_ratings(explorer.ratings_db)
@@ -45,20 +47,31 @@ def next_concept(explorer, rater: str, run_id: str, intruder: bool, seed_state: 
     audios = [gr.update(value=explorer.safe_path(p), visible=True, label=f"Clip {i + 1}") for i, (_, p) in enumerate(clips)]
     audios += [gr.update(value=None, visible=False)] * (N_SLOTS - len(clips))
     choices = [f"Clip {i + 1}" for i in range(len(clips))] + ["none"]
+    name = gr.update(value="", visible=False) if blind else _name(state)
     return [state, f"Concept {len(done) + 1}: listen, then write your own label."] + audios + [
-        gr.update(choices=choices, value=None, visible=intruder_clip is not None), "", gr.update(value="", visible=False),
-        gr.update(value=3)]
+        gr.update(choices=choices, value=None, visible=intruder_clip is not None), "", name, gr.update(value=3)]
 
 
-def reveal(state: dict, blind: bool):
+def _name(state: dict):
+    return gr.update(value=f"Generated name: **{state['name'] or '(unnamed)'}**", visible=True)
+
+
+def _own_label_first(own_label: str | None, blind: bool) -> None:
+    if blind and not (own_label or "").strip():
+        raise gr.Error("Blind rating: write your own label for what the clips share first.")
+
+
+def reveal(state: dict, own_label: str, blind: bool):
     if not state:
         raise gr.Error("Press 'Next concept' first.")
-    return gr.update(value=f"Generated name: **{state['name'] or '(unnamed)'}**", visible=True)
+    _own_label_first(own_label, blind)
+    return _name(state)
 
 
 def save(explorer, state: dict, rater: str, own_label: str, rating: float, guess: str | None, blind: bool):
     if not state:
         raise gr.Error("Press 'Next concept' first.")
+    _own_label_first(own_label, blind)
     run = explorer.runs().set_index("run_id").loc[state["run_id"]]
     guessed = None
     if guess and guess != "none":
@@ -68,14 +81,16 @@ def save(explorer, state: dict, rater: str, own_label: str, rating: float, guess
         "own_label": own_label, "rating": int(rating), "intruder_clip": state["intruder"], "intruder_guess": guessed,
         "blind": bool(blind), "model": run["model"], "layer": run["layer"], "sae_hash": run["sae_hash"],
         "created": datetime.now(timezone.utc)})
-    return f"Saved rating {int(rating)} for #{state['feature']} ({state['run_id']}).", summary(explorer)
+    return (f"Saved rating {int(rating)} for #{state['feature']} ({state['run_id']}).",
+            summary(explorer, state["run_id"]))
 
 
-def summary(explorer) -> str:
-    stats = ratings_summary(store.read_ratings(explorer.ratings_db))
+def summary(explorer, run_id: str | None) -> str:
+    ratings = store.read_ratings(explorer.ratings_db)
+    stats = ratings_summary(ratings[ratings["run_id"] == run_id])
     if not stats.get("ratings"):
-        return "No ratings yet."
-    lines = [f"**{stats['ratings']} ratings** by {stats['raters']} rater(s): mean {stats['mean_rating']:.2f} "
+        return f"No ratings of {run_id} yet."
+    lines = [f"**{run_id}: {stats['ratings']} ratings** by {stats['raters']} rater(s): mean {stats['mean_rating']:.2f} "
              f"± {stats['std_rating']:.2f}"]
     if "intruder_detection" in stats:
         lines.append(f"intruder detected in {stats['intruder_detection']:.0%} of trials")
@@ -119,11 +134,12 @@ def build(explorer, nav) -> None:
         csv_btn = gr.Button("Export CSV", elem_id="rate-export-csv")
         jsonl_btn = gr.Button("Export JSONL")
         file = gr.File(label="Export", elem_id="rate-file")
-    stats = gr.Markdown(summary(explorer), elem_id="rate-summary")
+    stats = gr.Markdown(summary(explorer, run.value), elem_id="rate-summary")
 
-    nxt.click(lambda r, ru, i, s: next_concept(explorer, r, ru, i, s), [rater, run, intruder, state],
+    nxt.click(lambda r, ru, i, b: next_concept(explorer, r, ru, i, b), [rater, run, intruder, blind],
               [state, status] + audios + [guess, own, name, rating], api_name="next_concept")
-    show.click(reveal, [state, blind], name)
+    run.change(lambda ru: summary(explorer, ru), run, stats)
+    show.click(reveal, [state, own, blind], name)
     save_btn.click(lambda s, r, o, ra, g, b: save(explorer, s, r, o, ra, g, b),
                    [state, rater, own, rating, guess, blind], [status, stats], api_name="save_rating")
     csv_btn.click(lambda: export(explorer, "csv"), None, file, api_name="export_csv")

@@ -3,13 +3,16 @@
 Activations are read from the residual stream after each encoder block (`encoder.<i>`) or decoder block
 (`decoder.<i>`), by a forward hook that lives only for the duration of one call.
 
-Cropped encoding: stock Whisper always pads the log-mel input to 30 s (3000 frames -> 1500 encoder
-positions). For activation extraction we run the encoder on the clip's own frames only, using the
-first T rows of the positional table. Self-attention then sees T positions instead of 1500, so the
-activations differ from padded inference (no attention to the padding's silence frames); they are
-what the clip itself produces, and cost a fraction of the compute. `crop=False` gives the padded
-behaviour (the first T positions of a padded run). Transcription always uses padded inference, as
-Whisper was trained.
+One activation regime for reading and for steering. Stock Whisper pads the log-mel input to 30 s (3000
+frames -> 1500 encoder positions) and every position attends to all 1500.
+- `crop=True` (default): a clip's own T positions attend only to each other. Extraction runs the encoder on
+  those T positions alone (a fraction of the compute); transcription, steering and the splice test run the
+  padded 30 s window with an attention mask that keeps the own positions from attending to the padding, so
+  the rows an intervention sees are the rows the SAE was trained on (cosine >= 0.9999, `regime_agreement`
+  in pipeline/steering.py). The padding positions still attend to everything, and the decoder reads all
+  1500, as Whisper was trained.
+- `crop=False`: stock Whisper everywhere: extraction keeps the clip's own T rows of the padded 30 s run.
+Both paths read the same 30 s log-mel (the extractor's normalisation uses the whole window).
 """
 
 from __future__ import annotations
@@ -239,12 +242,30 @@ class WhisperAdapter(HookedAdapter):
 
     @contextlib.contextmanager
     def padded_batch(self, audios: Sequence[np.ndarray]) -> Iterator[None]:
-        """Mark the forward passes inside as padded 30 s windows of these clips."""
+        """Mark the forward passes inside as padded 30 s windows of these clips; with `crop`, each clip's own
+        positions attend only to each other (an attention mask given to every encoder layer)."""
         with self.lock:
             self._n_tokens = [self.n_tokens(len(a)) for a in audios]
+            masks: dict = {}
+
+            def own_frames_only(_module, args, kwargs):
+                hidden = args[0]
+                key = (hidden.shape, hidden.dtype, hidden.device)
+                if key not in masks:  # built once per call, shared by the layers: [batch, 1, seq, seq]
+                    mask = torch.zeros(hidden.shape[0], 1, hidden.shape[1], hidden.shape[1], dtype=hidden.dtype,
+                                       device=hidden.device)
+                    for row, n in enumerate(self._n_tokens):
+                        mask[row, 0, :n, n:] = torch.finfo(hidden.dtype).min
+                    masks[key] = mask
+                return (hidden, masks[key], *args[2:]), kwargs
+
+            handles = [layer.register_forward_pre_hook(own_frames_only, with_kwargs=True)
+                       for layer in self.encoder.layers] if self.crop else []
             try:
                 yield
             finally:
+                for handle in handles:
+                    handle.remove()
                 self._n_tokens = None
 
     @property
@@ -259,22 +280,18 @@ class WhisperAdapter(HookedAdapter):
         """Encoder positions a clip of n_samples produces (one per 20 ms)."""
         return max(1, -(-n_samples // SAMPLES_PER_TOKEN))
 
-    def _mel(self, audio: np.ndarray, pad_to_30s: bool) -> torch.Tensor:
-        if pad_to_30s:
-            feats = self.extractor(audio, sampling_rate=self.sample_rate, return_tensors="pt").input_features
-        else:
-            n = self.n_tokens(len(audio)) * SAMPLES_PER_TOKEN
-            audio = np.pad(audio, (0, n - len(audio)))
-            feats = self.extractor(audio, sampling_rate=self.sample_rate, padding="longest",
-                                   return_tensors="pt").input_features
+    def _mel(self, audio: np.ndarray) -> torch.Tensor:
+        """[1, n_mels, 3000] log-mel of the clip padded to 30 s."""
+        feats = self.extractor(audio, sampling_rate=self.sample_rate, return_tensors="pt").input_features
         return feats.to(self.device, self.model.dtype)
 
-    def _run_encoder_cropped(self, mel: torch.Tensor, last_layer: int) -> None:
-        """Whisper's encoder on the clip's own frames: convs, the first T positions, layers up to last_layer."""
+    def _run_encoder_cropped(self, mel: torch.Tensor, n_tokens: int, last_layer: int) -> None:
+        """Whisper's encoder on the clip's own T positions: the convs over the mel frames those positions
+        read (2T, plus the right context of the kernels), the first T positional rows, layers up to last_layer."""
         enc = self.encoder
-        x = torch.nn.functional.gelu(enc.conv1(mel))
-        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight[: x.shape[1]]
+        x = torch.nn.functional.gelu(enc.conv1(mel[..., : 2 * n_tokens + 2]))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)[:, :n_tokens]
+        x = x + enc.embed_positions.weight[:n_tokens]
         for layer in enc.layers[: last_layer + 1]:
             x = layer(x, None)
 
@@ -296,15 +313,17 @@ class WhisperAdapter(HookedAdapter):
         out: dict[str, np.ndarray] = {}
         with self.lock:
             if encoder and self.crop:
+                n = self.n_tokens(len(audio))
                 with self._recording(encoder) as seen:
-                    self._run_encoder_cropped(self._mel(audio, pad_to_30s=False), max(int(x.split(".")[1]) for x in encoder))
+                    self._run_encoder_cropped(self._mel(audio), n, max(int(x.split(".")[1]) for x in encoder))
+                out.update({layer: seen[layer][0, :n] for layer in encoder})
             elif encoder:
                 with self.padded_batch([audio]), self._recording(encoder) as seen:
-                    self.encoder(self._mel(audio, pad_to_30s=True))
-            out.update({layer: self.own_rows(layer, seen[layer])[0] for layer in encoder})
+                    self.encoder(self._mel(audio))
+                    out.update({layer: self.own_rows(layer, seen[layer])[0] for layer in encoder})
             if decoder:  # the decoder's stream at every position it reads while writing its transcript
                 with self.padded_batch([audio]), self._recording(decoder, every_step=True) as steps:
-                    self.model.generate(self._mel(audio, pad_to_30s=True), max_new_tokens=128)
+                    self.model.generate(self._mel(audio), max_new_tokens=128)
                 out.update({layer: torch.cat(steps[layer], dim=1)[0] for layer in decoder})
         return {layer: out[layer].float().cpu().numpy() for layer in layers}
 

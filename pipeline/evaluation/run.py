@@ -1,0 +1,46 @@
+"""`ard evaluate`: every table of SPEC.md "Evaluation" on the held-out corpus, stored (eval_* tables) and
+written as a report (report.md + figures)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import store
+from ..config import Config
+from ..sae import Sae
+from .ablation import table4
+from .context import EvalContext
+from .domains import domains
+from .human import table2
+from .probing import probing_table, unlearning_table
+from .stability import stability
+from .table1 import names, table1, unit_sets
+
+
+def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
+    sae = Sae.load(ctx.cfg.sae_dir(ctx.layer, ctx.expansion))
+    t1, sweep, per_feature = table1(ctx, names(ctx, unit_sets(ctx, sae)))
+    seeds, seeds_dist, seeds_tokens = stability(ctx)
+    curves, erasure = unlearning_table(ctx)
+    tables = {"table1": t1, "gamma_sweep": sweep, "feature_names": per_feature, "table4": table4(ctx),
+              "seed_stability": seeds, "seed_stability_dist": seeds_dist, "seed_stability_tokens": seeds_tokens,
+              "domains": domains(ctx), "probing": probing_table(ctx), "unlearning": erasure,
+              "unlearning_curves": curves, "table2": table2(ctx),
+              "meta": pd.DataFrame([{"run_layer": ctx.layer, "expansion": ctx.expansion, "gamma": ctx.ev.gamma,
+                                     "text_embedder": ctx.text_embedder.name, "top_c": ctx.ev.top_c,
+                                     "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
+                                     "eval_clips": len(ctx.activations.index),
+                                     "references": int(len({c.label for c in ctx.clips if c.label})),
+                                     "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.clips}))}])}
+    with store.connect(ctx.cfg.db_path) as con:
+        store.write_evaluation(con, tables)
+    return tables
+
+
+def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
+    """Compute every table, store them, write the report."""
+    from ..report import write_report
+
+    tables = run(EvalContext(cfg, model_loader))
+    write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
+    return tables

@@ -1,0 +1,114 @@
+"""Table 1 (interpretability): the SAE trained on the probing corpus scores every clip of the held-out corpus;
+each method (ours: r = mu x c; Mean Act.; Coverage; Rand. Rep.; Poly. Feats. = raw neurons) picks H^k / L^k
+there, ranks units by m^k, and its top C are named by the configured backends (the labels oracle names our
+top C by their clips' majority label). Names are matched to the corpus's labels with `matching.py`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .. import store
+from ..monosemanticity import monosemanticity, top_c
+from ..naming import Caption, LabelOracle, caption_clips, make_backends
+from ..sae import Sae
+from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
+from .context import EvalContext, eval_id
+from .matching import match_scores
+
+
+def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
+    """Per method (random: one entry per seed): H, m^k and the top-C units."""
+    acts, cfg = ctx.activations, ctx.cfg
+    p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
+    scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)))
+    eligible = stats.n_clips >= cfg.monosemanticity.min_clips
+    sets: dict[str, list[dict]] = {}
+
+    def add(method, H, L, units_eligible):
+        ms = monosemanticity(H, L, ctx.embeddings).ms
+        sets.setdefault(method, []).append({"H": H, "ms": ms, "top": top_c(ms, ctx.ev.top_c, units_eligible)})
+
+    for method in ("sae", "mean_act", "coverage"):
+        H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
+        add(method, H.clips, L.clips, eligible)
+    for s in range(cfg.scoring.random_seeds):
+        add("random", random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s).clips,
+            random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s + 1).clips, eligible)
+    neurons = score_neurons(x for _, x in acts.iter_clips(ctx.layer))
+    H, L = representatives(neurons, SCORES["sae"](neurons), sae.spec.d_in, n_clips, p, seed)
+    add("poly", H.clips, L.clips, None)
+    return sets
+
+
+def purity(labels: list[str | None]) -> float:
+    """Share of a unit's H^k clips that carry its most common label: retrieval quality, whatever the namer."""
+    labels = [x for x in labels if x]
+    return max(labels.count(x) for x in set(labels)) / len(labels) if labels else 0.0
+
+
+def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[dict]]]:
+    """Names of every method's top C through the configured backends; the oracle names ours by labels."""
+    captioner, summariser = make_backends(ctx.cfg.naming, lambda: ctx.model)
+    index = list(ctx.activations.index)
+    needed = sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
+                     for c in s["H"][k] if c >= 0})
+    with store.connect(ctx.cfg.db_path) as con:
+        cached = caption_clips(con, captioner, needed, ctx.audio, ctx.cfg.corpus.sample_rate, progress=tqdm,
+                               desc="caption eval")
+    label = {c.id: c.label for c in ctx.clips}
+    oracle = LabelOracle()
+
+    def labels_of(H_k):
+        return [label.get(ctx.base_clip(index[c].clip_id)) for c in H_k if c >= 0]
+
+    out: dict[str, list[list[dict]]] = {}
+    for method, runs in sets.items():
+        for s in runs:
+            rows = []
+            for k in s["top"]:
+                caps = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
+                rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps).name,
+                             "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k]))})
+            out.setdefault(method, []).append(rows)
+    out["oracle"] = [[{**u, "name": u["majority_label"]} for u in out["sae"][0]]]
+    return out
+
+
+def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(Table 1, the gamma sweep, per-feature name-vs-majority-label similarity)."""
+    refs = sorted({c.label for c in ctx.clips if c.label})
+    text = ctx.text_embedder
+    ref_vecs = text.embed(refs)
+    rows, sweep, per_feature = [], [], []
+    for method, runs in named.items():
+        per_run = []
+        for seed, units in enumerate(runs):
+            if not units:
+                per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "ms_max": float("nan"),
+                                "name_label_sim": float("nan"), "purity": float("nan")})
+                continue
+            pred = text.embed([u["name"] for u in units])
+            sim = pred @ ref_vecs.T
+            m = match_scores(sim, ctx.ev.gamma)
+            own = (pred * text.embed([u["majority_label"] for u in units])).sum(1)
+            per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map,
+                            "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean()),
+                            "purity": float(np.mean([u["purity"] for u in units]))})
+            for g in ctx.ev.gammas:
+                mg = match_scores(sim, g)
+                sweep.append({"method": method, "seed": seed, "gamma": g, "P": mg.precision, "R": mg.recall,
+                              "F1": mg.f1, "mAP": mg.map})
+            if seed == 0:
+                for u, s, row in zip(units, own, sim):
+                    per_feature.append({"method": method, **u, "name_label_sim": float(s),
+                                        "best_ref": refs[int(row.argmax())], "best_ref_sim": float(row.max())})
+        frame = pd.DataFrame(per_run)
+        row = {"method": method, "runs": len(per_run), "n_pred": len(runs[0]), "n_ref": len(refs)}
+        for col in frame.columns:
+            row[col] = float(frame[col].mean())
+            row[f"{col}_std"] = float(frame[col].std(ddof=0)) if len(frame) > 1 else 0.0
+        rows.append(row)
+    sweep_frame = pd.DataFrame(sweep).groupby(["method", "gamma"], as_index=False)[["P", "R", "F1", "mAP"]].mean()
+    return pd.DataFrame(rows), sweep_frame, pd.DataFrame(per_feature)
