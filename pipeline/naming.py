@@ -7,7 +7,7 @@ Two small interfaces: a Captioner (audio -> Caption) and a Summariser (captions 
   sentence and a list of terms; the summariser keeps the terms most captions share as the name.
 - `openai`: any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp, LM Studio): captions with
   `input_audio` content parts, names with a plain chat prompt.
-- `qwen2-audio` / `transformers`: local transformers models (see naming_local.py).
+- `qwen2-audio` / `transformers`: local transformers models (see naming_local.py; namers.py picks).
 - `labels`: the majority corpus label of H^k. An ORACLE for the evaluation table only: it reads the
   labels the evaluation compares names against.
 """
@@ -310,36 +310,6 @@ class EndpointSummariser:
 
 
 # --- the naming stage ----------------------------------------------------------------------------------
-
-def make_backends(cfg, model_loader) -> tuple[Captioner, Summariser]:
-    """Captioner and summariser from a [naming] config section."""
-    import os
-
-    endpoint = None
-    if "openai" in (cfg.captioner, cfg.summariser):
-        endpoint = ChatEndpoint(cfg.base_url, cfg.model, os.environ.get(cfg.api_key_env, ""), cfg.timeout, cfg.retries)
-    if cfg.captioner == "offline":
-        captioner = OfflineCaptioner(model_loader())
-    elif cfg.captioner == "openai":
-        captioner = EndpointCaptioner(endpoint)
-    elif cfg.captioner.startswith("qwen2-audio:"):
-        from .naming_local import Qwen2AudioCaptioner
-
-        captioner = Qwen2AudioCaptioner(cfg.captioner.split(":", 1)[1])
-    else:
-        raise ValueError(f"[naming] captioner {cfg.captioner!r}: use 'offline', 'openai' or 'qwen2-audio:<path>'")
-    if cfg.summariser == "offline":
-        summariser = OfflineSummariser()
-    elif cfg.summariser == "openai":
-        summariser = EndpointSummariser(endpoint)
-    elif cfg.summariser.startswith("transformers:"):
-        from .naming_local import TransformersSummariser
-
-        summariser = TransformersSummariser(cfg.summariser.split(":", 1)[1])
-    else:
-        raise ValueError(f"[naming] summariser {cfg.summariser!r}: use 'offline', 'openai' or 'transformers:<path>'")
-    return captioner, summariser
-
 
 def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sample_rate: int, batch: int = 16,
                   progress=None, desc: str = "caption") -> dict[str, tuple[str, list[str]]]:

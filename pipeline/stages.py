@@ -284,7 +284,8 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
 
 
 def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
-    from .naming import make_backends, name_features
+    from .namers import make_backends
+    from .naming import name_features
 
     captioner, summariser = make_backends(cfg.naming, model_loader)
     by_id = {c.id: c for c in clips}

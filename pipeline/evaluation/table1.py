@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from .. import store
 from ..monosemanticity import monosemanticity, top_c
-from ..naming import Caption, LabelOracle, caption_clips, make_backends
+from ..namers import make_backends
+from ..naming import Caption, LabelOracle, caption_clips
 from ..sae import Sae
 from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id

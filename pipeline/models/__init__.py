@@ -17,11 +17,12 @@ Adapters: Whisper (whisper.py), HuBERT / wav2vec2 (hubert.py), Qwen2-Audio (qwen
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
+if TYPE_CHECKING:  # config.py imports this package to check a [model] section: no import back at run time
+    from ..config import ModelConfig
 
 LAYER_STACKS = {"whisper": ("encoder", "decoder"), "hubert": ("encoder",), "wav2vec2": ("encoder",),
                 "qwen2-audio": ("decoder",)}
@@ -65,17 +66,6 @@ class AudioModel(Protocol):
     def transcribe(self, audio: np.ndarray) -> str: ...
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]: ...
-
-
-def from_local(loader, source: str, allow_hub: bool = False, **kwargs):
-    """`loader.from_pretrained(source)` from a local folder or the local Hugging Face cache only (the hub
-    only when allowed), with one clear error when the checkpoint is not here."""
-    try:
-        return loader.from_pretrained(source, local_files_only=not allow_hub, **kwargs)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"{source!r} is not a local checkpoint folder or in the local Hugging Face cache "
-            "(nothing is downloaded unless [model] allow_hub = true)") from err
 
 
 def position_seconds(cfg: ModelConfig, layer: str) -> float | None:

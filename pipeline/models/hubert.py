@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoProcessor
 
-from . import from_local as _local
+from .local import from_local as _local
 from .hooks import HookedAdapter
 
 

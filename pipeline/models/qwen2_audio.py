@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .hooks import ALL, HookedAdapter
-from . import from_local as _local
+from .local import from_local as _local
 
 DEFAULT_PROMPT = "Generate a detailed caption for the audio clip"  # the paper's captioner prompt
 POSITIONS = ("audio", "all")

@@ -36,6 +36,7 @@ from transformers import (
 
 from .ct2 import dequantized, read_ct2
 from .hooks import ALL, HookedAdapter
+from .local import from_local
 
 BUNDLED = "bundled:tiny.en"
 SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
@@ -193,8 +194,6 @@ def load_ct2_whisper(model_dir: str | Path) -> tuple[WhisperForConditionalGenera
 
 def load_hf_whisper(source: str, allow_hub: bool = False):
     """A Hugging Face Whisper checkpoint from a local folder or the local cache (hub only if allowed)."""
-    from . import from_local
-
     model = from_local(WhisperForConditionalGeneration, source, allow_hub)
     processor = from_local(WhisperProcessor, source, allow_hub)
     return model.eval(), processor.feature_extractor, processor.tokenizer

@@ -1,0 +1,38 @@
+"""Which captioner and summariser a [naming] section asks for: the offline default, an OpenAI-compatible
+endpoint, or local transformers models. Kept apart from naming.py (the backends and the naming stage) so
+that naming_local.py, which builds on naming.py, is imported only here."""
+
+from __future__ import annotations
+
+import os
+
+from .naming import (Captioner, ChatEndpoint, EndpointCaptioner, EndpointSummariser, OfflineCaptioner,
+                     OfflineSummariser, Summariser)
+
+
+def make_backends(cfg, model_loader) -> tuple[Captioner, Summariser]:
+    """Captioner and summariser from a [naming] config section."""
+    endpoint = None
+    if "openai" in (cfg.captioner, cfg.summariser):
+        endpoint = ChatEndpoint(cfg.base_url, cfg.model, os.environ.get(cfg.api_key_env, ""), cfg.timeout, cfg.retries)
+    if cfg.captioner == "offline":
+        captioner = OfflineCaptioner(model_loader())
+    elif cfg.captioner == "openai":
+        captioner = EndpointCaptioner(endpoint)
+    elif cfg.captioner.startswith("qwen2-audio:"):
+        from .naming_local import Qwen2AudioCaptioner  # transformers' audio model classes: loaded only when asked
+
+        captioner = Qwen2AudioCaptioner(cfg.captioner.split(":", 1)[1])
+    else:
+        raise ValueError(f"[naming] captioner {cfg.captioner!r}: use 'offline', 'openai' or 'qwen2-audio:<path>'")
+    if cfg.summariser == "offline":
+        summariser = OfflineSummariser()
+    elif cfg.summariser == "openai":
+        summariser = EndpointSummariser(endpoint)
+    elif cfg.summariser.startswith("transformers:"):
+        from .naming_local import TransformersSummariser
+
+        summariser = TransformersSummariser(cfg.summariser.split(":", 1)[1])
+    else:
+        raise ValueError(f"[naming] summariser {cfg.summariser!r}: use 'offline', 'openai' or 'transformers:<path>'")
+    return captioner, summariser
