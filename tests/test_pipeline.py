@@ -1,7 +1,13 @@
 """`ard run` end to end on a small slice of the demo corpus: the store, two runs side by side, resuming."""
 
 import csv
+import json
+import os
+import signal
 import shutil
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -120,5 +126,35 @@ def test_killed_scoring_resumes_to_the_same_tables(trained, whisper, tmp_path, m
     stages.run_all(cfg, lambda: whisper)
 
     a, b = _tables(whole / "ard.duckdb"), _tables(broken / "ard.duckdb")
+    for table in a:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, whisper, tmp_path):
+    """A real `ard run` process killed with SIGKILL as soon as its first scoring stage is recorded (so in the
+    middle of the next stage); a second `ard run` finishes, and every table equals an uninterrupted run's."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    shutil.copytree(trained, whole)
+    shutil.copytree(trained, killed)
+    stages.run_all(load_config(whole / "small.toml"), lambda: whisper)
+
+    command = [sys.executable, "-m", "pipeline.cli", "run", str(killed / "small.toml")]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record, deadline = killed / "work" / "stages.json", time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if record.is_file() and any(k.startswith("score:") for k in json.loads(record.read_text())):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still running: killed mid-way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(record.read_text())
+    assert not all(stage in done for stage in stages.stage_keys(load_config(killed / "small.toml")))
+
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    a, b = _tables(whole / "ard.duckdb"), _tables(killed / "ard.duckdb")
     for table in a:
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)
