@@ -184,14 +184,16 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
 def splice_test(model, sae: Sae, layer: str, audios: list[np.ndarray], texts: list[str],
                 batch_size: int = 16) -> dict[str, float]:
     """WER with x_hat substituted for x at the SAE's layer, next to the clean WER (SPEC.md Stage 1). For a
-    model without text output, how far the substitution moves the last layer (1 - cosine)."""
-    from .steering import feature_edit, representation_change
+    model without text output, how far the substitution moves the last layer (1 - cosine). Also whether the
+    rows the splice replaces are the rows the SAE was trained on (`regime_agreement`, on 4 clips)."""
+    from .steering import feature_edit, regime_agreement, representation_change
     from .wer import word_error_rate
 
     splice = feature_edit(sae, [], keep_error=False)  # x -> x_hat on each clip's own positions
+    regime = regime_agreement(model, layer, audios[:4])
     if not model.has_text:
         return {"last_layer_change_spliced": float(np.mean(representation_change(model, layer, audios, splice))),
-                "splice_clips": len(audios)}
+                "splice_clips": len(audios), **regime}
     clean, spliced = [], []
     for start in tqdm(range(0, len(audios), batch_size), desc=f"splice {layer}", unit="batch"):
         batch = audios[start : start + batch_size]
@@ -199,4 +201,4 @@ def splice_test(model, sae: Sae, layer: str, audios: list[np.ndarray], texts: li
         with model.intervention(layer, splice):
             spliced += model.transcribe_batch(batch)
     return {"wer_clean": word_error_rate(texts, clean), "wer_spliced": word_error_rate(texts, spliced),
-            "splice_clips": len(audios)}
+            "splice_clips": len(audios), **regime}

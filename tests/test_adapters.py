@@ -2,6 +2,7 @@
 load from a folder, layers and shapes, extract, train, score, steer (the error-term identity), save/load."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -104,6 +105,7 @@ def test_extract_train_score_store_name_steer(project):
     assert scores["sae/H"].shape == (sae.spec.d_sae, 2)
     metrics = (sae_dir / "metrics.json").read_text()
     assert ("wer_spliced" in metrics) == model.has_text and ("last_layer_change_spliced" in metrics) != model.has_text
+    assert json.loads(metrics)["regime_cosine_min"] >= 0.999  # the splice edits the rows the SAE was trained on
 
     audio = audios[0][:24_000]
     x = model.hidden_states(audio, [layer])[layer]
