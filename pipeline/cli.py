@@ -155,6 +155,7 @@ def cmd_steer_eval(args) -> int:
                                 [a for _, a in o_pieces], o_r, [a for _, a in ts_pieces],
                                 [c.meta["text"] for c, _ in ts_pieces], [a for _, a in to_pieces])
     result["regime"] = regime_agreement(model, layer, [a for _, a in s_pieces[:4]])
+    result["clips"] = {"tuning": [c.id for c, _ in s_pieces + o_pieces], "held_out": [c.id for c, _ in ts_pieces + to_pieces]}
     with store.connect(cfg.db_path) as con:
         store.write_steering_eval(con, run, "hallucination", result)
     print(f"Hallucination on non-speech, {run}: features {result['features']}, strength {result['strength']} "
@@ -173,7 +174,7 @@ def cmd_steer_eval(args) -> int:
         concepts = store.concepts(con)
         max_acts = store.features(con, run, selected_only=False)["max_act"].to_numpy()
     concepts = concepts[concepts["run_id"] == run]
-    speech_audio = [a for _, a in s_pieces]
+    speech_audio = [a for _, a in ts_pieces]  # held-out speech: clips the SAE never saw
     for domain in ("music", "sound"):
         mostly = concepts["domains"].fillna("").map(lambda d: d.split(",").count(domain) * 2 > len(d.split(",")))
         features = concepts[mostly].sort_values("ms", ascending=False)["feature"].head(args.concept_features).tolist()
@@ -243,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("steer-eval", help="measured steering experiments (hallucination on non-speech), to the store")
     p.add_argument("config")
     p.add_argument("--layer", help="SAE layer (default: the last configured)")
-    p.add_argument("--speech", type=int, default=40, help="speech clips (half tune, half held out)")
-    p.add_argument("--nonspeech", type=int, default=80, help="music and sound clips (half tune, half held out)")
+    p.add_argument("--speech", type=int, default=40,
+                   help="speech clips of each corpus (tuning: the probing corpus; held out: [evaluation] corpus)")
+    p.add_argument("--nonspeech", type=int, default=80, help="music and sound clips of each corpus, likewise")
     p.add_argument("--concept-features", type=int, default=3, help="features steered together per target concept")
     p.set_defaults(func=cmd_steer_eval)
     for stage, text in (("extract", "store hidden activations of the configured layers (resumable)"),

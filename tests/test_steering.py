@@ -130,8 +130,36 @@ def test_false_positive_rules_and_fisher_scores():
 
     assert not is_false_positive("[Music]") and not is_false_positive("(birds chirping) [BLANK_AUDIO]")
     assert is_false_positive("[Music] thank you") and is_false_positive("you")
-    assert moved_to_nonspeech("♪ ♪") and not moved_to_nonspeech("hello there")
+    assert moved_to_nonspeech("♪ ♪") and moved_to_nonspeech("[Music]") and not moved_to_nonspeech("hello there")
+    assert not moved_to_nonspeech("") and not moved_to_nonspeech("  ")  # an empty output moved nowhere
     speech = np.array([[1.0, 0.0], [1.2, 0.1], [0.8, 0.0]])
     other = np.array([[0.0, 0.0], [0.1, 0.1], [0.0, 0.05]])
     scores = fisher_scores(speech, other)
     assert scores[0] > 10 * scores[1]
+
+
+@pytest.mark.slow
+def test_steer_eval_tunes_on_probing_clips_and_reports_on_held_out_ones(demo_db, demo_config, whisper):
+    import json
+
+    from pipeline.cli import main
+    from pipeline.corpus import read_audio, read_metadata
+    from pipeline.steering import is_false_positive
+
+    assert main(["steer-eval", str(demo_config.path), "--speech", "6", "--nonspeech", "6", "--concept-features", "2"]) == 0
+    with store.connect(demo_db, read_only=True) as con:
+        rows = dict(con.execute("SELECT experiment, result FROM steering_eval WHERE run_id = ?",
+                                [demo_config.run_id(LAYER, 8)]).fetchall())
+    result = json.loads(rows["hallucination"])
+    probing = {c.id for c in read_metadata(demo_config.resolve(demo_config.corpus.root))}
+    held = {c.id: c for c in read_metadata(demo_config.resolve(demo_config.evaluation.corpus))}
+    assert set(result["clips"]["tuning"]) <= probing and set(result["clips"]["held_out"]) <= set(held)
+    assert not {held[i].path for i in result["clips"]["held_out"]} & {c.path for c in read_metadata(
+        demo_config.resolve(demo_config.corpus.root))}
+    assert result["held_out"]["n_speech"] == 6 and result["held_out"]["n_nonspeech"] == 6
+    assert result["regime"]["regime_cosine_min"] >= 0.999
+    # the held-out false-positive rate before steering is the plain model's on those clips
+    other = [held[i] for i in result["clips"]["held_out"] if held[i].domain != "speech"]
+    plain = whisper.transcribe_batch([read_audio(c.path, 16_000) for c in other], max_new_tokens=64)
+    assert result["held_out"]["fp_before"] == pytest.approx(np.mean([is_false_positive(t) for t in plain]))
+    assert result["tuning"][0]["strength"] == 0
