@@ -194,7 +194,7 @@ def test_browser_walkthrough(server, tone_file):
         expect(page.locator("#rate-status")).to_contain_text("Concept 1")
         expect(page.locator("#rate-name")).to_be_hidden()  # blind: no name before the rater's own label
         page.locator("#rate-save").click()  # a blind rating without a label is refused
-        expect(page.get_by_text("write your own label").first).to_be_visible()
+        expect(page.get_by_text("before you see or rate the name").first).to_be_visible()
         page.get_by_role("button", name="Reveal the generated name").click()
         expect(page.locator("#rate-name")).to_be_hidden()
         page.locator("#rate-label textarea, #rate-label input").first.fill("people talking")

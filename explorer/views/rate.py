@@ -58,7 +58,7 @@ def _name(state: dict):
 
 def _own_label_first(own_label: str | None, blind: bool) -> None:
     if blind and not (own_label or "").strip():
-        raise gr.Error("Blind rating: write your own label for what the clips share first.")
+        raise gr.Error("Blind rating: write a label for what the clips share before you see or rate the name.")
 
 
 def reveal(state: dict, own_label: str, blind: bool):
