@@ -85,7 +85,7 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "Remove the live features most specific to a concept (Fisher score, training half), retrain: the "
         "concept-vs-rest probe's balanced accuracy (0.5 = chance) and the accuracy of a probe telling the other "
         "concepts apart. `erased_at`: the smallest share of live features whose removal brings the concept's "
-        "probe to 0.6 or below.\n",
+        "probe to 0.6 or below ('-': never, up to 90 %, or the probe was at 0.6 or below to begin with).\n",
         md_table(tables["unlearning"]) if "unlearning" in tables else "(not computed)\n",
         "## Domain specialisation by layer (majority domain of H^k on the probing corpus, 3 of 4 clips)\n",
         md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),

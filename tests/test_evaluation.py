@@ -233,6 +233,8 @@ def test_unlearning_erases_the_concept_carried_by_a_few_features():
     assert rows[1]["removed"] == 3 and rows[1]["target_accuracy"] <= 0.6
     assert rows[1]["others_accuracy"] > 0.9
     assert erased_at(rows) == 0.05 and np.isnan(erased_at(rows[:1]))
+    weak = [{**r, "target_accuracy": 0.55} for r in rows]  # never recognisable: nothing to erase
+    assert np.isnan(erased_at(weak))
 
 
 def test_table2_is_per_run_never_pooled():

@@ -21,7 +21,7 @@ from ..activations import ActivationStore
 from ..sae import Sae
 from .context import EvalContext
 
-REMOVED_SHARES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+REMOVED_SHARES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
 def _fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int,
@@ -79,7 +79,10 @@ ERASED = 0.6  # a concept-vs-rest probe at or below this balanced accuracy is ne
 
 
 def erased_at(rows: list[dict], level: float = ERASED) -> float:
-    """The smallest removed share at which the concept's probe is at or below `level` (NaN if never)."""
+    """The smallest removed share at which the concept's probe is at or below `level`; NaN if never, or if the
+    probe was that weak before anything was removed (nothing to erase)."""
+    if not rows or rows[0]["target_accuracy"] <= level:
+        return float("nan")
     hits = [r["removed_share"] for r in rows if r["target_accuracy"] <= level]
     return min(hits) if hits else float("nan")
 
