@@ -46,6 +46,13 @@ class Explorer:
             return f"`{self.db_path}` cannot be read: {err}"
         return None
 
+    def close(self) -> None:
+        """Release the shared connection (DuckDB lets no process write the file while this one holds it)."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
     @contextmanager
     def read(self):
         """A cursor on one shared read-only connection (opening DuckDB costs ~25 ms; a cursor, nothing)."""

@@ -39,6 +39,7 @@ def server(demo_db, demo_eval, tmp_path_factory):
     app, url = _serve(demo_db, ratings)
     yield app, url, ratings
     app.close()
+    app.explorer.close()  # later tests write to the demo database
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,10 @@ def music_feature(demo_db, demo_config):
 def _logits(whisper, audio, edit=None):
     feats = whisper.extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
     ids = torch.tensor([[50257, 50362, 383, 2068]])
-    with torch.inference_mode():
+    with torch.inference_mode(), whisper.padded_batch([audio]):  # the clip's regime, as transcription runs it
         if edit is None:
             return whisper.model(input_features=feats, decoder_input_ids=ids).logits
-        with whisper.padded_batch([audio]), whisper.intervention(LAYER, edit):
+        with whisper.intervention(LAYER, edit):
             return whisper.model(input_features=feats, decoder_input_ids=ids).logits
 
 
@@ -55,8 +55,8 @@ def test_an_edit_that_keeps_z_leaves_logits_unchanged_and_a_real_one_does_not(wh
     audio = speech[0]
     x = torch.from_numpy(whisper.hidden_states(audio, [LAYER])[LAYER])
     dense = sae.dense_acts(x)
-    active = int(dense.sum(0).argmax())
-    assert (dense[:, active] > 0).sum() > len(x) // 4  # active on many of the clip's rows
+    active = int((dense > 0).sum(0).argmax())  # the feature active on the most of the clip's rows
+    assert (dense[:, active] > 0).sum() >= 10
     clean = _logits(whisper, audio)
     for edit in ([FeatureEdit(active, 0.0, "add")], []):
         assert torch.allclose(clean, _logits(whisper, audio, feature_edit(sae, edit)), atol=1e-4), edit
