@@ -38,13 +38,12 @@ class FeatureEdit:
 def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], keep_error: bool = True) -> torch.Tensor:
     """x: [n, d_in] -> the steered [n, d_in].
 
-    z is encoded with the SAE's own rule (`Sae.select`), edited, and the rule re-applied (`Sae.resparsify`).
+    z is encoded with the SAE's own rule (`Sae.dense_acts`), edited, and the rule re-applied (`Sae.resparsify`).
     With the error term kept the output is x + (z' - z) W_dec, so an edit that leaves z as it was
     returns x exactly, whatever the SAE's kind; without it, x_hat' = z' W_dec + b_dec.
     """
     x = x.float()
-    acts, idx = sae.encode(x)
-    z = torch.zeros(x.shape[0], sae.spec.d_sae, dtype=x.dtype, device=x.device).scatter_(1, idx, acts)
+    z = sae.dense_acts(x)
     edited = z.clone()
     for edit in edits:
         if edit.mode == "clamp":
