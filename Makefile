@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 APT_PACKAGES := espeak-ng sox libsox-fmt-all fluidsynth fluid-soundfont-gm ktuberling-data klettres-data \
-	hydrogen-drumkits sonic-pi-samples lmms-common wesnoth-1.16-data sound-theme-freedesktop chromium
+	hydrogen-drumkits sonic-pi-samples lmms-common wesnoth-1.16-data sound-theme-freedesktop tuxpaint-stamps-default \
+	chromium
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_OFFLINE := 1
@@ -47,4 +48,4 @@ test: setup
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/heldout data/demo/work data/demo/report data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb
+	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/heldout data/demo/reference data/demo/work data/demo/report data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb

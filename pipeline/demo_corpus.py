@@ -29,6 +29,7 @@ COLUMNS = ["file_name", "label", "domain", "source", "license", "text", "voice"]
 RECIPE_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "recipe.toml"
 STAMP = ".recipe.sha256"
 HELDOUT = "heldout"  # the evaluation corpus: an audiofolder of the held-out sources, beside the probing one
+REFERENCE = "reference"  # the describer's labelled reference library: never probed, never evaluated
 REQUIRED_TOOLS = {"espeak-ng": "espeak-ng", "sox": "sox", "fluidsynth": "fluidsynth"}
 
 
@@ -185,6 +186,27 @@ def _espeak_tasks(es: dict, sentences: list[str], count: int, folder: str, sourc
     return tasks
 
 
+def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
+    """Tux Paint stamp sounds labelled by the stamp's name, and a sample of its human speech."""
+    if not spec:
+        return []
+    root, tasks = Path(spec["root"]), []
+    sounds = sorted({(f, domain) for pattern, domain in spec["sounds"].items()
+                     for f in _glob(str(root / pattern), spec["exclude"])})
+    for i, (src, domain) in enumerate(sounds):
+        rel = f"{domain}/tuxpaint/{i:04d}.flac"
+        label = clean_label(Path(src).stem, drop)
+        label = spec["rename"].get(label, label)
+        tasks.append((_copy_task, out, rel, _row(rel, label, domain, "tuxpaint", spec["license"]), src, recipe))
+    spoken = sorted({(f, label) for pattern, label in spec["speech"].items() for f in _glob(str(root / pattern))})
+    picked = _pick([f"{f}\t{label}" for f, label in spoken], spec["speech_count"], rng)
+    for i, item in enumerate(picked):
+        src, label = item.split("\t")
+        rel = f"speech/tuxpaint/{i:04d}.flac"
+        tasks.append((_copy_task, out, rel, _row(rel, label, "speech", "tuxpaint", spec["license"]), src, recipe))
+    return tasks
+
+
 def plan(recipe: dict, out: Path) -> list[tuple]:
     """Every task the recipe asks for, in a fixed order (same seed -> same tasks)."""
     rng = np.random.default_rng(recipe["seed"])
@@ -225,10 +247,13 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
         tasks.append((_fluidsynth_task, out, rels, rows, program, phrases, fs["soundfont"], recipe))
 
     ms = recipe["music"]["samples"]
+    chosen: dict[str, set[str]] = {}
     for source, pattern in ms["globs"].items():
-        for i, src in enumerate(_pick(_glob(pattern), ms["count"][source], rng)):
+        rules = ms.get("source_rules", {}).get(source, []) + ms["rules"]
+        chosen[source] = set(_pick(_glob(pattern), ms["count"][source], rng))
+        for i, src in enumerate(sorted(chosen[source])):
             rel = f"music/{source}/{i:04d}.flac"
-            label = rule_label(Path(src).stem, ms["rules"], ms["default_label"])
+            label = rule_label(Path(src).stem, rules, ms["default_label"])
             tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
 
     for source in ("wesnoth", "freedesktop"):
@@ -255,7 +280,29 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     held = recipe["speech"].get("espeak_heldout")  # sentences spoken only in held-out clips (steer-eval's WER)
     if held:
         tasks += _espeak_tasks(es, held["sentences"], held["count"], "espeak_heldout", "espeak-heldout", rng, out, recipe)
+    # their own generators: adding these leaves every other clip as it was
+    for source, pattern in ms.get("more", {}).items():
+        rules = ms.get("source_rules", {}).get(source, []) + ms["rules"]
+        for i, src in enumerate(sorted(set(_glob(pattern)) - chosen[source])):
+            rel = f"music/{source}_more/{i:04d}.flac"
+            label = rule_label(Path(src).stem, rules, ms["default_label"])
+            tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
+    tasks += _tuxpaint_tasks(recipe["sound"].get("tuxpaint"), drop, np.random.default_rng([recipe["seed"], 1]), out, recipe)
     return tasks
+
+
+def balance(rows: list[dict], per_label: int | None, seed: int) -> list[dict]:
+    """At most per_label rows of each label (a seeded draw), in their original order."""
+    if not per_label:
+        return rows
+    rng, keep = np.random.default_rng([seed, 2]), set()
+    by_label: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_label.setdefault(r["label"], []).append(i)
+    for label in sorted(by_label):
+        idx = by_label[label]
+        keep.update(idx if len(idx) <= per_label else rng.choice(idx, per_label, replace=False).tolist())
+    return [r for i, r in enumerate(rows) if i in keep]
 
 
 def recipe_digest(recipe_path: Path) -> str:
@@ -297,9 +344,11 @@ def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | 
         for done in tqdm(pool.map(_run, tasks, chunksize=4), total=len(tasks), desc="demo corpus", unit="task"):
             rows.extend(done)
     rows.sort(key=lambda r: r["file_name"])
-    held = set(recipe.get("heldout_sources", []))
-    _write_metadata(out / HELDOUT / "metadata.csv", [{**r, "file_name": f"../{r['file_name']}"} for r in rows if r["source"] in held])
-    probing = [r for r in rows if r["source"] not in held]
+    held, refs = set(recipe.get("heldout_sources", [])), set(recipe.get("reference_sources", []))
+    heldout = balance([r for r in rows if r["source"] in held], recipe.get("heldout_per_label"), recipe["seed"])
+    for folder, chosen in ((HELDOUT, heldout), (REFERENCE, [r for r in rows if r["source"] in refs])):
+        _write_metadata(out / folder / "metadata.csv", [{**r, "file_name": f"../{r['file_name']}"} for r in chosen])
+    probing = [r for r in rows if r["source"] not in held | refs]
     _write_metadata(meta, probing)
     stamp.write_text(digest)
     return meta, Counter(row["domain"] for row in probing)

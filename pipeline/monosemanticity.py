@@ -41,10 +41,31 @@ def monosemanticity(H: np.ndarray, L: np.ndarray, embeddings: np.ndarray) -> Mon
     return Monosemanticity(e_h, e_l, ms)
 
 
-def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the C units with the highest m^k (NaN last), best first; only `eligible` ones if given."""
+def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndarray | None = None,
+          embeddings: np.ndarray | None = None, distinct: float | None = None) -> np.ndarray:
+    """Indices of the C units with the highest m^k (NaN last), best first; only `eligible` ones if given.
+
+    With H, embeddings and distinct: a unit whose H^k centroid (mean unit embedding) has a cosine above
+    `distinct` with that of a better unit already chosen is a copy of a concept the list has; copies come
+    after every distinct unit, so the top C covers many concepts rather than one many times.
+    """
     score = np.where(np.isnan(ms), -np.inf, ms)
     if eligible is not None:
         score = np.where(eligible, score, -np.inf)
-    order = np.argsort(-score, kind="stable")
-    return order[: min(c, int(np.isfinite(score).sum()))]
+    order = np.argsort(-score, kind="stable")[: int(np.isfinite(score).sum())]
+    if distinct is None or H is None or embeddings is None:
+        return order[:c]
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), EPS)
+    chosen, copies, centroids = [], [], []
+    for k in order:
+        if len(chosen) >= c:
+            break
+        rows = H[k][H[k] >= 0]
+        centre = unit[rows].mean(0) if len(rows) else np.zeros(unit.shape[1])
+        centre = centre / max(float(np.linalg.norm(centre)), EPS)
+        if centroids and float(np.max(np.asarray(centroids) @ centre)) > distinct:
+            copies.append(k)
+            continue
+        chosen.append(k)
+        centroids.append(centre)
+    return np.asarray((chosen + copies)[:c], dtype=order.dtype)

@@ -10,13 +10,22 @@ from .naming import (Captioner, ChatEndpoint, EndpointCaptioner, EndpointSummari
                      OfflineSummariser, Summariser)
 
 
-def make_backends(cfg, model_loader) -> tuple[Captioner, Summariser]:
-    """Captioner and summariser from a [naming] config section."""
-    endpoint = None
+def make_backends(config, model_loader) -> tuple[Captioner, Summariser]:
+    """Captioner and summariser from a config's [naming] section (its reference library embedded with the
+    [monosemanticity] embedder, cached in the work dir)."""
+    cfg, endpoint = config.naming, None
     if "openai" in (cfg.captioner, cfg.summariser):
         endpoint = ChatEndpoint(cfg.base_url, cfg.model, os.environ.get(cfg.api_key_env, ""), cfg.timeout, cfg.retries)
     if cfg.captioner == "offline":
-        captioner = OfflineCaptioner(model_loader())
+        library = embedder = None
+        if cfg.reference:
+            from .embedding import make_embedder
+            from .reference import load_library
+
+            embedder = make_embedder(config.monosemanticity.embedder)
+            library = load_library([config.resolve(r) for r in cfg.reference], embedder, config.corpus.sample_rate,
+                                   config.work_dir / "reference")
+        captioner = OfflineCaptioner(model_loader(), library, embedder, cfg.neighbours)
     elif cfg.captioner == "openai":
         captioner = EndpointCaptioner(endpoint)
     elif cfg.captioner.startswith("qwen2-audio:"):

@@ -1,10 +1,10 @@
-"""Naming concepts (SPEC.md Stage 3): caption each clip of H^k, then summarise the p captions.
+"""Naming concepts (SPEC.md Stage 3): caption each clip of H^k (and L^k, for contrast), then summarise.
 
 Two small interfaces: a Captioner (audio -> Caption) and a Summariser (captions -> Name). Backends:
-- `offline`: label-free and real, from what ships here: Whisper tiny.en's own transcript (speech
-  content, and its non-speech tags such as "[Music]") plus acoustic descriptors (loudness,
-  brightness, noisiness, pitch, onset rate, voiced fraction, duration) turned into one caption
-  sentence and a list of terms; the summariser keeps the terms most captions share as the name.
+- `offline`: label-free and real, from what ships here: what the sound is (the labels of its nearest
+  clips in a labelled reference library, by the clip embedder; never its own file or source), what is
+  said (Whisper's transcript and tags such as "[Music]"), how it sounds (librosa descriptors, in
+  acoustics.py); the summariser names what most H^k captions share and the L^k captions lack.
 - `openai`: any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp, LM Studio): captions with
   `input_audio` content parts, names with a plain chat prompt.
 - `qwen2-audio` / `transformers`: local transformers models (see naming_local.py; namers.py picks).
@@ -27,7 +27,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import stft
+
+from .acoustics import describe, descriptor_terms
 
 CAPTION_PROMPT = "Generate a detailed caption for the audio clip"  # the paper's captioner prompt
 SUMMARY_PROMPT = "Describe the common sound-related concept present among these captions"  # the paper's
@@ -55,80 +56,20 @@ class Captioner(Protocol):
     id: str  # backend, model and version: part of the provenance and of the caption cache key
     prompt: str
 
-    def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]: ...
+    def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
+        """origins: each clip's reference.Origin (its file and source), for captioners that must not
+        describe a clip from itself; None when unknown."""
 
 
 class Summariser(Protocol):
     id: str
     prompt: str
 
-    def summarise(self, captions: Sequence[Caption]) -> Name: ...
+    def summarise(self, captions: Sequence[Caption], contrast: Sequence[Caption] = ()) -> Name:
+        """captions: of H^k; contrast: of L^k (what the concept is not)."""
 
 
 # --- offline default -----------------------------------------------------------------------------------
-
-@dataclass
-class Descriptors:
-    """Acoustic descriptors of one clip."""
-
-    duration: float  # s
-    loudness_db: float  # RMS level, dB full scale
-    centroid_hz: float  # spectral centroid, energy-weighted mean over frames
-    flatness: float  # spectral flatness (0 tonal .. 1 white noise), median over loud frames
-    pitch_hz: float  # median f0 over voiced frames (0 when none)
-    voiced_fraction: float  # frames with a clear periodicity
-    onset_rate: float  # spectral-flux onsets per second
-
-
-def describe(audio: np.ndarray, rate: int) -> Descriptors:
-    """Descriptors from a 32 ms / 10 ms STFT and per-frame autocorrelation pitch."""
-    audio = np.asarray(audio, np.float64)
-    duration = len(audio) / rate
-    rms = np.sqrt(np.mean(audio**2)) + 1e-12
-    n_fft, hop = 512, 160
-    freqs, _, spec = stft(audio, fs=rate, nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros")
-    power = np.abs(spec) ** 2 + 1e-12  # [freq, frames]
-    frame_energy = power.sum(0)
-    loud = frame_energy > frame_energy.max() * 1e-3
-    centroid = float((freqs[:, None] * power).sum(0)[loud].sum() / frame_energy[loud].sum())
-    flat = np.exp(np.log(power).mean(0)) / power.mean(0)
-    flux = np.maximum(np.diff(np.sqrt(power), axis=1), 0).sum(0)
-    peaks = (flux[1:-1] > flux[:-2]) & (flux[1:-1] >= flux[2:]) & (flux[1:-1] > flux.mean() + 2 * flux.std())
-    pitches = []
-    win = int(0.04 * rate)
-    lo, hi = int(rate / 1000), int(rate / 60)  # f0 between 60 Hz and 1 kHz
-    for start in range(0, max(1, len(audio) - win), win // 2):
-        frame = audio[start : start + win] - audio[start : start + win].mean()
-        if len(frame) < win or np.sqrt(np.mean(frame**2)) < rms * 0.3:
-            continue
-        ac = np.correlate(frame, frame, "full")[win - 1 :]
-        if ac[0] <= 0:
-            continue
-        ac = ac / ac[0]
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.6:
-            pitches.append(rate / lag)
-    n_frames = max(1, (len(audio) - win) // (win // 2) + 1)
-    return Descriptors(duration=duration, loudness_db=float(20 * np.log10(rms)), centroid_hz=centroid,
-                       flatness=float(np.median(flat[loud])) if loud.any() else 1.0,
-                       pitch_hz=float(np.median(pitches)) if pitches else 0.0,
-                       voiced_fraction=len(pitches) / n_frames, onset_rate=float(peaks.sum() / max(duration, 1e-3)))
-
-
-def descriptor_terms(d: Descriptors) -> list[str]:
-    """Discrete words for descriptors, most informative first."""
-    terms = []
-    if d.voiced_fraction >= 0.4 and d.pitch_hz > 0:
-        terms.append("high-pitched" if d.pitch_hz >= 500 else "low-pitched" if d.pitch_hz < 180 else "mid-pitched")
-        terms.append("tonal" if d.flatness < 0.2 else "pitched")
-    elif d.flatness >= 0.3:
-        terms.append("noisy")
-    terms.append("percussive" if d.onset_rate >= 3 else "sustained" if d.onset_rate < 0.7 else "")
-    terms.append("bright" if d.centroid_hz >= 3000 else "dark" if d.centroid_hz < 700 else "")
-    terms.append("loud" if d.loudness_db > -16 else "quiet" if d.loudness_db < -35 else "")
-    terms.append("short" if d.duration < 1.5 else "long" if d.duration > 5 else "")
-    return [t for t in terms if t]
-
 
 _TAG = re.compile(r"[\[(]([^\])]+)[\])]")
 _STOP = set("a an the and or of to in on at for is are was were it this that be with as by i you he she we they "
@@ -142,76 +83,133 @@ def transcript_terms(text: str) -> tuple[list[str], list[str]]:
     return tags, [w for w in words if w not in _STOP and len(w) > 2]
 
 
+def label_votes(neighbours: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Similarity-weighted share of each label among a clip's nearest references, largest first."""
+    votes: Counter = Counter()
+    for label, sim in neighbours:
+        votes[label] += max(sim, 0.0)
+    total = sum(votes.values()) or 1.0
+    return [(label, w / total) for label, w in votes.most_common()]
+
+
 class OfflineCaptioner:
-    """Whisper's transcript + acoustic descriptors -> one caption sentence and its terms. Never reads labels."""
+    """What the sound is (the labels of its nearest clips in a labelled reference library, by the clip
+    embedder), what is said (Whisper's transcript and its non-speech tags), how it sounds (librosa
+    descriptors). Never reads the clip's own label: its own file and source are kept out of its neighbours."""
 
-    prompt = "rule-based: Whisper transcript, non-speech tags and acoustic descriptors"
+    prompt = "rule-based: labels of the nearest reference clips, Whisper transcript and tags, acoustic descriptors"
 
-    def __init__(self, model):
-        self.model = model
-        self.id = f"offline-v1 (transcripts: {getattr(model, 'name', 'whisper')})"
+    def __init__(self, model, library=None, embedder=None, k: int = 10):
+        self.model, self.library, self.embedder, self.k = model, library, embedder, k
+        refs = f"{len(library)} references {library.digest} by {embedder.name}" if library is not None else "none"
+        self.id = f"offline-v2 (transcripts: {getattr(model, 'name', 'whisper')}; references: {refs})"
 
-    def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]:
+    def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
+        from .reference import Origin
+
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
         if audios and self.model.has_text:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
-        else:  # no clips, or a model without text output: acoustic descriptors only
+        else:  # no clips, or a model without text output: no speech content
             transcripts = [""] * len(audios)
-        return [self.caption_one(a, sample_rate, t) for a, t in zip(audios, transcripts)]
+        if self.library is not None and audios:
+            vectors = self.embedder.embed(list(audios), sample_rate)
+            near = self.library.neighbours(vectors, origins or [Origin()] * len(audios), self.k)
+        else:
+            near = [[] for _ in audios]
+        return [self.caption_one(a, sample_rate, t, n) for a, t, n in zip(audios, transcripts, near)]
 
     @staticmethod
-    def caption_one(audio: np.ndarray, rate: int, transcript: str) -> Caption:
+    def caption_one(audio: np.ndarray, rate: int, transcript: str, neighbours=()) -> Caption:
         d = describe(audio, rate)
         tags, words = transcript_terms(transcript)
-        terms = ([f"tag:{t}" for t in tags] + (["speech"] if len(words) >= 2 else [])
-                 + descriptor_terms(d) + [f"word:{w}" for w in words])
-        kind = ("speech" if len(words) >= 2 else f"sound Whisper tags as {', '.join(tags)}" if tags else "sound")
-        pitch = f", pitch about {d.pitch_hz:.0f} Hz" if "tonal" in terms or "pitched" in terms else ""
-        said = f'; the words: "{transcript.strip()}"' if len(words) >= 2 else ""
-        text = (f"A {d.duration:.1f} s {', '.join(descriptor_terms(d)) or 'plain'} {kind}{pitch}, "
-                f"{d.onset_rate:.1f} onsets/s, centroid {d.centroid_hz:.0f} Hz{said}.")
+        votes = label_votes(neighbours)[:5]
+        how = descriptor_terms(d)
+        terms = ([f"ref:{label}={w:.3f}" for label, w in votes] + [f"tag:{t}" for t in tags]
+                 + (["speech"] if len(words) >= 2 else []) + how + [f"word:{w}" for w in words])
+        like = ", ".join(f"{label} ({w:.0%})" for label, w in votes[:3])
+        said = f'; Whisper hears: "{transcript.strip()}"' if len(words) >= 2 else (
+            f"; Whisper tags it {', '.join(tags)}" if tags else "")
+        pitch = f", pitch about {d.pitch_hz:.0f} Hz" if d.pitch_hz > 0 and d.voiced_fraction >= 0.4 else ""
+        text = (f"Sounds like {like or 'nothing in the reference library'}; a {d.duration:.1f} s "
+                f"{', '.join(how) or 'plain'} sound{pitch}{said}.")
         return Caption(text, terms)
 
 
+def what_weights(caption: Caption) -> dict[str, float]:
+    """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share), each
+    label's head word ("~drum" for "snare drum", summed over the labels that share it), Whisper's tags, and
+    "~speech" when Whisper heard words. "~" marks a fallback: named only when no full label is shared."""
+    out: Counter = Counter()
+    for term in caption.terms:
+        if term.startswith("ref:"):
+            label, w = term[4:].rsplit("=", 1)
+            out[label] += float(w)
+            if " " in label:
+                out["~" + label.rsplit(" ", 1)[1]] += float(w)
+        elif term.startswith("tag:"):
+            out[term] = 1.0
+        elif term == "speech":
+            out["~speech"] = 1.0
+    return out
+
+
 class OfflineSummariser:
-    """Deterministic: the terms most of the p captions share become the name, the rest the description."""
+    """The paper's contrast, by rule: the "what" most of the H^k captions share and the L^k captions lack
+    becomes the name (a full reference label before a head word such as "drum" or "speech"); "mixed: A and B"
+    when nothing is shared by half the H^k clips. How it sounds (descriptors most H^k clips share and L^k
+    lacks) and what Whisper hears go in the description: acoustic adjectives in a name only blur it."""
 
-    id = "offline-majority-v1"
-    prompt = "rule-based: terms shared by at least half of the captions"
-    ORDER = ("tag:", "speech", "word:")
+    id = "offline-contrast-v2"
+    prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
+              "descriptors and words in the description")
+    PROMINENT = 0.2  # a "what" counts as present in a caption from this weight on
 
-    def summarise(self, captions: Sequence[Caption]) -> Name:
-        counts = Counter(t for c in captions for t in dict.fromkeys(c.terms))
-        need = max(1, (len(captions) + 1) // 2)
-        shared = [t for t, n in counts.most_common() if n >= need]
-        rest = [t for t, n in counts.most_common() if n < need]
+    def summarise(self, captions: Sequence[Caption], contrast: Sequence[Caption] = ()) -> Name:
+        if not captions:
+            return Name("unnamed", "No clips.")
+        H, L = [what_weights(c) for c in captions], [what_weights(c) for c in contrast]
+        cands = sorted({w for h in H for w in h})
 
-        def priority(term: str) -> int:
-            return next((i for i, p in enumerate(self.ORDER) if term.startswith(p)), len(self.ORDER))
+        def mean(ws, cand):
+            return float(np.mean([w.get(cand, 0.0) for w in ws])) if ws else 0.0
 
-        chosen = []
-        for t in sorted(shared, key=lambda t: (-counts[t], t)):  # one word per exclusive group: the commonest
-            group = next((g for g in EXCLUSIVE if t in g), {t})
-            if not any(c in group for c in chosen):
-                chosen.append(t)
-        chosen.sort(key=lambda t: (priority(t), -counts[t]))
-        words = [_show(t) for t in chosen][:6]
-        for t in rest:  # at least two words: add the most common of the rest
-            if len(words) >= 2:
-                break
-            words.append(_show(t))
-        name = " ".join(list(dict.fromkeys(" ".join(words).split()))[:6]) or "unnamed"
-        shared_txt = ", ".join(_show(t) for t in chosen) or "nothing in common"
-        other = ", ".join(f"{_show(t)} ({counts[t]}/{len(captions)})" for t in rest[:6])
-        return Name(name, f"{len(captions)} clips share: {shared_txt}" + (f"; some are also {other}." if other else "."))
+        def support(ws, cand):
+            return float(np.mean([w.get(cand, 0.0) >= self.PROMINENT for w in ws])) if ws else 0.0
 
+        score = {c: mean(H, c) - mean(L, c) for c in cands}
+        shared = [c for c in cands if support(H, c) >= 0.5 and score[c] > 0]
+        # a full label before a head word, unless the head word covers clearly more of H^k
+        shared.sort(key=lambda c: (-(support(H, c) - (0.25 if c.startswith("~") else 0.0)), c.startswith("~"), -score[c], c))
+        n = len(captions)
+        if shared:
+            what = _show(shared[0])
+            name = what
+            why = f"{support(H, shared[0]) * n:.0f} of {n} clips sound like {what}"
+            if L:
+                why += f", {support(L, shared[0]) * len(L):.0f} of the {len(L)} least representative do"
+        else:
+            top = sorted(cands, key=lambda c: (c.startswith("~"), -mean(H, c), c))[:2]
+            name = "mixed: " + " and ".join(_show(c) for c in top) if top else "unnamed"
+            why = f"the {n} clips share no sound: the most common are {', '.join(_show(c) for c in top) or 'none'}"
+        how = self._how(captions, contrast)
+        words = Counter(t[5:] for c in captions for t in dict.fromkeys(c.terms) if t.startswith("word:"))
+        said = [w for w, k in words.most_common(4) if k >= max(2, (n + 1) // 2)]
+        return Name(name, why + (f"; they are {', '.join(how)}" if how else "")
+                    + (f"; Whisper hears the words {', '.join(said)} in most of them" if said else "") + ".")
 
-EXCLUSIVE = [{"low-pitched", "mid-pitched", "high-pitched"}, {"tonal", "pitched", "noisy"}, {"percussive", "sustained"},
-             {"bright", "dark"}, {"loud", "quiet"}, {"short", "long"}]
+    @staticmethod
+    def _how(captions: Sequence[Caption], contrast: Sequence[Caption]) -> list[str]:
+        """Descriptors all but one H^k clip has and at most a quarter of L^k has."""
+        n = len(captions)
+        counts = Counter(t for c in captions for t in dict.fromkeys(c.terms) if ":" not in t and t != "speech")
+        lacking = Counter(t for c in contrast for t in dict.fromkeys(c.terms))
+        return [t for t, k in counts.most_common() if n >= 2 and k >= n - 1
+                and (not contrast or lacking[t] <= len(contrast) // 4)]
 
 
 def _show(term: str) -> str:
-    return term.split(":", 1)[1] if ":" in term else term
+    return term.split(":", 1)[1] if term.startswith(("tag:", "word:")) else term.lstrip("~")
 
 
 class LabelOracle:
@@ -286,16 +284,19 @@ class EndpointCaptioner:
         self.endpoint = endpoint
         self.id = f"openai:{endpoint.model}"
 
-    def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]:
+    def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
         return [Caption(self.endpoint.chat([
             {"type": "text", "text": self.prompt},
             {"type": "input_audio", "input_audio": {"data": wav_base64(a, sample_rate), "format": "wav"}}]).strip())
             for a in audios]
 
 
-def summary_request(captions: Sequence[Caption], prompt: str = SUMMARY_PROMPT) -> str:
+def summary_request(captions: Sequence[Caption], prompt: str = SUMMARY_PROMPT, contrast: Sequence[Caption] = ()) -> str:
+    """The paper's prompt over the H^k captions; the L^k captions, when given, as what the concept is not."""
     listed = "\n".join(f"{i + 1}. {c.text}" for i, c in enumerate(captions))
-    return f"{prompt}.\n\nCaptions:\n{listed}\n\n{SUMMARY_FORMAT}"
+    unlike = "\n".join(f"- {c.text}" for c in contrast)
+    unlike = f"\n\nClips where the concept is absent (for contrast only):\n{unlike}" if contrast else ""
+    return f"{prompt}.\n\nCaptions:\n{listed}{unlike}\n\n{SUMMARY_FORMAT}"
 
 
 class EndpointSummariser:
@@ -305,16 +306,17 @@ class EndpointSummariser:
         self.endpoint = endpoint
         self.id = f"openai:{endpoint.model}"
 
-    def summarise(self, captions: Sequence[Caption]) -> Name:
-        return parse_name(self.endpoint.chat(summary_request(captions, self.prompt)))
+    def summarise(self, captions: Sequence[Caption], contrast: Sequence[Caption] = ()) -> Name:
+        return parse_name(self.endpoint.chat(summary_request(captions, self.prompt, contrast)))
 
 
 # --- the naming stage ----------------------------------------------------------------------------------
 
 def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sample_rate: int, batch: int = 16,
-                  progress=None, desc: str = "caption") -> dict[str, tuple[str, list[str]]]:
+                  progress=None, desc: str = "caption", origin=None) -> dict[str, tuple[str, list[str]]]:
     """Captions of the clips, made only for those the store has none of from this captioner (cached by
-    clip id and captioner id, written batch by batch so an interruption keeps what is done)."""
+    clip id and captioner id, written batch by batch so an interruption keeps what is done).
+    origin(clip_id) -> reference.Origin tells a captioner which references are the clip's own."""
     from . import store
 
     cached = store.read_captions(con, captioner.id, clip_ids)
@@ -322,14 +324,16 @@ def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sa
     steps = range(0, len(todo), batch)
     for start in (progress(steps, desc=desc, unit="batch") if progress else steps):
         ids = todo[start : start + batch]
-        caps = captioner.caption([load_audio(c) for c in ids], sample_rate)
+        caps = captioner.caption([load_audio(c) for c in ids], sample_rate,
+                                 [origin(c) for c in ids] if origin else None)
         store.write_captions(con, captioner.id, ids, [c.text for c in caps], [c.terms for c in caps])
     return store.read_captions(con, captioner.id, clip_ids)
 
 
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
-                  batch: int = 16, progress=None) -> int:
-    """Caption (cached per clip and captioner) the H^k clips of the run's selected features, name them.
+                  batch: int = 16, progress=None, origin=None, contrast: bool = True) -> int:
+    """Caption (cached per clip and captioner) the H^k clips of the run's selected features, and their L^k
+    clips when contrast is on, and name them.
 
     Names are written as each batch of features is done, so a backend that fails midway leaves the
     names already stored intact. Returns the number of features named.
@@ -342,16 +346,19 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
 
     selected = store.features(con, run_id)["feature"].tolist()
     tops = store.top_clips(con, run_id, selected)
-    cached = caption_clips(con, captioner, list(dict.fromkeys(tops["clip_id"])), load_audio, sample_rate, batch,
-                           progress, f"caption {run_id}")
+    bottoms = store.top_clips(con, run_id, selected, "L") if contrast else tops.iloc[:0]
+    cached = caption_clips(con, captioner, list(dict.fromkeys([*tops["clip_id"], *bottoms["clip_id"]])), load_audio,
+                           sample_rate, batch, progress, f"caption {run_id}", origin)
+    unlike = {f: [Caption(*cached[c]) for c in g["clip_id"]] for f, g in bottoms.groupby("feature", sort=False)}
     rows = []
     for feature, group in tops.groupby("feature", sort=False):
         caps = [Caption(*cached[c]) for c in group["clip_id"]]
-        name = summariser.summarise(caps)
+        name = summariser.summarise(caps, unlike.get(feature, []))
         rows.append({"feature": int(feature), "name": name.name, "description": name.description,
                      "naming": json.dumps({"captioner": captioner.id, "captioner_prompt": captioner.prompt,
                                            "summariser": summariser.id, "summariser_prompt": summariser.prompt,
                                            "captions": [c.text for c in caps],
+                                           "contrast_captions": [c.text for c in unlike.get(feature, [])],
                                            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})})
         if len(rows) >= 50:
             store.write_names(con, run_id, pd.DataFrame(rows))

@@ -39,7 +39,7 @@ class Qwen2AudioCaptioner:
         self.id = f"qwen2-audio:{source}"
 
     @torch.inference_mode()
-    def caption(self, audios: Sequence[np.ndarray], sample_rate: int) -> list[Caption]:
+    def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
         rate = self.processor.feature_extractor.sampling_rate
         chat = [{"role": "user", "content": [{"type": "audio", "audio_url": "clip"}, {"type": "text", "text": self.prompt}]}]
         text = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
@@ -69,8 +69,8 @@ class TransformersSummariser:
         self.id = f"transformers:{source}"
 
     @torch.inference_mode()
-    def summarise(self, captions: Sequence[Caption]) -> Name:
-        chat = [{"role": "user", "content": summary_request(captions, self.prompt)}]
+    def summarise(self, captions: Sequence[Caption], contrast: Sequence[Caption] = ()) -> Name:
+        chat = [{"role": "user", "content": summary_request(captions, self.prompt, contrast)}]
         text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + "Name:"
         inputs = self.tokenizer(text, return_tensors="pt").to(self.device)
         ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, min_new_tokens=4, do_sample=False)

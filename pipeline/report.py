@@ -39,10 +39,27 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
         pm = (lambda v, s: f"{v:.3f} ± {s:.3f}") if r.runs > 1 else (lambda v, s: f"{v:.3f}")
         rows.append({"method": METHOD_NAMES.get(r.method, r.method), "highest MS": pm(r.ms_max, r.ms_max_std),
                      "P": pm(r.P, r.P_std), "R": pm(r.R, r.R_std), "F1": pm(r.F1, r.F1_std), "mAP": pm(r.mAP, r.mAP_std),
+                     "F1 @ calibrated gamma": pm(r.F1_calibrated, r.F1_calibrated_std),
+                     "mAP @ calibrated gamma": pm(r.mAP_calibrated, r.mAP_calibrated_std),
                      "name vs majority label": pm(r.name_label_sim, r.name_label_sim_std),
-                     "H^k label purity": pm(r.purity, r.purity_std),
+                     "H^k label purity": pm(r.purity, r.purity_std), "distinct names": pm(r.distinct_names, r.distinct_names_std),
                      "paper F1": paper[3], "paper MS": paper[0]})
     return pd.DataFrame(rows)
+
+
+def _retrieval_view(retrieval: pd.DataFrame) -> pd.DataFrame:
+    frame = retrieval.copy()
+    frame["run"] = frame["run"].map(lambda m: METHOD_NAMES.get(m, m))
+    cols = ["corpus", "run", "units", "label_purity_H", "label_purity_L", "label_purity_random", "label_ratio",
+            "label_p", "domain_purity_H", "domain_purity_L", "domain_purity_random", "domain_p", "distinct_majority_labels"]
+    return frame[cols]
+
+
+def _gallery(per_feature: pd.DataFrame, n: int = 20, seed: int = 0) -> pd.DataFrame:
+    ours = per_feature[per_feature["method"] == "sae"]
+    pick = ours.sample(min(n, len(ours)), random_state=seed).sort_values("ms", ascending=False)
+    return pick[["unit", "name", "h_labels", "name_label_sim"]].rename(
+        columns={"h_labels": "labels of H^k", "name_label_sim": "name vs majority label"})
 
 
 def _probing_view(probing: pd.DataFrame) -> pd.DataFrame:
@@ -68,6 +85,16 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "label (how well the clips were retrieved, whatever the namer). Paper figures: Qwen2-Audio-7B, layer 26, "
         "e = 8, FSD50K, CLAP text similarity.\n",
         md_table(table1_view(tables["table1"])),
+        f"Calibrated gamma for `{meta.text_embedder}`: {meta.gamma_calibrated:.3f} (the threshold that best separates "
+        f"the committed name/label pairs a person would and would not call a match, balanced accuracy "
+        f"{meta.gamma_accuracy:.2f}; `pipeline/evaluation/gamma_pairs.csv`).\n",
+        "## Retrieval: are the representative clips purer than chance?\n",
+        "Mean share of a top-C unit's H^k (and L^k) clips that carry its most common label (domain), against random "
+        "p-sets of the same corpus; p: permutation test over 1,000 random draws. Held-out rows: each method's top C "
+        "on the evaluation corpus; probing rows: each run's selected features.\n",
+        md_table(_retrieval_view(tables["retrieval"])) if "retrieval" in tables else "(not computed)\n",
+        "## Gallery: 20 random top-C features of ours (name; the labels of its H^k clips)\n",
+        md_table(_gallery(tables["feature_names"])),
         "### Gamma sweep (F1)\n",
         md_table(tables["gamma_sweep"].pivot(index="gamma", columns="method", values="F1").reset_index()),
         "## Table 4: ablation (MS on the evaluation corpus)\n",
@@ -119,6 +146,13 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
         figs["unlearning"] = px.line(long, x="removed_share", y="accuracy", color="concept", line_dash="probe",
                                      facet_col="task", markers=True,
                                      title="Unlearning: removing a concept's features, the concept's probe vs the others'")
+    if "retrieval" in tables and len(tables["retrieval"]):
+        long = tables["retrieval"].melt(id_vars=["corpus", "run"], var_name="set", value_name="purity",
+                                        value_vars=["label_purity_H", "label_purity_L", "label_purity_random"])
+        long["set"] = long["set"].str.removeprefix("label_purity_").map({"H": "H^k", "L": "L^k", "random": "random p-sets"})
+        long["run"] = long["corpus"] + ": " + long["run"].map(lambda m: METHOD_NAMES.get(m, m))
+        figs["retrieval"] = px.bar(long, x="run", y="purity", color="set", barmode="group",
+                                   title="Label purity of the top-C units' clips against chance")
     figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
                              title="Domain specialisation of features by layer")
     probing = tables["probing"]

@@ -70,7 +70,9 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
                                          store.SCHEMA_HASH)
             if cfg.naming.enabled:
-                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], asdict(cfg.naming))
+                refs = [str(cfg.resolve(r)) for r in cfg.naming.reference]  # where the references are, not how spelled
+                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": refs},
+                                            "contrast-v2")
             keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
     return keys
 
@@ -260,7 +262,8 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             method_rows.append(pd.DataFrame({"method": base, "seed": seed, "feature": np.arange(len(m.ms)),
                                              "e_h": m.e_h, "e_l": m.e_l, "ms": m.ms}))
         eligible = data["n_clips"] >= cfg.monosemanticity.min_clips
-        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible)
+        distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
+        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible, data["sae/H"], table, distinct)
         rank = np.full(len(ms_sae.ms), -1)
         rank[chosen] = np.arange(1, len(chosen) + 1)
         features = pd.DataFrame({
@@ -286,12 +289,14 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
 def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     from .namers import make_backends
     from .naming import name_features
+    from .reference import clip_origin
 
-    captioner, summariser = make_backends(cfg.naming, model_loader)
+    captioner, summariser = make_backends(cfg, model_loader)
     by_id = {c.id: c for c in clips}
     with store.connect(cfg.db_path) as con:
         return name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
-                             cfg.corpus.sample_rate, progress=tqdm)
+                             cfg.corpus.sample_rate, progress=tqdm, origin=lambda cid: clip_origin(by_id, cid),
+                             contrast=cfg.naming.contrast)
 
 
 def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:

@@ -251,3 +251,28 @@ def test_table2_is_per_run_never_pooled():
     table = per_run(ratings).set_index("run_id")
     assert table.loc["r1", "mean_rating"] == 4.0 and table.loc["r2", "mean_rating"] == 0.5  # pooled would be 2.25
     assert table.loc["r1", "rater_abs_diff"] == 2.0 and np.isnan(table.loc["r2"].get("rater_abs_diff", np.nan))
+
+
+def test_purity_and_its_permutation_test_by_hand():
+    from pipeline.evaluation.retrieval import permutation_p, purity, retrieval_row
+
+    assert purity(["dog", "dog", "cat", None]) == pytest.approx(2 / 3) and purity([None]) == 0.0
+    labels = np.array(["a", "a", "b", "b"], object)
+    # a random pair of 4 clips is pure with probability 2/6: mean purity 1/3 * 1 + 2/3 * 1/2 = 2/3;
+    # a pure pair is reached by chance with probability 1/3
+    chance, p = permutation_p(1.0, [2], labels, 3000, seed=0)
+    assert chance == pytest.approx(2 / 3, abs=0.02) and p == pytest.approx(1 / 3, abs=0.03)
+    row = retrieval_row([[0, 1], [2, 3]], [[0, 2], [1, -1]], labels, np.array(["x"] * 4, object), 500, 0)
+    assert row["label_purity_H"] == 1.0 and row["label_purity_L"] == 0.75  # (1/2 + 1) / 2
+    assert row["domain_purity_H"] == 1.0 and row["domain_p"] == 1.0  # one domain: chance is as pure
+    assert row["distinct_majority_labels"] == 2 and row["label_ratio"] == pytest.approx(1.5, abs=0.05)
+
+
+def test_gamma_calibration_separates_the_committed_pairs():
+    from pipeline.embedding import TextEmbedder
+    from pipeline.evaluation.matching import PAIRS, calibrate_gamma
+
+    gamma, accuracy = calibrate_gamma(TextEmbedder())
+    assert 0.35 < gamma < 0.7 and accuracy > 0.8  # MiniLM's space is not CLAP's: 0.7 rejects true matches
+    rows = PAIRS.read_text().splitlines()[1:]
+    assert len(rows) >= 50 and {r.rsplit(",", 1)[1] for r in rows} == {"0", "1"}

@@ -108,3 +108,14 @@ def test_top_c_orders_by_ms_and_respects_eligibility():
     ms = np.array([0.5, np.nan, 2.0, 1.0, 3.0])
     assert top_c(ms, 3).tolist() == [4, 2, 3]
     assert top_c(ms, 10, eligible=np.array([True, True, True, True, False])).tolist() == [2, 3, 0]
+
+
+def test_top_c_ranks_copies_of_a_concept_after_every_distinct_one():
+    # units 0 and 1 retrieve clips with the same embedding direction (one concept twice); unit 2 another
+    emb = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    H = np.array([[0, 1], [1, 0], [2, 3], [0, -1]])
+    ms = np.array([3.0, 2.0, 1.0, 0.5])
+    assert top_c(ms, 4).tolist() == [0, 1, 2, 3]
+    assert top_c(ms, 4, None, H, emb, distinct=0.95).tolist() == [0, 2, 1, 3]  # 1 and 3 copy unit 0
+    assert top_c(ms, 2, None, H, emb, distinct=0.95).tolist() == [0, 2]
+    assert top_c(ms, 4, np.array([False, True, True, True]), H, emb, distinct=0.95).tolist() == [1, 2, 3]

@@ -125,6 +125,12 @@ class EvalContext:
     def audio(self, store_id: str) -> np.ndarray:
         return clip_audio(self.by_id, store_id.removeprefix("eval:"), self.cfg.corpus)
 
+    def origin(self, store_id: str):
+        """Where an evaluation clip comes from (the describer must not describe it from itself)."""
+        from ..reference import clip_origin
+
+        return clip_origin(self.by_id, store_id.removeprefix("eval:"))
+
     @cached_property
     def text_embedder(self):
         """CLAP's text tower when the clip embedder is CLAP (as the paper), else MiniLM; loaded once."""

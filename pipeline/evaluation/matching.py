@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -64,3 +66,22 @@ def match_scores(sim: np.ndarray, gamma: float) -> Matching:
     r = len(pairs) / n_ref if n_ref else 0.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     return Matching(p, r, f1, average_precision(sim, pairs), len(pairs), pairs)
+
+
+PAIRS = Path(__file__).with_name("gamma_pairs.csv")
+
+
+def calibrate_gamma(text_embedder, pairs: Path = PAIRS) -> tuple[float, float]:
+    """The threshold on name-label cosine that best separates the committed pairs a person would call a
+    match from those they would not (max balanced accuracy; the midpoint between neighbouring scores):
+    gamma for the text embedder in use, since 0.7 was set for CLAP's text space. Returns (gamma, accuracy)."""
+    rows = list(csv.DictReader(pairs.open(newline="")))
+    a = text_embedder.embed([r["name"] for r in rows])
+    b = text_embedder.embed([r["label"] for r in rows])
+    cos, match = (a * b).sum(1), np.array([r["match"] == "1" for r in rows])
+    scores = np.sort(cos)
+    cuts = (scores[1:] + scores[:-1]) / 2
+    accuracy = [((cos > g) & match).sum() / match.sum() / 2 + ((cos <= g) & ~match).sum() / (~match).sum() / 2
+                for g in cuts]
+    best = int(np.argmax(accuracy))
+    return float(cuts[best]), float(accuracy[best])

@@ -12,21 +12,29 @@ from .ablation import table4
 from .context import EvalContext
 from .domains import domains
 from .human import table2
+from .matching import calibrate_gamma
 from .probing import probing_table, unlearning_table
 from .stability import stability
-from .table1 import names, table1, unit_sets
+from .retrieval import probing_retrieval
+from .table1 import names, retrieval, table1, unit_sets
 
 
 def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
     sae = Sae.load(ctx.cfg.sae_dir(ctx.layer, ctx.expansion))
-    t1, sweep, per_feature = table1(ctx, names(ctx, unit_sets(ctx, sae)))
+    sets = unit_sets(ctx, sae)
+    t1, sweep, per_feature = table1(ctx, names(ctx, sets))
+    with store.connect(ctx.cfg.db_path) as con:
+        probing = probing_retrieval(con, store.runs(con)["run_id"].tolist(), 1000, ctx.cfg.scoring.seed)
+    purity = pd.concat([retrieval(ctx, sets), probing], ignore_index=True)
+    gamma_cal, gamma_acc = calibrate_gamma(ctx.text_embedder)
     seeds, seeds_dist, seeds_tokens = stability(ctx)
     curves, erasure = unlearning_table(ctx)
-    tables = {"table1": t1, "gamma_sweep": sweep, "feature_names": per_feature, "table4": table4(ctx),
+    tables = {"table1": t1, "gamma_sweep": sweep, "retrieval": purity, "feature_names": per_feature, "table4": table4(ctx),
               "seed_stability": seeds, "seed_stability_dist": seeds_dist, "seed_stability_tokens": seeds_tokens,
               "domains": domains(ctx), "probing": probing_table(ctx), "unlearning": erasure,
               "unlearning_curves": curves, "table2": table2(ctx),
               "meta": pd.DataFrame([{"run_layer": ctx.layer, "expansion": ctx.expansion, "gamma": ctx.ev.gamma,
+                                     "gamma_calibrated": gamma_cal, "gamma_accuracy": gamma_acc,
                                      "text_embedder": ctx.text_embedder.name, "top_c": ctx.ev.top_c,
                                      "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
                                      "eval_clips": len(ctx.activations.index),

@@ -16,7 +16,8 @@ from ..naming import Caption, LabelOracle, caption_clips
 from ..sae import Sae
 from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
-from .matching import match_scores
+from .matching import calibrate_gamma, match_scores
+from .retrieval import purity, retrieval_row
 
 
 def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
@@ -25,11 +26,13 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
     p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
     scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)))
     eligible = stats.n_clips >= cfg.monosemanticity.min_clips
+    distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
     sets: dict[str, list[dict]] = {}
 
     def add(method, H, L, units_eligible):
         ms = monosemanticity(H, L, ctx.embeddings).ms
-        sets.setdefault(method, []).append({"H": H, "ms": ms, "top": top_c(ms, ctx.ev.top_c, units_eligible)})
+        top = top_c(ms, ctx.ev.top_c, units_eligible, H, ctx.embeddings, distinct)
+        sets.setdefault(method, []).append({"H": H, "L": L, "ms": ms, "top": top})
 
     for method in ("sae", "mean_act", "coverage"):
         H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
@@ -43,21 +46,30 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
     return sets
 
 
-def purity(labels: list[str | None]) -> float:
-    """Share of a unit's H^k clips that carry its most common label: retrieval quality, whatever the namer."""
-    labels = [x for x in labels if x]
-    return max(labels.count(x) for x in set(labels)) / len(labels) if labels else 0.0
+def retrieval(ctx: EvalContext, sets: dict[str, list[dict]], n_perm: int = 1000) -> pd.DataFrame:
+    """Label and domain purity of each method's top-C H^k on the held-out corpus, vs L^k and random p-sets."""
+    index = list(ctx.activations.index)
+    clips = [ctx.by_id[ctx.base_clip(c.clip_id)] for c in index]
+    labels = np.array([c.label or "" for c in clips], object)
+    domains = np.array([c.domain or "" for c in clips], object)
+    rows = []
+    for method, runs in sets.items():
+        s = runs[0]
+        rows.append({"corpus": "held-out", "run": method, **retrieval_row(
+            [s["H"][k] for k in s["top"]], [s["L"][k] for k in s["top"]], labels, domains, n_perm, ctx.cfg.scoring.seed)})
+    return pd.DataFrame(rows)
 
 
 def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[dict]]]:
     """Names of every method's top C through the configured backends; the oracle names ours by labels."""
-    captioner, summariser = make_backends(ctx.cfg.naming, lambda: ctx.model)
+    captioner, summariser = make_backends(ctx.cfg, lambda: ctx.model)
     index = list(ctx.activations.index)
+    kinds = ("H", "L") if ctx.cfg.naming.contrast else ("H",)
     needed = sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
-                     for c in s["H"][k] if c >= 0})
+                     for kind in kinds for c in s[kind][k] if c >= 0})
     with store.connect(ctx.cfg.db_path) as con:
         cached = caption_clips(con, captioner, needed, ctx.audio, ctx.cfg.corpus.sample_rate, progress=tqdm,
-                               desc="caption eval")
+                               desc="caption eval", origin=ctx.origin)
     label = {c.id: c.label for c in ctx.clips}
     oracle = LabelOracle()
 
@@ -70,8 +82,10 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
             rows = []
             for k in s["top"]:
                 caps = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
-                rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps).name,
-                             "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k]))})
+                unlike = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["L"][k] if c >= 0] if "L" in kinds else []
+                rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps, unlike).name,
+                             "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k])),
+                             "h_labels": ", ".join(x or "-" for x in labels_of(s["H"][k]))})
             out.setdefault(method, []).append(rows)
     out["oracle"] = [[{**u, "name": u["majority_label"]} for u in out["sae"][0]]]
     return out
@@ -82,19 +96,22 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
     refs = sorted({c.label for c in ctx.clips if c.label})
     text = ctx.text_embedder
     ref_vecs = text.embed(refs)
+    calibrated, _ = calibrate_gamma(text)
     rows, sweep, per_feature = [], [], []
     for method, runs in named.items():
         per_run = []
         for seed, units in enumerate(runs):
             if not units:
-                per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "ms_max": float("nan"),
+                per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "F1_calibrated": 0.0, "mAP_calibrated": 0.0,
+                                "distinct_names": 0, "ms_max": float("nan"),
                                 "name_label_sim": float("nan"), "purity": float("nan")})
                 continue
             pred = text.embed([u["name"] for u in units])
             sim = pred @ ref_vecs.T
-            m = match_scores(sim, ctx.ev.gamma)
+            m, mc = match_scores(sim, ctx.ev.gamma), match_scores(sim, calibrated)
             own = (pred * text.embed([u["majority_label"] for u in units])).sum(1)
-            per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map,
+            per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map, "F1_calibrated": mc.f1,
+                            "mAP_calibrated": mc.map, "distinct_names": len({u["name"] for u in units}),
                             "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean()),
                             "purity": float(np.mean([u["purity"] for u in units]))})
             for g in ctx.ev.gammas:
