@@ -41,6 +41,12 @@ def monosemanticity(H: np.ndarray, L: np.ndarray, embeddings: np.ndarray) -> Mon
     return Monosemanticity(e_h, e_l, ms)
 
 
+def eligible_units(cfg, n_clips: np.ndarray, position_eta2: np.ndarray) -> np.ndarray:
+    """Units top-C may pick: firing in at least [monosemanticity] min_clips clips, and not a function of
+    the token's position in the clip (eta^2 at most max_position_eta2)."""
+    return (n_clips >= cfg.monosemanticity.min_clips) & (position_eta2 <= cfg.monosemanticity.max_position_eta2)
+
+
 def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndarray | None = None,
           embeddings: np.ndarray | None = None, distinct: float | None = None) -> np.ndarray:
     """Indices of the C units with the highest m^k (NaN last), best first; only `eligible` ones if given.

@@ -93,6 +93,13 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "p-sets of the same corpus; p: permutation test over 1,000 random draws. Held-out rows: each method's top C "
         "on the evaluation corpus; probing rows: each run's selected features.\n",
         md_table(_retrieval_view(tables["retrieval"])) if "retrieval" in tables else "(not computed)\n",
+        "## Diagnosis: position and clip length\n",
+        "What features respond to besides the sound. `position_driven`: share of all features whose activation is "
+        "mostly a function of the token's position in the clip (eta^2 above the `max_position_eta2` of the config; "
+        "left out of top-C). `selected_rho_duration_median`: median Spearman correlation, over the probing corpus, "
+        "of a selected feature's r = mu x c with clip duration; `selected_short_clip_share`: share of selected "
+        "features with rho < -0.3 (r rewarding short clips).\n",
+        md_table(tables["diagnosis"]) if "diagnosis" in tables else "(not computed)\n",
         "## Gallery: 20 random top-C features of ours (name; the labels of its H^k clips)\n",
         md_table(_gallery(tables["feature_names"])),
         "### Gamma sweep (F1)\n",
@@ -153,6 +160,11 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
         long["run"] = long["corpus"] + ": " + long["run"].map(lambda m: METHOD_NAMES.get(m, m))
         figs["retrieval"] = px.bar(long, x="run", y="purity", color="set", barmode="group",
                                    title="Label purity of the top-C units' clips against chance")
+    diag = tables.get("diagnosis_features", pd.DataFrame())
+    if len(diag):
+        diag = diag.assign(set=diag["selected"].map({True: "selected (top-C)", False: "not selected"}))
+        figs["diagnosis"] = px.histogram(diag, x="position_eta2", color="set", facet_col="run", nbins=40, log_y=True,
+                                         title="How much of each feature's activation its position in the clip explains")
     figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
                              title="Domain specialisation of features by layer")
     probing = tables["probing"]

@@ -38,6 +38,37 @@ class UnitStats:
     frequency: np.ndarray  # fraction of all tokens where the unit fires
     max_act: np.ndarray
     n_clips: np.ndarray  # clips where it fires at least once
+    position_eta2: np.ndarray  # share of its activation variance explained by the token's position in the clip
+
+
+POSITION_BIN, POSITION_BINS = 25, 12  # tokens per position bin (0.5 s at 50 Hz); the last bin takes the rest
+
+
+class PositionStats:
+    """Streaming correlation ratio eta^2 of each unit's activation (zeros included) on the token's absolute
+    position in its clip: 1 when the activation is a function of position alone (Whisper's encoder carries
+    position strongly: such a feature says where in the window a frame is, not what it sounds like)."""
+
+    def __init__(self, n_units: int):
+        self.sums = np.zeros((n_units, POSITION_BINS))
+        self.squares = np.zeros(n_units)
+        self.tokens = np.zeros(POSITION_BINS)
+
+    def add(self, acts: np.ndarray, idx: np.ndarray) -> None:
+        """acts, idx: [T, width] one clip's sparse activations and unit indices."""
+        bins = np.minimum(np.arange(len(acts)) // POSITION_BIN, POSITION_BINS - 1)
+        self.tokens += np.bincount(bins, minlength=POSITION_BINS)
+        live = acts > 0
+        np.add.at(self.sums, (idx[live], np.broadcast_to(bins[:, None], acts.shape)[live]), acts[live])
+        np.add.at(self.squares, idx[live], acts[live].astype(np.float64) ** 2)
+
+    def eta2(self) -> np.ndarray:
+        n = self.tokens.sum()
+        mean = self.sums.sum(1) / max(n, 1)
+        seen = self.tokens > 0
+        between = (self.tokens[seen] * (self.sums[:, seen] / self.tokens[seen] - mean[:, None]) ** 2).sum(1)
+        total = self.squares - n * mean**2
+        return np.where(total > 1e-12, between / np.maximum(total, 1e-12), 0.0)
 
 
 class Representatives(NamedTuple):
@@ -72,6 +103,7 @@ def score_sae(sae: Sae, clips: Iterable[np.ndarray], batch_rows: int = 8192) -> 
     fired_tokens = np.zeros(n, np.int64)
     n_clips = np.zeros(n, np.int64)
     max_act = np.zeros(n, np.float32)
+    position = PositionStats(n)
     total_tokens = 0
     for row, x in enumerate(clips):
         acts, idx = [], []
@@ -81,13 +113,14 @@ def score_sae(sae: Sae, clips: Iterable[np.ndarray], batch_rows: int = 8192) -> 
             idx.append(i.numpy())
         acts_np, idx_np = np.concatenate(acts), np.concatenate(idx)
         units, mu, c, maxes = clip_unit_stats(acts_np, idx_np, n)
+        position.add(acts_np, idx_np)
         parts.append((np.full(len(units), row, np.int32), units, mu, c))
         fired_tokens[units] += np.round(c * len(x)).astype(np.int64)
         n_clips[units] += 1
         np.maximum(max_act, maxes, out=max_act)
         total_tokens += len(x)
     scores = ClipScores(*(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(4)))
-    return scores, UnitStats(fired_tokens / max(total_tokens, 1), max_act, n_clips)
+    return scores, UnitStats(fired_tokens / max(total_tokens, 1), max_act, n_clips, position.eta2())
 
 
 def score_neurons(clips: Iterable[np.ndarray]) -> ClipScores:

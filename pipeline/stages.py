@@ -25,7 +25,7 @@ from . import store
 from .activations import ActivationStore, extract
 from .config import Config
 from .corpus import Clip, clip_audio, read_metadata
-from .monosemanticity import monosemanticity, top_c
+from .monosemanticity import eligible_units, monosemanticity, top_c
 from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .sae import Sae
 
@@ -59,14 +59,15 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     root = cfg.resolve(cfg.corpus.root)
     meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
     corpus_hash = hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
-    # the version tags name changes of a stage's code that change its output (one activation regime; random ties)
+    # the version tags name changes of a stage's code that change its output (one activation regime; random
+    # ties; the position measure)
     keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash, "regime-v2")}
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
             sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every")}
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
-            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2")
+            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
                                          store.SCHEMA_HASH)
             if cfg.naming.enabled:
@@ -197,7 +198,8 @@ def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) 
     clips_iter = (x for _, x in tqdm(acts.iter_clips(layer), total=n_clips, desc=f"score {run}", unit="clip"))
     scores, stats = score_sae(sae, clips_iter)
     arrays = {"clip": scores.clip, "unit": scores.unit, "mu": scores.mu, "c": scores.c,
-              "frequency": stats.frequency, "max_act": stats.max_act, "n_clips": stats.n_clips}
+              "frequency": stats.frequency, "max_act": stats.max_act, "n_clips": stats.n_clips,
+              "position_eta2": stats.position_eta2}
     methods = ["sae"] + (["mean_act", "coverage"] if cfg.scoring.baselines else [])
     for method in methods:
         H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
@@ -261,14 +263,15 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             base, seed = (method[:6], int(method[6:])) if method.startswith("random") else (method, 0)
             method_rows.append(pd.DataFrame({"method": base, "seed": seed, "feature": np.arange(len(m.ms)),
                                              "e_h": m.e_h, "e_l": m.e_l, "ms": m.ms}))
-        eligible = data["n_clips"] >= cfg.monosemanticity.min_clips
+        eligible = eligible_units(cfg, data["n_clips"], data["position_eta2"])
         distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
         chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible, data["sae/H"], table, distinct)
         rank = np.full(len(ms_sae.ms), -1)
         rank[chosen] = np.arange(1, len(chosen) + 1)
         features = pd.DataFrame({
             "feature": np.arange(len(ms_sae.ms)), "frequency": data["frequency"], "max_act": data["max_act"],
-            "n_clips": data["n_clips"], "e_h": ms_sae.e_h, "e_l": ms_sae.e_l, "ms": ms_sae.ms,
+            "n_clips": data["n_clips"], "position_eta2": data["position_eta2"], "e_h": ms_sae.e_h, "e_l": ms_sae.e_l,
+            "ms": ms_sae.ms,
             "ms_rank": pd.array(np.where(rank > 0, rank, None), dtype="Int64"), "selected": rank > 0,
             "name": None, "description": None, "naming": None})
         clip_features = pd.DataFrame({"clip_id": ids[data["clip"]], "feature": data["unit"],

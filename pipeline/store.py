@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS clips (
     clip_id VARCHAR PRIMARY KEY, path VARCHAR, duration DOUBLE, label VARCHAR, domain VARCHAR,
     source VARCHAR, text VARCHAR);
 CREATE TABLE IF NOT EXISTS features (
-    run_id VARCHAR, feature INTEGER, frequency DOUBLE, max_act DOUBLE, n_clips INTEGER,
+    run_id VARCHAR, feature INTEGER, frequency DOUBLE, max_act DOUBLE, n_clips INTEGER, position_eta2 DOUBLE,
     e_h DOUBLE, e_l DOUBLE, ms DOUBLE, ms_rank INTEGER, selected BOOLEAN,
     name VARCHAR, description VARCHAR, naming JSON, PRIMARY KEY (run_id, feature));
 CREATE TABLE IF NOT EXISTS representatives (

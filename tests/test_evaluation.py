@@ -171,6 +171,18 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     oracle = names[names["method"] == "oracle"]
     distinct = set(oracle["majority_label"]) & labels
     assert len(distinct) / len(labels) - 1e-9 <= t1.loc["oracle", "R"] <= len(oracle) / len(labels)
+    # retrieval: every method on the held-out corpus and every run on the probing corpus, against chance
+    retrieval = demo_eval["retrieval"]
+    assert set(retrieval[retrieval.corpus == "held-out"]["run"]) == {"sae", "mean_act", "coverage", "random", "poly"}
+    assert len(retrieval[retrieval.corpus == "probing"]) == len(demo_config.sae_layers)
+    assert retrieval["label_purity_H"].between(0, 1).all() and retrieval["label_p"].between(0, 1).all()
+    assert np.allclose(retrieval["label_ratio"], retrieval["label_purity_H"] / retrieval["label_purity_random"])
+    ours = retrieval[(retrieval.corpus == "held-out") & (retrieval.run == "sae")].iloc[0]
+    assert ours.label_purity_H == pytest.approx(t1.loc["sae", "purity"])  # the same H^k sets as Table 1
+    diagnosis = demo_eval["diagnosis"]
+    assert len(diagnosis) == len(demo_config.sae_layers)
+    assert (diagnosis["selected_position_eta2_max"] <= demo_config.monosemanticity.max_position_eta2).all()
+    assert "F1_calibrated" in t1 and (t1["distinct_names"] >= 1).all()
     sweep = demo_eval["gamma_sweep"]
     for _, g in sweep.groupby("method"):  # a higher threshold never matches more
         assert g.sort_values("gamma")["R"].is_monotonic_decreasing

@@ -119,3 +119,27 @@ def test_top_c_ranks_copies_of_a_concept_after_every_distinct_one():
     assert top_c(ms, 4, None, H, emb, distinct=0.95).tolist() == [0, 2, 1, 3]  # 1 and 3 copy unit 0
     assert top_c(ms, 2, None, H, emb, distinct=0.95).tolist() == [0, 2]
     assert top_c(ms, 4, np.array([False, True, True, True]), H, emb, distinct=0.95).tolist() == [1, 2, 3]
+
+
+def test_position_eta2_by_hand_and_against_a_one_hot_regression():
+    from sklearn.linear_model import LinearRegression
+
+    from pipeline.scoring import POSITION_BIN, POSITION_BINS, PositionStats
+
+    rng = np.random.default_rng(0)
+    stats, rows = PositionStats(3), []
+    for T in (30, 80, 400):  # clips of 0.6 s, 1.6 s, 8 s at 50 Hz: every position bin is seen
+        pos = np.arange(T)
+        first = np.where(pos < POSITION_BIN, 2.0, 0.0)  # unit 0: on in the first bin only -> eta^2 = 1
+        noise = rng.random(T) * (rng.random(T) < 0.5)  # unit 1: the same at every position -> eta^2 ~ 0
+        late = np.where(pos >= 2 * POSITION_BIN, 1.0, 0.0) + rng.random(T) * 0.5  # unit 2: partly position
+        acts = np.stack([first, noise, late], 1).astype(np.float32)
+        stats.add(acts, np.tile(np.arange(3), (T, 1)))
+        rows.append((np.minimum(pos // POSITION_BIN, POSITION_BINS - 1), acts))
+    eta = stats.eta2()
+    assert eta[0] == pytest.approx(1.0) and eta[1] < 0.05 and 0.3 < eta[2] < 1.0
+    bins = np.concatenate([b for b, _ in rows])
+    onehot = np.eye(POSITION_BINS)[bins]
+    for u in range(3):
+        y = np.concatenate([a[:, u] for _, a in rows])
+        assert eta[u] == pytest.approx(LinearRegression().fit(onehot, y).score(onehot, y), abs=1e-6)

@@ -10,6 +10,7 @@ from ..config import Config
 from ..sae import Sae
 from .ablation import table4
 from .context import EvalContext
+from .diagnosis import diagnosis
 from .domains import domains
 from .human import table2
 from .matching import calibrate_gamma
@@ -24,12 +25,15 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
     sets = unit_sets(ctx, sae)
     t1, sweep, per_feature = table1(ctx, names(ctx, sets))
     with store.connect(ctx.cfg.db_path) as con:
-        probing = probing_retrieval(con, store.runs(con)["run_id"].tolist(), 1000, ctx.cfg.scoring.seed)
+        runs = store.runs(con)["run_id"].tolist()
+        probing = probing_retrieval(con, runs, 1000, ctx.cfg.scoring.seed)
+        diagnosed, diagnosed_features = diagnosis(con, runs, ctx.cfg.monosemanticity.max_position_eta2)
     purity = pd.concat([retrieval(ctx, sets), probing], ignore_index=True)
     gamma_cal, gamma_acc = calibrate_gamma(ctx.text_embedder)
     seeds, seeds_dist, seeds_tokens = stability(ctx)
     curves, erasure = unlearning_table(ctx)
-    tables = {"table1": t1, "gamma_sweep": sweep, "retrieval": purity, "feature_names": per_feature, "table4": table4(ctx),
+    tables = {"table1": t1, "gamma_sweep": sweep, "retrieval": purity, "diagnosis": diagnosed,
+              "diagnosis_features": diagnosed_features, "feature_names": per_feature, "table4": table4(ctx),
               "seed_stability": seeds, "seed_stability_dist": seeds_dist, "seed_stability_tokens": seeds_tokens,
               "domains": domains(ctx), "probing": probing_table(ctx), "unlearning": erasure,
               "unlearning_curves": curves, "table2": table2(ctx),

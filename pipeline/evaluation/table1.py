@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import store
-from ..monosemanticity import monosemanticity, top_c
+from ..monosemanticity import eligible_units, monosemanticity, top_c
 from ..namers import make_backends
 from ..naming import Caption, LabelOracle, caption_clips
 from ..sae import Sae
@@ -25,7 +25,7 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
     acts, cfg = ctx.activations, ctx.cfg
     p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
     scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)))
-    eligible = stats.n_clips >= cfg.monosemanticity.min_clips
+    eligible = eligible_units(cfg, stats.n_clips, stats.position_eta2)
     distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
     sets: dict[str, list[dict]] = {}
 
