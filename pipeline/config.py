@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass
 class ModelConfig:
-    """Which audio model to study. `source`: `bundled:tiny.en`, a CTranslate2 folder, or a HF checkpoint
+    """Which audio model to study. `source`: `bundled:tiny.en`, `bundled:base`, a CTranslate2 folder, or a HF checkpoint
     (a local folder, or a hub id already in the local Hugging Face cache)."""
 
     family: str = "whisper"  # "whisper", "hubert", "wav2vec2" or "qwen2-audio"

@@ -99,16 +99,22 @@ class OfflineCaptioner:
 
     prompt = "rule-based: labels of the nearest reference clips, Whisper transcript and tags, acoustic descriptors"
 
-    def __init__(self, model, library=None, embedder=None, k: int = 10):
-        self.model, self.library, self.embedder, self.k = model, library, embedder, k
+    def __init__(self, model, library=None, embedder=None, k: int = 10, full: bool = True):
+        self.model, self.library, self.embedder, self.k, self.full = model, library, embedder, k, full
         refs = f"{len(library)} references {library.digest} by {embedder.name}" if library is not None else "none"
-        self.id = f"offline-v2 (transcripts: {getattr(model, 'name', 'whisper')}; references: {refs})"
+        what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
+        self.id = f"offline-v2 ({what}references: {refs})"
+
+    def for_contrast(self) -> "OfflineCaptioner":
+        """The captioner of L^k clips: their nearest references only (the contrast needs what they sound like,
+        not their words: no Whisper pass, about 50x faster), or this one when there is no library."""
+        return OfflineCaptioner(self.model, self.library, self.embedder, self.k, full=False) if self.library else self
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
         from .reference import Origin
 
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
-        if audios and self.model.has_text:
+        if audios and self.model.has_text and self.full:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
         else:  # no clips, or a model without text output: no speech content
             transcripts = [""] * len(audios)
@@ -117,7 +123,16 @@ class OfflineCaptioner:
             near = self.library.neighbours(vectors, origins or [Origin()] * len(audios), self.k)
         else:
             near = [[] for _ in audios]
+        if not self.full:
+            return [self.references_only(n) for n in near]
         return [self.caption_one(a, sample_rate, t, n) for a, t, n in zip(audios, transcripts, near)]
+
+    @staticmethod
+    def references_only(neighbours) -> Caption:
+        votes = label_votes(neighbours)[:5]
+        like = ", ".join(f"{label} ({w:.0%})" for label, w in votes[:3])
+        return Caption(f"Sounds like {like or 'nothing in the reference library'}.",
+                       [f"ref:{label}={w:.3f}" for label, w in votes])
 
     @staticmethod
     def caption_one(audio: np.ndarray, rate: int, transcript: str, neighbours=()) -> Caption:
@@ -330,6 +345,11 @@ def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sa
     return store.read_captions(con, captioner.id, clip_ids)
 
 
+def contrast_captioner(captioner: Captioner) -> Captioner:
+    """The captioner for L^k clips: a cheaper one when the backend offers it, else the same."""
+    return captioner.for_contrast() if hasattr(captioner, "for_contrast") else captioner
+
+
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
                   batch: int = 16, progress=None, origin=None, contrast: bool = True) -> int:
     """Caption (cached per clip and captioner) the H^k clips of the run's selected features, and their L^k
@@ -347,9 +367,12 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
     selected = store.features(con, run_id)["feature"].tolist()
     tops = store.top_clips(con, run_id, selected)
     bottoms = store.top_clips(con, run_id, selected, "L") if contrast else tops.iloc[:0]
-    cached = caption_clips(con, captioner, list(dict.fromkeys([*tops["clip_id"], *bottoms["clip_id"]])), load_audio,
-                           sample_rate, batch, progress, f"caption {run_id}", origin)
-    unlike = {f: [Caption(*cached[c]) for c in g["clip_id"]] for f, g in bottoms.groupby("feature", sort=False)}
+    cached = caption_clips(con, captioner, list(dict.fromkeys(tops["clip_id"])), load_audio, sample_rate, batch,
+                           progress, f"caption {run_id}", origin)
+    light = contrast_captioner(captioner)
+    cached_l = caption_clips(con, light, list(dict.fromkeys(bottoms["clip_id"])), load_audio, sample_rate, batch,
+                             progress, f"caption L^k {run_id}", origin)
+    unlike = {f: [Caption(*cached_l[c]) for c in g["clip_id"]] for f, g in bottoms.groupby("feature", sort=False)}
     rows = []
     for feature, group in tops.groupby("feature", sort=False):
         caps = [Caption(*cached[c]) for c in group["clip_id"]]

@@ -73,7 +73,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             if cfg.naming.enabled:
                 refs = [str(cfg.resolve(r)) for r in cfg.naming.reference]  # where the references are, not how spelled
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": refs},
-                                            "contrast-v2")
+                                            "contrast-v3")
             keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
     return keys
 

@@ -219,3 +219,15 @@ def test_server_down_and_malformed_replies_are_clear_errors():
             ChatEndpoint(server.url, "m", retries=1).chat("hello")
     finally:
         server.close()
+
+
+def test_l_clips_get_a_references_only_caption_under_their_own_id(whisper, library, demo_corpus, demo_rows):
+    full = OfflineCaptioner(whisper, library, AisfxEmbedder())
+    light = full.for_contrast()
+    assert light.id != full.id and "references only" in light.id  # cached apart from full captions
+    audios, rows = _clips(demo_corpus, demo_rows, "male speech", n=2)
+    origins = [Origin(str((demo_corpus / r["file_name"]).resolve()), r["source"]) for r in rows]
+    for quick, slow in zip(light.caption(audios, 16_000, origins), full.caption(audios, 16_000, origins)):
+        assert quick.terms and all(t.startswith("ref:") for t in quick.terms)
+        assert quick.terms == [t for t in slow.terms if t.startswith("ref:")]  # the same neighbours
+    assert OfflineCaptioner(whisper).for_contrast().full  # no library: nothing cheaper to offer

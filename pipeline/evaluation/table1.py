@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .. import store
 from ..monosemanticity import eligible_units, monosemanticity, top_c
 from ..namers import make_backends
-from ..naming import Caption, LabelOracle, caption_clips
+from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner
 from ..sae import Sae
 from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
@@ -65,11 +65,16 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
     captioner, summariser = make_backends(ctx.cfg, lambda: ctx.model)
     index = list(ctx.activations.index)
     kinds = ("H", "L") if ctx.cfg.naming.contrast else ("H",)
-    needed = sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
-                     for kind in kinds for c in s[kind][k] if c >= 0})
+
+    def needed(kind):
+        return sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
+                       for c in s[kind][k] if c >= 0}) if kind in kinds else []
+
     with store.connect(ctx.cfg.db_path) as con:
-        cached = caption_clips(con, captioner, needed, ctx.audio, ctx.cfg.corpus.sample_rate, progress=tqdm,
+        cached = caption_clips(con, captioner, needed("H"), ctx.audio, ctx.cfg.corpus.sample_rate, progress=tqdm,
                                desc="caption eval", origin=ctx.origin)
+        cached_l = caption_clips(con, contrast_captioner(captioner), needed("L"), ctx.audio, ctx.cfg.corpus.sample_rate,
+                                 progress=tqdm, desc="caption eval L^k", origin=ctx.origin)
     label = {c.id: c.label for c in ctx.clips}
     oracle = LabelOracle()
 
@@ -82,7 +87,7 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
             rows = []
             for k in s["top"]:
                 caps = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
-                unlike = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["L"][k] if c >= 0] if "L" in kinds else []
+                unlike = [Caption(*cached_l[eval_id(index[c].clip_id)]) for c in s["L"][k] if c >= 0] if "L" in kinds else []
                 rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps, unlike).name,
                              "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k])),
                              "h_labels": ", ".join(x or "-" for x in labels_of(s["H"][k]))})

