@@ -24,6 +24,7 @@ class Explorer:
         self.ratings_db = Path(ratings_db) if ratings_db else store.ratings_path(self.db_path)
         self._lock = threading.Lock()
         self._models: dict = {}
+        self._model_locks: dict[str, threading.Lock] = {}
         self._paths: set[str] | None = None
         self._con = None
 
@@ -129,6 +130,17 @@ class Explorer:
             if key not in self._models:
                 self._models[key] = load_model(ModelConfig(**config["model"]))
             return self._models[key]
+
+    @contextmanager
+    def using_model(self, run_id: str):
+        """The run's model, held by this request alone: steering and extraction install hooks on the shared
+        model (edits, attention masks), so two requests in flight at once (the Steer slider, the sweep, an
+        upload in Analyze) would otherwise see each other's hooks."""
+        model = self.model(run_id)
+        with self._lock:
+            lock = self._model_locks.setdefault(str(id(model)), threading.Lock())
+        with lock:
+            yield model
 
     def sae(self, run_id: str):
         runs = self.runs().set_index("run_id")

@@ -224,3 +224,53 @@ def test_browser_walkthrough(server, tone_file):
     with duckdb.connect(str(ratings), read_only=True) as con:  # the ratings database holds ratings only
         assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["ratings"]
     assert rows[0]["sae_hash"] and rows[0]["layer"].startswith("encoder.")
+
+
+@pytest.mark.slow
+def test_concurrent_steer_requests_each_get_their_own_output(server, client):
+    """Two users steering at once (and a third sweeping, on another listener that runs in parallel) each
+    get the output of their own edit, as when they ask alone."""
+    from explorer.views.steer import STRENGTH, clip_choices, default_clip
+
+    explorer = server[0].explorer
+    run = explorer.runs()["run_id"].iloc[-1]
+    feature = _steerable_feature(explorer).split()[0].lstrip("#")
+    top = round(max(1.0, STRENGTH * explorer.feature(run, int(feature))["max_act"]), 1)
+    clip = default_clip(clip_choices(explorer))
+    ask = lambda v: (run, feature, v, "clamp", True, clip, None)  # noqa: E731
+    alone_top, alone_zero = client.predict(*ask(top), api_name="/steer"), client.predict(*ask(0), api_name="/steer")
+    assert alone_top[1] != alone_zero[1] and alone_zero[0] == alone_top[0]
+    jobs = [client.submit(*ask(top), api_name="/steer"), client.submit(run, feature, "clamp", True, clip, None, api_name="/sweep"),
+            client.submit(*ask(0), api_name="/steer"), client.submit(*ask(top), api_name="/steer")]
+    got = [job.result(timeout=600) for job in jobs]
+    assert [g[:2] for g in (got[0], got[2], got[3])] == [alone_top[:2], alone_zero[:2], alone_top[:2]]
+
+
+def test_a_request_holds_the_model_alone(server):
+    import threading
+
+    explorer = server[0].explorer
+    run = explorer.runs()["run_id"].iloc[-1]
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first():
+        with explorer.using_model(run):
+            inside.set()
+            release.wait(10)
+            order.append("first out")
+
+    def second():
+        inside.wait(10)
+        with explorer.using_model(run):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    threads[1].join(0.5)
+    assert threads[1].is_alive() and order == []  # the second request waits while the first holds the model
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first out", "second in"]

@@ -39,10 +39,11 @@ def load_upload(path: str | None, model) -> np.ndarray:
 
 @torch.no_grad()
 def analyze(explorer, run_id: str, path: str | None, top: int = 20):
-    model, sae = explorer.model(run_id), explorer.sae(run_id)
-    audio = load_upload(path, model)
+    sae = explorer.sae(run_id)
     layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
-    x = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
+    with explorer.using_model(run_id) as model:
+        audio = load_upload(path, model)
+        x = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
     acts, idx = sae.encode(x)
     units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
     names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"]

@@ -91,11 +91,11 @@ def build(explorer, nav) -> None:
     def steer(run_id, feature_id, v, m, keep, clip_id, path):
         if not run_id or feature_id is None:
             raise gr.Error("Pick a run and a feature.")
-        model, sae = explorer.model(run_id), explorer.sae(run_id)
-        layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
-        audio = audio_of(clip_id, path, model)
-        base, text, _ = steered_output(model, sae, layer, audio, [FeatureEdit(int(feature_id), float(v), m)], keep)
-        return base, text, word_diff(base, text) if model.has_text else []
+        sae, layer = explorer.sae(run_id), explorer.runs().set_index("run_id").loc[run_id, "layer"]
+        with explorer.using_model(run_id) as model:
+            audio = audio_of(clip_id, path, model)
+            base, text, _ = steered_output(model, sae, layer, audio, [FeatureEdit(int(feature_id), float(v), m)], keep)
+            return base, text, word_diff(base, text) if model.has_text else []
 
     def on_feature(run_id, feature_id):
         row = explorer.feature(run_id, int(feature_id)) if feature_id else None
@@ -103,11 +103,12 @@ def build(explorer, nav) -> None:
         return gr.Slider(minimum=0, maximum=round(top, 1), value=0, step=round(top / 100, 3))
 
     def sweep(run_id, feature_id, m, keep, clip_id, path):
-        model, sae = explorer.model(run_id), explorer.sae(run_id)
-        layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
+        sae, layer = explorer.sae(run_id), explorer.runs().set_index("run_id").loc[run_id, "layer"]
         row = explorer.feature(run_id, int(feature_id))
         values = np.linspace(0, STRENGTH * row["max_act"], 7)
-        return plots.sweep(strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep))
+        with explorer.using_model(run_id) as model:
+            rows = strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep)
+        return plots.sweep(rows)
 
     inputs = [run, feature, value, mode, keep_error, clip, upload]
     run.change(lambda r: gr.Dropdown(choices=feature_choices(explorer, r)), run, feature)
