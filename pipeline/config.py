@@ -178,7 +178,7 @@ class Config:
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder (or the CWD with no file)."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() or self.path is None else (self.path.parent / p).resolve()
+        return (p if p.is_absolute() or self.path is None else self.path.parent / p).resolve()
 
 
 def _build(cls, values: dict[str, Any], where: str):

@@ -54,14 +54,19 @@ class StageLog:
         os.replace(tmp, self.path)
 
 
+def _metadata_hash(root: Path) -> str:
+    meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
+    return hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
+
+
 def stage_keys(cfg: Config) -> dict[str, str]:
     """The input hash of every stage, from the config alone (and the corpus metadata file's content)."""
-    root = cfg.resolve(cfg.corpus.root)
-    meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
-    corpus_hash = hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
+    corpus_hash = _metadata_hash(cfg.resolve(cfg.corpus.root))
     # the version tags name changes of a stage's code that change its output (one activation regime; random
     # ties; the position measure)
     keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash, "regime-v2")}
+    # the reference library by where it is (not how its path is spelled) and what its metadata lists
+    references = [(str(cfg.resolve(r)), _metadata_hash(cfg.resolve(r))) for r in cfg.naming.reference]
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
@@ -71,8 +76,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
                                          store.SCHEMA_HASH)
             if cfg.naming.enabled:
-                refs = [str(cfg.resolve(r)) for r in cfg.naming.reference]  # where the references are, not how spelled
-                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": refs},
+                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": references},
                                             "contrast-v3")
             keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
     return keys

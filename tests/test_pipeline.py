@@ -158,3 +158,17 @@ def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, whisper, tmp_path
     a, b = _tables(whole / "ard.duckdb"), _tables(killed / "ard.duckdb")
     for table in a:
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)
+
+
+def test_name_key_follows_the_reference_library_not_how_its_path_is_spelled(tmp_path, demo_corpus, demo_rows):
+    _make_project(tmp_path, demo_corpus, demo_rows)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "metadata.csv").write_text("file_name,label\na.wav,dog\n")
+    (tmp_path / "a.toml").write_text(CONFIG + '[naming]\nreference = ["refs"]\n')
+    (tmp_path / "b.toml").write_text(CONFIG + f'[naming]\nreference = ["{refs}/../refs"]\n')
+    a, b = (stages.stage_keys(load_config(tmp_path / name)) for name in ("a.toml", "b.toml"))
+    assert a == b  # the same folder, spelled two ways
+    (refs / "metadata.csv").write_text("file_name,label\na.wav,cat\n")  # the library changed: names are stale
+    c = stages.stage_keys(load_config(tmp_path / "a.toml"))
+    assert {k for k in a if a[k] != c[k]} == {k for k in a if k.startswith(("name:", "atlas:"))} != set()
