@@ -207,28 +207,6 @@ def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: 
     return tasks
 
 
-def _fluidsynth_tasks(fs: dict, instruments: list, source: str, rng, out: Path, recipe: dict) -> list[tuple]:
-    """Random melodies of each General MIDI instrument rendered with fs["soundfont"], labelled by instrument."""
-    tasks = []
-    for program, label, low, high in instruments:
-        rels, rows, phrases = [], [], []
-        for j in range(fs["per_instrument"]):
-            seconds = float(rng.uniform(*fs["seconds"]))
-            scale = low + np.cumsum(rng.choice([1, 2, 2, 3], size=24))
-            scale = scale[scale <= high]
-            notes, t = [], 0.0
-            while t < seconds - 0.2:
-                dur = float(rng.choice([0.125, 0.25, 0.25, 0.5, 0.75, 1.0]))
-                notes.append((int(rng.choice(scale)), t, min(dur, seconds - t)))
-                t += dur
-            phrases.append(notes)
-            rel = f"music/{source}/{program:03d}_{j}.flac"
-            rels.append(rel)
-            rows.append(_row(rel, label, "music", source, fs["license"]))
-        tasks.append((_fluidsynth_task, out, rels, rows, program, phrases, fs["soundfont"], recipe))
-    return tasks
-
-
 def plan(recipe: dict, out: Path) -> list[tuple]:
     """Every task the recipe asks for, in a fixed order (same seed -> same tasks)."""
     rng = np.random.default_rng(recipe["seed"])
@@ -251,7 +229,22 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
                                                  "", f"human ({lang})"), src, recipe))
 
     fs = recipe["music"]["fluidsynth"]
-    tasks += _fluidsynth_tasks(fs, fs["instruments"], "fluidsynth", rng, out, recipe)
+    for program, label, low, high in fs["instruments"]:
+        rels, rows, phrases = [], [], []
+        for j in range(fs["per_instrument"]):
+            seconds = float(rng.uniform(*fs["seconds"]))
+            scale = low + np.cumsum(rng.choice([1, 2, 2, 3], size=24))
+            scale = scale[scale <= high]
+            notes, t = [], 0.0
+            while t < seconds - 0.2:
+                dur = float(rng.choice([0.125, 0.25, 0.25, 0.5, 0.75, 1.0]))
+                notes.append((int(rng.choice(scale)), t, min(dur, seconds - t)))
+                t += dur
+            phrases.append(notes)
+            rel = f"music/fluidsynth/{program:03d}_{j}.flac"
+            rels.append(rel)
+            rows.append(_row(rel, label, "music", "fluidsynth", fs["license"]))
+        tasks.append((_fluidsynth_task, out, rels, rows, program, phrases, fs["soundfont"], recipe))
 
     ms = recipe["music"]["samples"]
     chosen: dict[str, set[str]] = {}
@@ -295,10 +288,6 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
             label = rule_label(Path(src).stem, rules, ms["default_label"])
             tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
     tasks += _tuxpaint_tasks(recipe["sound"].get("tuxpaint"), drop, np.random.default_rng([recipe["seed"], 1]), out, recipe)
-    other = recipe["music"].get("fluidsynth_reference")  # the same instruments from another soundfont's samples
-    if other:
-        tasks += _fluidsynth_tasks({**fs, **other}, fs["instruments"], other["source"],
-                                   np.random.default_rng([recipe["seed"], 3]), out, recipe)
     return tasks
 
 
