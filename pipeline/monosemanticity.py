@@ -53,7 +53,8 @@ def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndar
 
     With H, embeddings and distinct: a unit whose H^k centroid (mean unit embedding) has a cosine above
     `distinct` with that of a better unit already chosen is a copy of a concept the list has; copies come
-    after every distinct unit, so the top C covers many concepts rather than one many times.
+    after every distinct unit, so the top C covers many concepts rather than one many times. Units with
+    m^k <= 0 (H^k no more alike than L^k: no concept at all) come last, distinct or not.
     """
     score = np.where(np.isnan(ms), -np.inf, ms)
     if eligible is not None:
@@ -74,4 +75,6 @@ def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndar
             continue
         chosen.append(k)
         centroids.append(centre)
-    return np.asarray((chosen + copies)[:c], dtype=order.dtype)
+    positive = [k for k in chosen if score[k] > 0]
+    rest = sorted([k for k in chosen + copies if score[k] <= 0], key=lambda k: -score[k])
+    return np.asarray((positive + [k for k in copies if score[k] > 0] + rest)[:c], dtype=order.dtype)

@@ -74,7 +74,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
-                                         store.SCHEMA_HASH)
+                                         store.SCHEMA_HASH, "distinct-v2")
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": references},
                                             "contrast-v3")

@@ -119,6 +119,8 @@ def test_top_c_ranks_copies_of_a_concept_after_every_distinct_one():
     assert top_c(ms, 4, None, H, emb, distinct=0.95).tolist() == [0, 2, 1, 3]  # 1 and 3 copy unit 0
     assert top_c(ms, 2, None, H, emb, distinct=0.95).tolist() == [0, 2]
     assert top_c(ms, 4, np.array([False, True, True, True]), H, emb, distinct=0.95).tolist() == [1, 2, 3]
+    # a distinct unit whose H^k is no more alike than its L^k (m^k <= 0) is no concept: after the copies
+    assert top_c(np.array([3.0, 2.0, -1.0, 0.5]), 4, None, H, emb, distinct=0.95).tolist() == [0, 1, 3, 2]
 
 
 def test_position_eta2_by_hand_and_against_a_one_hot_regression():

@@ -48,8 +48,9 @@ def build(explorer, nav) -> None:
     with gr.Row():
         run = gr.Dropdown(runs, value="all runs", label="Run (layer, expansion)")
         domain = gr.Dropdown(["any domain", "speech", "music", "sound"], value="any domain", label="Mostly this domain in H")
-        ms_min = gr.Slider(-2, 20, value=-2, step=0.5, label="Minimum monosemanticity")
-    frame = table(explorer, "all runs", "any domain", -2, "", False)
+        lowest = float(np.floor(np.nanmin(explorer.concepts()["ms"].to_numpy(float), initial=0.0)))
+        ms_min = gr.Slider(lowest, 20, value=lowest, step=0.5, label="Minimum monosemanticity")
+    frame = table(explorer, "all runs", "any domain", lowest, "", False)
     grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600)
     gr.Markdown("Select a row to open the feature.")
     inputs = [run, domain, ms_min, query, semantic]
