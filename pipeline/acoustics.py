@@ -54,13 +54,9 @@ def describe(audio: np.ndarray, rate: int, span: tuple[float, float] | None = No
                        onset_rate=float(len(onsets) / max(duration, 0.25)))
 
 
-# one word per group, most informative group first
-EXCLUSIVE = [{"low-pitched", "mid-pitched", "high-pitched"}, {"tonal", "noisy"}, {"percussive", "sustained"},
-             {"bright", "dark"}, {"loud", "quiet"}, {"short", "long"}]
-
-
 def descriptor_terms(d: Descriptors) -> list[str]:
-    """Discrete words for descriptors (at most one of each EXCLUSIVE group)."""
+    """Discrete words for descriptors, most informative first: at most one pitch class, one of tonal/noisy,
+    percussive/sustained, bright/dark, loud/quiet, short/long."""
     terms = []
     if d.voiced_fraction >= 0.4 and d.pitch_hz > 0:
         terms.append("high-pitched" if d.pitch_hz >= 500 else "low-pitched" if d.pitch_hz < 150 else "mid-pitched")
