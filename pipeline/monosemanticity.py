@@ -60,7 +60,7 @@ def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndar
     if eligible is not None:
         score = np.where(eligible, score, -np.inf)
     order = np.argsort(-score, kind="stable")[: int(np.isfinite(score).sum())]
-    if distinct is None or H is None or embeddings is None:
+    if distinct is None or not 0 < distinct < 1 or H is None or embeddings is None:  # 0 or 1: plain m^k order
         return order[:c]
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), EPS)
     chosen, copies, centroids = [], [], []

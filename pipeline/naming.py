@@ -129,25 +129,23 @@ class OfflineCaptioner:
 
     @staticmethod
     def references_only(neighbours) -> Caption:
+        """'Sounds like A (x %), B, C' and the ref:<label>=<share> terms of the 5 largest votes."""
         votes = label_votes(neighbours)[:5]
-        like = ", ".join(f"{label} ({w:.0%})" for label, w in votes[:3])
-        return Caption(f"Sounds like {like or 'nothing in the reference library'}.",
-                       [f"ref:{label}={w:.3f}" for label, w in votes])
+        like = ", ".join(f"{label} ({w:.0%})" for label, w in votes[:3]) or "nothing in the reference library"
+        return Caption(f"Sounds like {like}.", [f"ref:{label}={w:.3f}" for label, w in votes])
 
-    @staticmethod
-    def caption_one(audio: np.ndarray, rate: int, transcript: str, neighbours=()) -> Caption:
+    @classmethod
+    def caption_one(cls, audio: np.ndarray, rate: int, transcript: str, neighbours=()) -> Caption:
         d = describe(audio, rate)
         tags, words = transcript_terms(transcript)
-        votes = label_votes(neighbours)[:5]
+        refs = cls.references_only(neighbours)
         how = descriptor_terms(d)
-        terms = ([f"ref:{label}={w:.3f}" for label, w in votes] + [f"tag:{t}" for t in tags]
-                 + (["speech"] if len(words) >= 2 else []) + how + [f"word:{w}" for w in words])
-        like = ", ".join(f"{label} ({w:.0%})" for label, w in votes[:3])
+        terms = (refs.terms + [f"tag:{t}" for t in tags] + (["speech"] if len(words) >= 2 else []) + how
+                 + [f"word:{w}" for w in words])
         said = f'; Whisper hears: "{transcript.strip()}"' if len(words) >= 2 else (
             f"; Whisper tags it {', '.join(tags)}" if tags else "")
         pitch = f", pitch about {d.pitch_hz:.0f} Hz" if d.pitch_hz > 0 and d.voiced_fraction >= 0.4 else ""
-        text = (f"Sounds like {like or 'nothing in the reference library'}; a {d.duration:.1f} s "
-                f"{', '.join(how) or 'plain'} sound{pitch}{said}.")
+        text = f"{refs.text[:-1]}; a {d.duration:.1f} s {', '.join(how) or 'plain'} sound{pitch}{said}."
         return Caption(text, terms)
 
 

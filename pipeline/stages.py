@@ -268,8 +268,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             method_rows.append(pd.DataFrame({"method": base, "seed": seed, "feature": np.arange(len(m.ms)),
                                              "e_h": m.e_h, "e_l": m.e_l, "ms": m.ms}))
         eligible = eligible_units(cfg, data["n_clips"], data["position_eta2"])
-        distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
-        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible, data["sae/H"], table, distinct)
+        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible, data["sae/H"], table, cfg.monosemanticity.distinct)
         rank = np.full(len(ms_sae.ms), -1)
         rank[chosen] = np.arange(1, len(chosen) + 1)
         features = pd.DataFrame({

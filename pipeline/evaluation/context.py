@@ -142,6 +142,13 @@ class EvalContext:
             name = emb if emb.startswith("clap:") else "minilm"
         return TextEmbedder(name)
 
+    @cached_property
+    def gamma_calibrated(self) -> tuple[float, float]:
+        """(gamma, balanced accuracy) for this text embedder, from the committed name/label pairs."""
+        from .matching import calibrate_gamma
+
+        return calibrate_gamma(self.text_embedder)
+
     def base_clip(self, clip_id: str) -> str:
         """The corpus id of an indexed clip (a chunked long clip's pieces are `id#n`)."""
         return clip_id.rsplit("#", 1)[0]

@@ -52,14 +52,14 @@ def retrieval_row(H: Sequence[Sequence[int]], L: Sequence[Sequence[int]], labels
 def probing_retrieval(con, runs: Sequence[str], n_perm: int, seed: int) -> pd.DataFrame:
     """retrieval_row for the selected features of each run, on the probing corpus (from the store)."""
     rows = []
+    clips = con.execute("SELECT clip_id, label, domain FROM clips WHERE clip_id NOT LIKE 'eval:%' ORDER BY clip_id").df()
+    index = {c: i for i, c in enumerate(clips["clip_id"])}
     for run in runs:
-        reps = con.execute("""SELECT r.feature, r.kind, r.clip_id, c.label, c.domain FROM representatives r
-                              JOIN features f USING (run_id, feature) JOIN clips c USING (clip_id)
+        reps = con.execute("""SELECT r.feature, r.kind, r.clip_id FROM representatives r
+                              JOIN features f USING (run_id, feature)
                               WHERE r.run_id = ? AND r.method = 'sae' AND f.selected""", [run]).df()
-        clips = con.execute("SELECT clip_id, label, domain FROM clips WHERE clip_id NOT LIKE 'eval:%' ORDER BY clip_id").df()
         if reps.empty or clips.empty:
             continue
-        index = {c: i for i, c in enumerate(clips["clip_id"])}
         sets = {kind: [[index[c] for c in g["clip_id"] if c in index] for _, g in reps[reps.kind == kind].groupby("feature")]
                 for kind in ("H", "L")}
         rows.append({"corpus": "probing", "run": run, **retrieval_row(

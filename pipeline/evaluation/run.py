@@ -13,7 +13,6 @@ from .context import EvalContext
 from .diagnosis import diagnosis
 from .domains import domains
 from .human import table2
-from .matching import calibrate_gamma
 from .probing import probing_table, unlearning_table
 from .stability import stability
 from .retrieval import probing_retrieval
@@ -29,7 +28,7 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
         probing = probing_retrieval(con, runs, 1000, ctx.cfg.scoring.seed)
         diagnosed, diagnosed_features = diagnosis(con, runs, ctx.cfg.monosemanticity.max_position_eta2)
     purity = pd.concat([retrieval(ctx, sets), probing], ignore_index=True)
-    gamma_cal, gamma_acc = calibrate_gamma(ctx.text_embedder)
+    gamma_cal, gamma_acc = ctx.gamma_calibrated
     seeds, seeds_dist, seeds_tokens = stability(ctx)
     curves, erasure = unlearning_table(ctx)
     tables = {"table1": t1, "gamma_sweep": sweep, "retrieval": purity, "diagnosis": diagnosed,

@@ -16,7 +16,7 @@ from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner
 from ..sae import Sae
 from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
-from .matching import calibrate_gamma, match_scores
+from .matching import match_scores
 from .retrieval import purity, retrieval_row
 
 
@@ -26,12 +26,11 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
     p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
     scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)))
     eligible = eligible_units(cfg, stats.n_clips, stats.position_eta2)
-    distinct = cfg.monosemanticity.distinct if 0 < cfg.monosemanticity.distinct < 1 else None
     sets: dict[str, list[dict]] = {}
 
     def add(method, H, L, units_eligible):
         ms = monosemanticity(H, L, ctx.embeddings).ms
-        top = top_c(ms, ctx.ev.top_c, units_eligible, H, ctx.embeddings, distinct)
+        top = top_c(ms, ctx.ev.top_c, units_eligible, H, ctx.embeddings, cfg.monosemanticity.distinct)
         sets.setdefault(method, []).append({"H": H, "L": L, "ms": ms, "top": top})
 
     for method in ("sae", "mean_act", "coverage"):
@@ -101,7 +100,7 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
     refs = sorted({c.label for c in ctx.clips if c.label})
     text = ctx.text_embedder
     ref_vecs = text.embed(refs)
-    calibrated, _ = calibrate_gamma(text)
+    calibrated, _ = ctx.gamma_calibrated
     rows, sweep, per_feature = [], [], []
     for method, runs in named.items():
         per_run = []
