@@ -175,10 +175,33 @@ class Config:
     def db_path(self) -> Path:
         return self.resolve(self.store.db)
 
+    def identity(self, section: str) -> dict:
+        """A section's settings as a stage key sees them: paths resolved (the same files however they are
+        spelled), and the options that cannot change an output (batching, device placement) left out."""
+        values = dataclasses.asdict(getattr(self, section))
+        for name in _NOT_OUTPUT.get(section, ()):
+            values.pop(name)
+        for name in _PATHS.get(section, ()):
+            value = values[name]
+            values[name] = [self._resolved(v) for v in value] if isinstance(value, list) else self._resolved(value)
+        return values
+
+    def _resolved(self, value: str) -> str:
+        """`path` or `kind:path` with the path resolved when it names something here; anything else as is."""
+        kind, sep, path = value.partition(":") if ":" in value else ("", "", value)
+        if not path or kind == "bundled" or not self.resolve(path).exists():
+            return value
+        return f"{kind}{sep}{self.resolve(path)}"
+
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder (or the CWD with no file)."""
         p = Path(relative).expanduser()
         return (p if p.is_absolute() or self.path is None else self.path.parent / p).resolve()
+
+
+_PATHS = {"model": ("source",), "corpus": ("root",), "monosemanticity": ("embedder",),
+          "naming": ("reference", "captioner", "summariser"), "evaluation": ("corpus", "text_embedder")}
+_NOT_OUTPUT = {"model": ("batch_size", "device_map"), "naming": ("timeout", "retries", "api_key_env")}
 
 
 def _build(cls, values: dict[str, Any], where: str):

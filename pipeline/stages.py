@@ -64,19 +64,20 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     corpus_hash = _metadata_hash(cfg.resolve(cfg.corpus.root))
     # the version tags name changes of a stage's code that change its output (one activation regime; random
     # ties; the position measure)
-    keys = {"extract": _hash(asdict(cfg.model), asdict(cfg.corpus), cfg.extract.layers, corpus_hash, "regime-v2")}
+    keys = {"extract": _hash(cfg.identity("model"), cfg.identity("corpus"), cfg.extract.layers, corpus_hash,
+                             "regime-v2")}
     # the reference library by where it is (not how its path is spelled) and what its metadata lists
-    references = [(str(cfg.resolve(r)), _metadata_hash(cfg.resolve(r))) for r in cfg.naming.reference]
+    references = [(r, _metadata_hash(Path(r))) for r in cfg.identity("naming")["reference"]]
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
             sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every")}
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
-            keys[f"store:{run}"] = _hash(keys[f"score:{run}"], asdict(cfg.monosemanticity), str(cfg.db_path),
+            keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
                                          store.SCHEMA_HASH, "distinct-v2")
             if cfg.naming.enabled:
-                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**asdict(cfg.naming), "reference": references},
+                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**cfg.identity("naming"), "reference": references},
                                             "contrast-v3")
             keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
     return keys

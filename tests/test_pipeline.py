@@ -162,15 +162,25 @@ def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, whisper, tmp_path
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)
 
 
-def test_name_key_follows_the_reference_library_not_how_its_path_is_spelled(tmp_path, demo_corpus, demo_rows):
+def test_stage_keys_follow_what_a_stage_reads_not_how_paths_are_spelled(tmp_path, demo_corpus, demo_rows):
     _make_project(tmp_path, demo_corpus, demo_rows)
     refs = tmp_path / "refs"
     refs.mkdir()
     (refs / "metadata.csv").write_text("file_name,label\na.wav,dog\n")
     (tmp_path / "a.toml").write_text(CONFIG + '[naming]\nreference = ["refs"]\n')
     (tmp_path / "b.toml").write_text(CONFIG + f'[naming]\nreference = ["{refs}/../refs"]\n')
-    a, b = (stages.stage_keys(load_config(tmp_path / name)) for name in ("a.toml", "b.toml"))
-    assert a == b  # the same folder, spelled two ways
+    # a copy elsewhere with every path absolute, plus settings that no stage reads or that cannot change an
+    # output: the same keys, nothing is redone
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "c.toml").write_text(CONFIG.replace('root = "corpus"', f'root = "{tmp_path}/corpus"')
+                                 .replace('work_dir = "work"', f'work_dir = "{tmp_path}/./work"')
+                                 .replace('db = "ard.duckdb"', f'db = "{copy}/../ard.duckdb"')
+                                 + f'[naming]\nreference = ["{refs}"]\nretries = 9\n[model]\nbatch_size = 16\n'
+                                 '[evaluation]\ncorpus = "elsewhere"\ntop_c = 7\n')
+    a, b, c = (stages.stage_keys(load_config(path)) for path in (tmp_path / "a.toml", tmp_path / "b.toml",
+                                                                  copy / "c.toml"))
+    assert a == b == c  # the same folders, spelled three ways
     (refs / "metadata.csv").write_text("file_name,label\na.wav,cat\n")  # the library changed: names are stale
     c = stages.stage_keys(load_config(tmp_path / "a.toml"))
     assert {k for k in a if a[k] != c[k]} == {k for k in a if k.startswith(("name:", "atlas:"))} != set()

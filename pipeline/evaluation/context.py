@@ -79,7 +79,8 @@ class EvalContext:
     def activations(self) -> ActivationStore:
         """The evaluation corpus's activations at every SAE layer (resumable; redone when inputs change)."""
         folder, layers = self.work / "activations", sorted(set(self.cfg.sae_layers) | {self.layer, self.ablation_layer})
-        key = _key(self.cfg.model, self.cfg.corpus, [(c.id, c.label) for c in self.clips], layers)
+        key = _key(self.cfg.identity("model"), self.cfg.identity("corpus"), [(c.id, c.label) for c in self.clips],
+                   layers)
         stamp = self.work / "activations.key"
         if stamp.is_file() and stamp.read_text() == key:
             return ActivationStore(folder)
