@@ -33,12 +33,12 @@ def main() -> None:
 def build_demo_database() -> None:
     """The demo corpus and `ard run configs/demo.toml` (every stage skipped when already current)."""
     from pipeline.config import load_config
-    from pipeline.demo_corpus import build_demo
+    from pipeline.demo_corpus import build_demo_if_read
     from pipeline.models import load_model
     from pipeline.stages import run_all
 
-    build_demo(DEMO_DIR)
     cfg = load_config(ROOT / "configs" / "demo.toml")
+    build_demo_if_read(cfg)
     run_all(cfg, lambda: load_model(cfg.model))
 
 

@@ -64,6 +64,7 @@ def cmd_check(args) -> int:
 def _run_stages(args, until: str) -> int:
     """`ard run` and the per-stage commands: every stage up to `until` whose inputs changed."""
     from .config import load_config
+    from .demo_corpus import build_demo_if_read
     from .models import load_model
     from .stages import run_all
 
@@ -73,6 +74,8 @@ def _run_stages(args, until: str) -> int:
         from .stages import dry_run_checks
 
         print(format_table(dry_run_checks(cfg)) + "\n")
+    else:
+        build_demo_if_read(cfg)
     rows = run_all(cfg, lambda: load_model(cfg.model), dry_run=dry_run, until=until)
     if rows:
         print(format_table(rows))
@@ -103,12 +106,14 @@ def cmd_steer(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .config import load_config
+    from .demo_corpus import build_demo_if_read
     from .evaluation.run import evaluate
     from .models import load_model
     from .report import table1_view
     from .stages import run_all
 
     cfg = load_config(args.config)
+    build_demo_if_read(cfg)
     run_all(cfg, lambda: load_model(cfg.model))  # the runs it evaluates must be current
     tables = evaluate(cfg, lambda: load_model(cfg.model))
     print("Table 1 (interpretability, held-out corpus)\n" + format_table(table1_view(tables["table1"]).to_dict("records")))

@@ -323,6 +323,21 @@ def _write_metadata(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def reads_demo(cfg, home: Path = RECIPE_FILE.parent) -> bool:
+    """Whether a config reads a folder of the demo corpus (probing, held-out or reference)."""
+    folders = [cfg.resolve(cfg.corpus.root), *map(cfg.resolve, cfg.naming.reference)]
+    if cfg.evaluation.corpus:
+        folders.append(cfg.resolve(cfg.evaluation.corpus))
+    return any(f == home or home in f.parents for f in folders)
+
+
+def build_demo_if_read(cfg) -> None:
+    """Build the demo corpus (a no-op when current) when a config reads it: `ard run configs/demo.toml` on a
+    fresh checkout starts from nothing, like `make demo`."""
+    if reads_demo(cfg):
+        build_demo(RECIPE_FILE.parent)
+
+
 def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | None = None,
                force: bool = False) -> tuple[Path, Counter]:
     """Make the demo corpus in `out`: the probing audiofolder (out/metadata.csv) and the held-out

@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import soundfile as sf
 
 from pipeline.config import CorpusConfig
 from pipeline.corpus import CorpusError, check_corpus, iter_corpus, read_audio, read_metadata
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RATE = 16_000
 
@@ -132,3 +135,15 @@ def test_demo_build_is_idempotent(demo_corpus):
     before = meta.stat().st_mtime_ns
     build_demo(demo_corpus)
     assert meta.stat().st_mtime_ns == before
+
+
+def test_a_config_that_reads_the_demo_builds_it(tmp_path, demo_corpus):
+    from pipeline.config import load_config
+    from pipeline.demo_corpus import reads_demo
+
+    assert reads_demo(load_config(ROOT / "configs" / "demo.toml"), demo_corpus)
+    (tmp_path / "own.toml").write_text('[corpus]\nroot = "corpus"\n')
+    assert not reads_demo(load_config(tmp_path / "own.toml"), demo_corpus)
+    # the held-out or reference folder alone is enough, however the path is spelled
+    (tmp_path / "eval.toml").write_text(f'[corpus]\nroot = "corpus"\n[evaluation]\ncorpus = "{demo_corpus}/x/../heldout"\n')
+    assert reads_demo(load_config(tmp_path / "eval.toml"), demo_corpus)
