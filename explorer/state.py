@@ -89,6 +89,10 @@ class Explorer:
             row["neighbours"] = store.neighbours(con, run_id, feature)
             return row
 
+    def h_mix(self, run_id: str, features: list[int]) -> dict[int, str]:
+        with self.read() as con:
+            return store.h_mix(con, run_id, features)
+
     def feature_map(self, run_id: str) -> pd.DataFrame:
         with self.read() as con:
             return store.feature_map(con, run_id)

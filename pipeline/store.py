@@ -253,6 +253,20 @@ def representatives(con, run_id: str, feature: int, method: str = "sae") -> pd.D
                        [run_id, feature, method]).df()
 
 
+def h_mix(con, run_id: str, features: list[int]) -> dict[int, str]:
+    """What each feature's H^k clips are, by their labels (their domain where a clip has no label), most
+    common first: 'male speech 3/4, horn 1/4'. A description for features that have no name."""
+    rows = con.execute("""
+        SELECT r.feature, coalesce(nullif(c.label, ''), c.domain, '?') AS what, count(*) AS n
+        FROM representatives r JOIN clips c USING (clip_id)
+        WHERE r.run_id = ? AND r.method = 'sae' AND r.kind = 'H' AND r.feature IN (SELECT unnest(?))
+        GROUP BY r.feature, what ORDER BY r.feature, n DESC, what""", [run_id, [int(f) for f in features]]).fetchall()
+    counts: dict[int, list[tuple[str, int]]] = {}
+    for feature, what, n in rows:
+        counts.setdefault(int(feature), []).append((what, n))
+    return {f: ", ".join(f"{what} {n}/{sum(k for _, k in parts)}" for what, n in parts) for f, parts in counts.items()}
+
+
 def method_summary(con, run_id: str, top: int = 100) -> pd.DataFrame:
     """Per method: highest MS and mean of the top `top` MS (random baselines averaged over seeds)."""
     return con.execute("""

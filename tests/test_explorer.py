@@ -62,7 +62,7 @@ def test_search_finds_concepts_by_word(server, client):
     lowest = float(np.floor(concepts["ms"].min()))  # the slider's minimum: every concept passes
     result = client.predict("all runs", "any domain", lowest, "speech", False, api_name="/search")
     text = (concepts["name"].fillna("") + " " + concepts["description"].fillna("")).str.lower()
-    hits = {(r[0], int(r[1])) for r in result["data"]}
+    hits = {(r["run"], int(r["feature"])) for r in (dict(zip(result["headers"], row)) for row in result["data"])}
     assert hits and hits == {k for k, t in text.items() if "speech" in t}
 
 
@@ -92,9 +92,25 @@ def test_analyze_api_ranks_features_of_an_upload(server, client, tone_file):
     from gradio_client import handle_file
 
     run = server[0].explorer.runs()["run_id"].iloc[-1]
+    explorer = server[0].explorer
     table, _ = client.predict(run, handle_file(str(tone_file)), api_name="/analyze")
     r = [row[2] for row in table["data"]]
     assert len(r) > 0 and r == sorted(r, reverse=True)
+    # every active feature says something: its name, or what its representative clips are
+    named = set(explorer.concepts().query("run_id == @run")["feature"])
+    rows = {int(row[0]): row[1] for row in table["data"]}
+    unnamed = [f for f in rows if f not in named]
+    assert unnamed, "the tone should wake some feature outside the top C"
+    with explorer.read() as con:
+        for f in unnamed:
+            labels = con.execute("""SELECT coalesce(nullif(c.label, ''), c.domain) FROM representatives r
+                                    JOIN clips c USING (clip_id) WHERE r.run_id = ? AND r.feature = ?
+                                    AND r.method = 'sae' AND r.kind = 'H'""", [run, f]).fetchall()
+            top = max({lab for (lab,) in labels}, key=[lab for (lab,) in labels].count)
+            assert rows[f].startswith("[top clips] ") and f"{top} " in rows[f] and f"/{len(labels)}" in rows[f]
+    # and opens its Feature page
+    page = client.predict(f"{run}:{unnamed[0]}", api_name="/open_feature")
+    assert f"#{unnamed[0]}" in page[2]
 
 
 def test_missing_database_page_says_what_to_run(tmp_path):
@@ -145,9 +161,20 @@ def test_browser_walkthrough(server, tone_file):
         time.sleep(2)
         first_name = page.locator("#concepts-table").get_by_role("gridcell").filter(has_text="speech").first
         expect(first_name).to_be_visible()
+        # every column fits the window, and sorting by MS (the header's menu) reorders the rows
+        heads = page.locator("#concepts-table thead th")
+        boxes = [heads.nth(i).bounding_box() for i in range(heads.count())]
+        assert len(boxes) == 8 and max(box["x"] + box["width"] for box in boxes) <= 1300
+        heads.nth(2).hover()
+        heads.nth(2).get_by_role("button", name="Open cell menu").click()
+        page.get_by_role("menuitem", name="Sort ascending").first.click()
+        rows = page.locator("#concepts-table [role=row]")
+        time.sleep(1)
+        shown = [rows.nth(i).get_by_role("gridcell").all_inner_texts() for i in (1, 2, 3)]
+        assert [float(r[2]) for r in shown] == sorted(float(r[2]) for r in shown)
         page.screenshot(path=ARTIFACTS / "1-concepts.png")
-        first_name.click()
-        expect(page.locator("#feature-title")).to_be_visible()
+        rows.nth(1).get_by_role("gridcell").nth(1).click()  # the row as shown opens, not the row it was before sorting
+        expect(page.locator("#feature-title")).to_contain_text(f"#{shown[0][0]}")
         page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
 
         # a clip's player gets a source that returns audio bytes

@@ -37,6 +37,14 @@ def load_upload(path: str | None, model) -> np.ndarray:
     return audio
 
 
+def describe(explorer, run_id: str, features: list[int]) -> list[str]:
+    """A name for every feature: the namer's for the top C, else what its most representative clips are
+    (their labels, or domains), marked as such so nobody mistakes it for a generated name."""
+    names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"].dropna()
+    mix = explorer.h_mix(run_id, [f for f in features if f not in names.index])
+    return [names[f] if f in names.index else f"[top clips] {mix.get(f, 'none stored')}" for f in features]
+
+
 @torch.no_grad()
 def analyze(explorer, run_id: str, path: str | None, top: int = 20):
     sae = explorer.sae(run_id)
@@ -46,10 +54,9 @@ def analyze(explorer, run_id: str, path: str | None, top: int = 20):
         x = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
     acts, idx = sae.encode(x)
     units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
-    names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"]
-    frame = pd.DataFrame({"feature": units, "name": [names.get(int(u), "(not in the top C)") for u in units],
-                          "r": (mu * c).astype(float), "mu": mu.astype(float), "c": c.astype(float)})
+    frame = pd.DataFrame({"feature": units, "r": (mu * c).astype(float), "mu": mu.astype(float), "c": c.astype(float)})
     frame = frame.sort_values("r", ascending=False).head(top).reset_index(drop=True)
+    frame.insert(1, "name", describe(explorer, run_id, frame["feature"].tolist()))
     z = sae.dense_acts(x).numpy()[:, frame["feature"].to_numpy()]
     heat = plots.features_over_time(z, frame["feature"].tolist(), frame["name"].tolist())
     return frame.round(4), heat
@@ -63,11 +70,12 @@ def build(explorer, nav) -> None:
         with gr.Column():
             run = gr.Dropdown(runs, value=runs[-1] if runs else None, label="Run")
             go = gr.Button("Find active features", variant="primary", elem_id="analyze-go")
-    result = gr.Dataframe(interactive=False, elem_id="analyze-table", label="Active features, by r = mu * c")
+    result = gr.Dataframe(interactive=False, elem_id="analyze-table", label="Active features, by r = mu * c "
+                          "(a feature outside the named top C is described by its top clips' labels)")
     heat = gr.Plot(show_label=False)
     go.click(lambda r, p: analyze(explorer, r, p), [run, audio], [result, heat], api_name="analyze")
 
-    def open_row(data: pd.DataFrame, run_id: str, evt: gr.SelectData):
-        return f"{run_id}:{int(data.iloc[evt.index[0]]['feature'])}"
+    def open_row(run_id: str, evt: gr.SelectData):
+        return f"{run_id}:{int(evt.row_value[0])}"  # the row as shown, sorted or not
 
-    result.select(open_row, [result, run], nav.target)
+    result.select(open_row, run, nav.target)

@@ -6,7 +6,10 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run", "feature", "name", "MS", "frequency", "H domains", "layer", "e"]
+# what a person sorts and reads first; the run id (long, and spelled out by layer and e) goes last
+COLUMNS = ["feature", "name", "MS", "freq %", "H domains", "layer", "e", "run"]
+TYPES = ["number", "str", "number", "number", "str", "str", "number", "str"]
+WIDTHS = ["8%", "27%", "7%", "8%", "18%", "10%", "5%", "17%"]  # all of it on a 1,300-px window
 
 
 def domain_mix(domains: str | None) -> str:
@@ -33,10 +36,9 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
     elif query:
         text = (frame["name"].fillna("") + " " + frame["description"].fillna("")).str.lower()
         frame = frame[text.map(lambda t: all(w in t for w in query.lower().split()))]
-    return pd.DataFrame({"run": frame["run_id"], "feature": frame["feature"], "name": frame["name"].fillna(""),
-                         "MS": frame["ms"].round(2), "frequency": frame["frequency"].map(lambda f: f"{f:.2e}"),
-                         "H domains": frame["domains"].map(domain_mix), "layer": frame["layer"],
-                         "e": frame["expansion"]}, columns=COLUMNS)
+    return pd.DataFrame({"feature": frame["feature"], "name": frame["name"].fillna(""), "MS": frame["ms"].round(2),
+                         "freq %": (100 * frame["frequency"]).round(3), "H domains": frame["domains"].map(domain_mix),
+                         "layer": frame["layer"], "e": frame["expansion"], "run": frame["run_id"]}, columns=COLUMNS)
 
 
 def build(explorer, nav) -> None:
@@ -51,15 +53,17 @@ def build(explorer, nav) -> None:
         lowest = float(np.floor(np.nanmin(explorer.concepts()["ms"].to_numpy(float), initial=0.0)))
         ms_min = gr.Slider(lowest, 20, value=lowest, step=0.5, label="Minimum monosemanticity")
     frame = table(explorer, "all runs", "any domain", lowest, "", False)
-    grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600)
-    gr.Markdown("Select a row to open the feature.")
+    grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600,
+                        datatype=TYPES, column_widths=WIDTHS)
+    gr.Markdown("Select a row to open the feature; click a column's header to sort by it. "
+                "freq %: the share of the corpus's tokens on which the feature fires.")
     inputs = [run, domain, ms_min, query, semantic]
     for control in (run, domain, ms_min, semantic):
         control.change(lambda *a: table(explorer, *a), inputs, grid, api_name=False)
     query.submit(lambda *a: table(explorer, *a), inputs, grid, api_name="search")
 
-    def open_row(data: pd.DataFrame, evt: gr.SelectData):
-        row = data.iloc[evt.index[0]]
+    def open_row(evt: gr.SelectData):
+        row = dict(zip(COLUMNS, evt.row_value))  # the row as shown (sorting reorders it client-side)
         return f"{row['run']}:{int(row['feature'])}"
 
-    grid.select(open_row, grid, nav.target)
+    grid.select(open_row, None, nav.target)
