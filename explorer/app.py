@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .background import Background, Refresh
 from .state import Explorer
 from .views import analyze, concepts, evaluation, feature, map as map_view, rate, steer
 
@@ -28,8 +29,11 @@ def missing_database_message(problem: str) -> str:
             "corpus: <code>ard run your.toml</code> and <code>python app.py --db path/to/ard.duckdb</code>.</p>")
 
 
-def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.Blocks:
-    explorer = Explorer(db_path, ratings_db)
+def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
+              background: Background | None = None) -> gr.Blocks:
+    """The explorer; with `background` (pipeline work still running in this process), every tab refreshes as
+    its steps land."""
+    explorer = Explorer(db_path, ratings_db, shared=background is not None)
     problem = explorer.problem()
     with gr.Blocks(title="AR&D explorer") as app:
         app.explorer = explorer
@@ -37,32 +41,58 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None) -> gr.B
         if problem:
             gr.HTML(missing_database_message(problem), elem_id="status")
             return app
+        status = gr.HTML(background.status() if background else "", elem_id="background-status")
         nav = Nav(gr.Textbox(elem_id="nav-target", show_label=False, container=False))
+        refreshes = []
         with gr.Tabs() as tabs:
             with gr.Tab("Concepts", id="concepts"):
-                concepts.build(explorer, nav)
+                refreshes.append(concepts.build(explorer, nav))
             with gr.Tab("Feature", id="feature"):
                 outputs, load = feature.build(explorer, nav)
             with gr.Tab("Map", id="map"):
-                map_view.build(explorer, nav)
+                refreshes.append(map_view.build(explorer, nav))
             with gr.Tab("Analyze", id="analyze"):
-                analyze.build(explorer, nav)
+                refreshes.append(analyze.build(explorer, nav))
             with gr.Tab("Steer", id="steer"):
-                steer.build(explorer, nav)
+                refreshes.append(steer.build(explorer, nav))
             with gr.Tab("Rate", id="rate"):
-                rate.build(explorer, nav)
+                refreshes.append(rate.build(explorer, nav))
             with gr.Tab("Evaluation", id="evaluation"):
-                evaluation.build(explorer, nav)
+                refreshes.append(evaluation.build(explorer, nav))
         nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
                           api_name="open_feature")
+        if background is not None:
+            follow(background, status, refreshes)
         app.load(None, js=map_view.CLICK_JS)
     return app
 
 
+def follow(background: Background, status: gr.HTML, refreshes: list[Refresh]) -> None:
+    """Poll the background work every 2 s; when a step has landed since this page last drew, redraw every
+    tab's refreshable parts (a page opened later catches up on its first tick). Stops when the work ends."""
+    seen = gr.State(-1)
+    timer = gr.Timer(2.0)
+    inputs = [c for r in refreshes for c in r.inputs]
+    outputs = [c for r in refreshes for c in r.outputs]
+
+    def tick(last: int, *values):
+        version = background.version
+        head = [background.status(), version, gr.Timer(active=background.running)]
+        if version == last:
+            return head + [gr.skip()] * len(outputs)
+        updates, i = [], 0
+        for r in refreshes:
+            updates += r.fn(*values[i:i + len(r.inputs)])
+            i += len(r.inputs)
+        return head + updates
+
+    timer.tick(tick, [seen] + inputs, [status, seen, timer] + outputs, api_name="background", show_progress="hidden")
+
+
 def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratings_db: str | Path | None = None,
-           **kwargs) -> gr.Blocks:
+           background: Background | None = None, **kwargs) -> gr.Blocks:
     """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
-    app = build_app(db_path, ratings_db)
+    app = build_app(db_path, ratings_db, background)
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
     app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, **kwargs)
     return app

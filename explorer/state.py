@@ -19,8 +19,9 @@ MAX_UPLOAD_MB = 25
 class Explorer:
     """One per app: the database path, the ratings database, and models loaded on first use."""
 
-    def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None):
+    def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None, shared: bool = False):
         self.db_path = Path(db_path)
+        self.shared = shared  # pipeline stages write the database from this process while the app serves
         self.ratings_db = Path(ratings_db) if ratings_db else store.ratings_path(self.db_path)
         self._lock = threading.Lock()
         self._models: dict = {}
@@ -59,7 +60,7 @@ class Explorer:
         """A cursor on one shared read-only connection (opening DuckDB costs ~25 ms; a cursor, nothing)."""
         with self._lock:
             if self._con is None:
-                self._con = store.open_read_only(self.db_path)
+                self._con = store.open_shared(self.db_path) if self.shared else store.open_read_only(self.db_path)
             cursor = self._con.cursor()
         try:
             yield cursor
@@ -89,9 +90,13 @@ class Explorer:
             row["neighbours"] = store.neighbours(con, run_id, feature)
             return row
 
-    def h_mix(self, run_id: str, features: list[int]) -> dict[int, str]:
+    def describe(self, run_id: str, features: list[int]) -> list[str]:
+        """A name for every feature: the namer's where it has one, else what its most representative clips
+        are (their labels, or domains), marked as such so nobody takes it for a generated name."""
         with self.read() as con:
-            return store.h_mix(con, run_id, features)
+            names = store.features(con, run_id).set_index("feature")["name"].dropna()
+            mix = store.h_mix(con, run_id, [f for f in features if f not in names.index])
+        return [names[f] if f in names.index else f"[top clips] {mix.get(f, 'none stored')}" for f in features]
 
     def feature_map(self, run_id: str) -> pd.DataFrame:
         with self.read() as con:

@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage in order; stages whose inputs have not changed are skipped")
     p.add_argument("config")
     p.add_argument("--dry-run", action="store_true", help="validate the config and list what would run")
-    p.set_defaults(func=lambda a: _run_stages(a, "atlas"))
+    p.set_defaults(func=lambda a: _run_stages(a, "name"))
     p = sub.add_parser("status", help="which stages of a config are done")
     p.add_argument("config")
     p.set_defaults(func=cmd_status)
@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("train", "train an SAE per configured layer and expansion, with metrics and splice test"),
                         ("score", "representative clips per feature, and the baselines"),
                         ("store", "embed representatives, monosemanticity, top-C, write the database"),
-                        ("name", "caption and name the top-C features"),
-                        ("atlas", "UMAP map, neighbours, timelines, mel patches, name embeddings for the explorer")):
+                        ("atlas", "UMAP map, neighbours, timelines, mel patches for the explorer"),
+                        ("name", "caption and name the top-C features, and embed the names for search")):
         p = sub.add_parser(stage, help=text + " (and the stages before it, if needed)")
         p.add_argument("config")
         p.set_defaults(func=lambda a, stage=stage: _run_stages(a, stage))

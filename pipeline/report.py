@@ -129,6 +129,11 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(parts)
 
 
+# every figure the report can have, in its order (the explorer keeps a slot for each)
+FIGURES = ("gamma_sweep", "ablation", "seed_stability", "seed_stability_tokens", "unlearning", "retrieval",
+           "diagnosis", "domains", "probing")
+
+
 def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
     sweep = tables["gamma_sweep"].assign(method=lambda f: f["method"].map(lambda m: METHOD_NAMES.get(m, m)))
     figs = {"gamma_sweep": px.line(sweep, x="gamma", y="F1", color="method", markers=True,

@@ -76,11 +76,17 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
                                          store.SCHEMA_HASH, "distinct-v2")
+            keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v5")  # names land after it (name stage)
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**cfg.identity("naming"), "reference": references},
-                                            "contrast-v3")
-            keys[f"atlas:{run}"] = _hash(keys.get(f"name:{run}", keys[f"store:{run}"]), "atlas-v4")
+                                            "contrast-v3", "name-embeddings")
     return keys
+
+
+def evaluation_key(cfg: Config) -> str:
+    """The input hash of `ard evaluate`: every run it reads, its section and the held-out corpus's metadata."""
+    return _hash(stage_keys(cfg), cfg.identity("evaluation"), _metadata_hash(cfg.resolve(cfg.evaluation.corpus)),
+                 "eval-v1")
 
 
 def status(cfg: Config) -> list[tuple[str, bool]]:
@@ -124,11 +130,14 @@ def dry_run_checks(cfg: Config) -> list[dict]:
     return rows
 
 
-STAGES = ("extract", "train", "score", "store", "name", "atlas")
+# the atlas before the names: a run is browsable (map, timelines, clips) before it is named
+STAGES = ("extract", "train", "score", "store", "atlas", "name")
 
 
-def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "atlas") -> list[dict]:
-    """Run every stage up to `until` that is not current. Returns one summary row per stored SAE run."""
+def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name",
+            runs: list[str] | None = None) -> list[dict]:
+    """Run every stage up to `until` that is not current, for every run (or only `runs`). Returns one summary
+    row per stored SAE run."""
     last = STAGES.index(until)
     keys = stage_keys(cfg)
     done = StageLog(cfg.work_dir)
@@ -150,6 +159,8 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "atla
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
+            if runs is not None and run not in runs:
+                continue
             if not done.is_current(f"train:{run}", keys[f"train:{run}"]):
                 model = model or model_loader()
                 train_stage(cfg, acts, layer, e, model)
@@ -164,13 +175,13 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "atla
             if not done.is_current(f"store:{run}", keys[f"store:{run}"]):
                 store_stage(cfg, acts, layer, e, clips)
                 done.mark(f"store:{run}", keys[f"store:{run}"])
-            if last >= 4 and cfg.naming.enabled and not done.is_current(f"name:{run}", keys[f"name:{run}"]):
+            if last >= 4 and not done.is_current(f"atlas:{run}", keys[f"atlas:{run}"]):
+                atlas_stage(cfg, acts, layer, e, clips)
+                done.mark(f"atlas:{run}", keys[f"atlas:{run}"])
+            if last >= 5 and cfg.naming.enabled and not done.is_current(f"name:{run}", keys[f"name:{run}"]):
                 model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
                 name_stage(cfg, run, clips, lambda: model)
                 done.mark(f"name:{run}", keys[f"name:{run}"])
-            if last >= 5 and not done.is_current(f"atlas:{run}", keys[f"atlas:{run}"]):
-                atlas_stage(cfg, acts, layer, e, clips)
-                done.mark(f"atlas:{run}", keys[f"atlas:{run}"])
             summaries.append(summary(cfg, run))
     return summaries
 
@@ -294,6 +305,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
 
 
 def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
+    from .embedding import TextEmbedder
     from .namers import make_backends
     from .naming import name_features
     from .reference import clip_origin
@@ -301,15 +313,19 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     captioner, summariser = make_backends(cfg, model_loader)
     by_id = {c.id: c for c in clips}
     with store.connect(cfg.db_path) as con:
-        return name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
-                             cfg.corpus.sample_rate, progress=tqdm, origin=lambda cid: clip_origin(by_id, cid),
-                             contrast=cfg.naming.contrast)
+        n = name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
+                          cfg.corpus.sample_rate, progress=tqdm, origin=lambda cid: clip_origin(by_id, cid),
+                          contrast=cfg.naming.contrast)
+        named = store.features(con, run).dropna(subset=["name"])  # semantic search over the names
+        vectors = TextEmbedder().embed((named["name"] + ". " + named["description"].fillna("")).tolist())
+        store.write_atlas(con, run, {"name_embeddings": pd.DataFrame({
+            "feature": named["feature"].to_numpy(), "embedder": "minilm", "vector": list(vectors)})})
+        return n
 
 
 def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
-    """UMAP map, decoder neighbours, timelines, mel patches and name embeddings for the explorer."""
+    """UMAP map, decoder neighbours, timelines and mel patches for the explorer."""
     from . import atlas
-    from .embedding import TextEmbedder
     from .models import position_seconds
 
     run = cfg.run_id(layer, expansion)
@@ -338,9 +354,6 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             if patch is not None:
                 patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],
                                 "values": patch.astype(np.float32).tobytes()})
-        named = selected.dropna(subset=["name"])
-        texts = (named["name"] + ". " + named["description"].fillna("")).tolist()
-        name_vectors = TextEmbedder().embed(texts)
         store.write_atlas(con, run, {
             "feature_map": pd.DataFrame({"feature": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1]}),
             "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
@@ -348,9 +361,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
             "clip_mels": pd.DataFrame({"feature": reps["feature"].to_numpy(), "clip_id": reps["clip_id"].to_numpy(),
                                        "n_frames": [len(light[c]) for c in reps["clip_id"]], "n_mels": 40,
-                                       "values": [light[c].tobytes() for c in reps["clip_id"]]}),
-            "name_embeddings": pd.DataFrame({"feature": named["feature"].to_numpy(), "embedder": "minilm",
-                                             "vector": list(name_vectors)})})
+                                       "values": [light[c].tobytes() for c in reps["clip_id"]]})})
 
 
 def _file_hash(path: Path) -> str:

@@ -86,6 +86,15 @@ def open_read_only(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(db_path), read_only=True)
 
 
+def open_shared(db_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-write connection for a reader whose process also writes (the explorer while the pipeline fills the
+    database in a background thread): DuckDB refuses a read-only and a read-write connection to one file in one
+    process, and read-write ones share one database instance, so readers see each commit as it lands."""
+    if not Path(db_path).is_file():
+        raise FileNotFoundError(f"{db_path}: no feature database here; build one with `ard run CONFIG`")
+    return duckdb.connect(str(db_path))
+
+
 @contextmanager
 def connect(db_path: str | Path, read_only: bool = False, schema: str | None = SCHEMA) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that applies `schema` when writing (the feature database's by default)."""
@@ -165,6 +174,7 @@ def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.D
             _replace(con, table, run_id, frame.assign(run_id=run_id))
         _replace(con, "sae_metrics", run_id,
                  pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
+        con.execute("DELETE FROM name_embeddings WHERE run_id = ?", [run_id])  # the names are gone with them
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -172,8 +182,8 @@ def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.D
 
 
 def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
-    """The explorer's precomputed views of one run (feature_map, feature_neighbours, timelines,
-    mel_patches, name_embeddings), replacing earlier ones in one transaction."""
+    """The explorer's precomputed views of one run (the atlas stage's feature_map, feature_neighbours,
+    timelines and mel_patches; the name stage's name_embeddings), replacing earlier ones in one transaction."""
     con.execute("BEGIN")
     try:
         for table, frame in tables.items():

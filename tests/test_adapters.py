@@ -71,7 +71,7 @@ def project(request, tmp_path_factory, demo_corpus, demo_rows):
     (folder / "tiny.toml").write_text(CONFIG.format(family=family, source=source, layers=str(layers).replace("'", '"')))
     cfg = load_config(folder / "tiny.toml")
     model = load_model(cfg.model)
-    summary = stages.run_all(cfg, lambda: model)  # extract, train, score, store, name, atlas
+    summary = stages.run_all(cfg, lambda: model)  # extract, train, score, store, atlas, name
     return family, cfg, model, [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows], summary
 
 

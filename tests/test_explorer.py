@@ -4,6 +4,7 @@
 import csv
 import io
 import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -302,3 +303,89 @@ def test_a_request_holds_the_model_alone(server):
     for t in threads:
         t.join(10)
     assert order == ["first out", "second in"]
+
+
+def test_background_status_says_what_is_left_and_what_failed():
+    from explorer.background import Background
+
+    gate, ran = threading.Event(), []
+    work = Background([("run a", lambda: gate.wait(5) and ran.append("a")), ("names", lambda: 1 / 0),
+                       ("the evaluation", lambda: ran.append("e"))]).start()
+    time.sleep(0.2)
+    assert "now run a; then names, the evaluation" in work.status() and work.running and work.version == 0
+    gate.set()
+    work.join(5)
+    # the failing step stops the work (what landed stays), and the page says where and why
+    assert ran == ["a"] and not work.running and work.pending() == ["the evaluation"]
+    assert "stopped</b> at names: ZeroDivisionError" in work.status()
+    assert Background([]).start().status() == ""
+
+
+@pytest.mark.slow
+def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
+    """`make demo` opens the explorer after one run and finishes the rest in a background thread of the same
+    process: here a copy of the demo database with one run and the evaluation held back, landed by real
+    writes from a background thread while a browser watches the page."""
+    import shutil
+
+    import duckdb
+    from playwright.sync_api import expect, sync_playwright
+
+    from explorer.background import Background
+    from pipeline import store
+
+    db = tmp_path / "ard.duckdb"
+    shutil.copy(demo_db, db)
+    with duckdb.connect(str(db)) as con:
+        held = store.runs(con)["run_id"].iloc[0]
+        tables = [t for (t,) in con.execute("SELECT DISTINCT table_name FROM information_schema.columns "
+                                            "WHERE column_name = 'run_id' AND table_name NOT LIKE 'eval_%'").fetchall()]
+        saved = {t: con.execute(f"SELECT * FROM {t} WHERE run_id = ?", [held]).df() for t in tables}
+        evaluation = store.read_evaluation(con)
+        for t in tables:
+            con.execute(f"DELETE FROM {t} WHERE run_id = ?", [held])
+        for name in evaluation:
+            con.execute(f"DROP TABLE {store.EVAL_PREFIX}{name}")
+    gate = threading.Event()
+
+    def land_run():
+        gate.wait(300)
+        with store.connect(db) as con:
+            for table, frame in saved.items():
+                con.register("_f", frame)
+                con.execute(f"INSERT INTO {table} SELECT * FROM _f")
+                con.unregister("_f")
+
+    def land_evaluation():
+        with store.connect(db) as con:
+            store.write_evaluation(con, evaluation)
+
+    work = Background([(f"run {held}", land_run), ("the evaluation", land_evaluation)]).start()
+    port = _free_port()
+    app = launch(db, port=port, ratings_db=tmp_path / "ratings.duckdb", background=work,
+                 prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            expect.set_options(timeout=120_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#background-status")).to_contain_text(f"now run {held}; then the evaluation")
+            assert page.locator("#concepts-table").get_by_text(held).count() == 0
+            page.get_by_role("tab", name="Evaluation").click()
+            expect(page.locator("#eval-report")).to_contain_text("No evaluation in this database yet")
+            gate.set()
+            expect(page.locator("#eval-report")).to_contain_text("Table 1: interpretability")
+            page.locator("#eval-ablation .js-plotly-plot").wait_for()
+            expect(page.locator("#background-status")).not_to_contain_text("Still computing")
+            page.get_by_role("tab", name="Concepts").click()  # the run is a choice now, and its concepts show
+            page.locator("#concepts-run input").click()
+            page.get_by_role("option", name=held).click()
+            expect(page.locator("#concepts-table [role=row]").nth(1)).to_contain_text(held)
+            page.screenshot(path=ARTIFACTS / "8-filled-in.png", full_page=True)
+            browser.close()
+    finally:
+        gate.set()
+        app.close()
+        app.explorer.close()
+    assert work.failed is None and work.pending() == []

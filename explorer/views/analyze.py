@@ -14,6 +14,7 @@ from pipeline.config import CorpusConfig
 from pipeline.scoring import clip_unit_stats
 
 from .. import plots
+from ..background import Refresh
 from ..state import MAX_UPLOAD_MB
 
 
@@ -37,14 +38,6 @@ def load_upload(path: str | None, model) -> np.ndarray:
     return audio
 
 
-def describe(explorer, run_id: str, features: list[int]) -> list[str]:
-    """A name for every feature: the namer's for the top C, else what its most representative clips are
-    (their labels, or domains), marked as such so nobody mistakes it for a generated name."""
-    names = explorer.concepts().query("run_id == @run_id").set_index("feature")["name"].dropna()
-    mix = explorer.h_mix(run_id, [f for f in features if f not in names.index])
-    return [names[f] if f in names.index else f"[top clips] {mix.get(f, 'none stored')}" for f in features]
-
-
 @torch.no_grad()
 def analyze(explorer, run_id: str, path: str | None, top: int = 20):
     sae = explorer.sae(run_id)
@@ -56,13 +49,13 @@ def analyze(explorer, run_id: str, path: str | None, top: int = 20):
     units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
     frame = pd.DataFrame({"feature": units, "r": (mu * c).astype(float), "mu": mu.astype(float), "c": c.astype(float)})
     frame = frame.sort_values("r", ascending=False).head(top).reset_index(drop=True)
-    frame.insert(1, "name", describe(explorer, run_id, frame["feature"].tolist()))
+    frame.insert(1, "name", explorer.describe(run_id, frame["feature"].tolist()))
     z = sae.dense_acts(x).numpy()[:, frame["feature"].to_numpy()]
     heat = plots.features_over_time(z, frame["feature"].tolist(), frame["name"].tolist())
     return frame.round(4), heat
 
 
-def build(explorer, nav) -> None:
+def build(explorer, nav) -> Refresh:
     runs = explorer.runs()["run_id"].tolist()
     with gr.Row():
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip (wav, flac, ogg, mp3)",
@@ -79,3 +72,4 @@ def build(explorer, nav) -> None:
         return f"{run_id}:{int(evt.row_value[0])}"  # the row as shown, sorted or not
 
     result.select(open_row, run, nav.target)
+    return Refresh(lambda: [gr.Dropdown(choices=explorer.runs()["run_id"].tolist())], [run])

@@ -6,6 +6,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from ..background import Refresh
+
 # what a person sorts and reads first; the run id (long, and spelled out by layer and e) goes last
 COLUMNS = ["feature", "name", "MS", "freq %", "H domains", "layer", "e", "run"]
 TYPES = ["number", "str", "number", "number", "str", "str", "number", "str"]
@@ -18,6 +20,16 @@ def domain_mix(domains: str | None) -> str:
     parts = domains.split(",")
     counts = pd.Series(parts).value_counts()
     return ", ".join(f"{d} {n}/{len(parts)}" for d, n in counts.items())
+
+
+def with_names(explorer, frame: pd.DataFrame) -> pd.DataFrame:
+    """Features not named yet (naming runs after a run is browsable) read as what their top clips are."""
+    missing = frame["name"].isna()
+    if missing.any():
+        frame = frame.copy()
+        for run_id, group in frame[missing].groupby("run_id"):
+            frame.loc[group.index, "name"] = explorer.describe(run_id, group["feature"].astype(int).tolist())
+    return frame
 
 
 def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: bool) -> pd.DataFrame:
@@ -36,21 +48,26 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
     elif query:
         text = (frame["name"].fillna("") + " " + frame["description"].fillna("")).str.lower()
         frame = frame[text.map(lambda t: all(w in t for w in query.lower().split()))]
+    frame = with_names(explorer, frame)
     return pd.DataFrame({"feature": frame["feature"], "name": frame["name"].fillna(""), "MS": frame["ms"].round(2),
                          "freq %": (100 * frame["frequency"]).round(3), "H domains": frame["domains"].map(domain_mix),
                          "layer": frame["layer"], "e": frame["expansion"], "run": frame["run_id"]}, columns=COLUMNS)
 
 
-def build(explorer, nav) -> None:
+def lowest_ms(explorer) -> float:
+    return float(np.floor(np.nanmin(explorer.concepts()["ms"].to_numpy(float), initial=0.0)))
+
+
+def build(explorer, nav) -> Refresh:
     runs = ["all runs"] + explorer.runs()["run_id"].tolist()
     with gr.Row():
         query = gr.Textbox(label="Search names and descriptions", placeholder="e.g. speech, noisy, high-pitched",
                            elem_id="concept-search", scale=3)
         semantic = gr.Checkbox(label="semantic (MiniLM)", value=False, scale=1)
     with gr.Row():
-        run = gr.Dropdown(runs, value="all runs", label="Run (layer, expansion)")
+        run = gr.Dropdown(runs, value="all runs", label="Run (layer, expansion)", elem_id="concepts-run")
         domain = gr.Dropdown(["any domain", "speech", "music", "sound"], value="any domain", label="Mostly this domain in H")
-        lowest = float(np.floor(np.nanmin(explorer.concepts()["ms"].to_numpy(float), initial=0.0)))
+        lowest = lowest_ms(explorer)
         ms_min = gr.Slider(lowest, 20, value=lowest, step=0.5, label="Minimum monosemanticity")
     frame = table(explorer, "all runs", "any domain", lowest, "", False)
     grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600,
@@ -67,3 +84,9 @@ def build(explorer, nav) -> None:
         return f"{row['run']}:{int(row['feature'])}"
 
     grid.select(open_row, None, nav.target)
+
+    def refresh(*values):
+        return [gr.Dropdown(choices=["all runs"] + explorer.runs()["run_id"].tolist()),
+                gr.Slider(minimum=min(lowest_ms(explorer), values[2])), table(explorer, *values)]
+
+    return Refresh(refresh, [run, ms_min, grid], inputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import plots
+from ..background import Refresh
 
 # Plotly click -> the hidden navigation box (Gradio's Plot has no click event for plotly figures).
 CLICK_JS = """
@@ -28,7 +29,7 @@ CLICK_JS = """
 """
 
 
-def build(explorer, nav) -> None:
+def build(explorer, nav) -> Refresh:
     runs = explorer.runs()["run_id"].tolist()
     with gr.Row():
         run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run", elem_id="map-run")
@@ -39,3 +40,10 @@ def build(explorer, nav) -> None:
                 "name, click to open it. Unnamed points are features outside the top C.")
     for control in (run, color):
         control.change(lambda r, c: plots.feature_map(explorer.feature_map(r), c), [run, color], plot)
+
+    def refresh(r, c):
+        runs = explorer.runs()["run_id"].tolist()
+        r = r if r in runs else (runs[0] if runs else None)
+        return [gr.Dropdown(choices=runs, value=r), plots.feature_map(explorer.feature_map(r), c) if r else None]
+
+    return Refresh(refresh, [run, plot], [run, color])

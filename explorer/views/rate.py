@@ -16,6 +16,7 @@ import gradio as gr
 
 from pipeline import store
 from pipeline.evaluation.human import ratings_summary
+from ..background import Refresh
 
 N_SLOTS = 5  # p = 4 clips of H plus one intruder
 
@@ -113,7 +114,7 @@ def export(explorer, fmt: str) -> str:
     return str(path)
 
 
-def build(explorer, nav) -> None:
+def build(explorer, nav) -> Refresh:
     runs = explorer.runs()["run_id"].tolist()
     state = gr.State({})
     with gr.Row():
@@ -144,3 +145,4 @@ def build(explorer, nav) -> None:
                    [state, rater, own, rating, guess, blind], [status, stats], api_name="save_rating")
     csv_btn.click(lambda: export(explorer, "csv"), None, file, api_name="export_csv")
     jsonl_btn.click(lambda: export(explorer, "jsonl"), None, file, api_name="export_jsonl")
+    return Refresh(lambda: [gr.Dropdown(choices=explorer.runs()["run_id"].tolist())], [run])

@@ -11,6 +11,7 @@ from pipeline.corpus import read_audio
 from pipeline.steering import FeatureEdit, steered_output, strength_sweep
 
 from .. import plots
+from ..background import Refresh
 from .analyze import load_upload
 
 
@@ -50,7 +51,7 @@ def default_clip(choices: list[tuple[str, str]]) -> str | None:
     return next((c for label, c in choices if label.startswith("speech")), choices[0][1] if choices else None)
 
 
-def build(explorer, nav) -> None:
+def build(explorer, nav) -> Refresh:
     runs = explorer.runs()["run_id"].tolist()
     first = runs[-1] if runs else None
     choices = feature_choices(explorer, first) if first else []
@@ -117,3 +118,12 @@ def build(explorer, nav) -> None:
     for control in (mode, keep_error, clip, upload):
         control.change(steer, inputs, [before, after, diff], api_name=False)
     sweep_btn.click(sweep, [run, feature, mode, keep_error, clip, upload], sweep_plot, api_name="sweep")
+
+    def refresh(run_id, feature_id):  # new runs, and names that landed
+        runs = explorer.runs()["run_id"].tolist()
+        run_id = run_id if run_id in runs else (runs[-1] if runs else None)
+        choices = feature_choices(explorer, run_id) if run_id else []
+        value = feature_id if feature_id is not None else (choices[0][1] if choices else None)
+        return [gr.Dropdown(choices=runs, value=run_id), gr.Dropdown(choices=choices, value=value)]
+
+    return Refresh(refresh, [run, feature], [run, feature])

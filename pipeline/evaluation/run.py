@@ -49,9 +49,20 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
 
 
 def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
-    """Compute every table, store them, write the report."""
+    """Compute every table, store them, write the report; stamped, so `evaluation_current` can tell later."""
     from ..report import write_report
+    from ..stages import StageLog, evaluation_key
 
+    key = evaluation_key(cfg)
     tables = run(EvalContext(cfg, model_loader))
     write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
+    StageLog(cfg.work_dir).mark("evaluate", key)
     return tables
+
+
+def evaluation_current(cfg: Config) -> bool:
+    """Whether the stored evaluation was computed from exactly these runs and settings (the explorer's
+    background work skips it then; `ard evaluate` always recomputes)."""
+    from ..stages import StageLog, evaluation_key
+
+    return StageLog(cfg.work_dir).is_current("evaluate", evaluation_key(cfg))
