@@ -40,10 +40,12 @@ def main() -> None:
     concepts = app.explorer.concepts().sample(n=args.n, random_state=0, replace=True)
     targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]
     client.predict(targets[0], api_name="/open_feature")  # warm-up
-    page, reads = [], []
+    head, page, reads = [], [], []
     for t in targets:
         start = time.perf_counter()
         client.predict(t, api_name="/open_feature")
+        head.append(time.perf_counter() - start)
+        client.predict(t, api_name="/feature_plots")
         page.append(time.perf_counter() - start)
         run, feature = t.rsplit(":", 1)
         start = time.perf_counter()
@@ -53,7 +55,8 @@ def main() -> None:
     ms = lambda xs, q: 1000 * float(np.percentile(xs, q))
     print(f"Feature page, {len(targets)} random selected features of {args.db}")
     print(f"{'':<28}{'median ms':>10}{'p95 ms':>10}")
-    print(f"{'whole page (HTTP round trip)':<28}{ms(page, 50):>10.0f}{ms(page, 95):>10.0f}")
+    print(f"{'head (HTTP round trip)':<28}{ms(head, 50):>10.0f}{ms(head, 95):>10.0f}")
+    print(f"{'head + figures':<28}{ms(page, 50):>10.0f}{ms(page, 95):>10.0f}")
     print(f"{'store reads only':<28}{ms(reads, 50):>10.0f}{ms(reads, 95):>10.0f}")
     print(f"page / store-read ratio (median): {np.median(page) / np.median(reads):.1f}x")
 

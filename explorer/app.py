@@ -48,7 +48,7 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
             with gr.Tab("Concepts", id="concepts"):
                 refreshes.append(concepts.build(explorer, nav))
             with gr.Tab("Feature", id="feature"):
-                outputs, load = feature.build(explorer, nav)
+                outputs, load, plot_outputs, load_plots = feature.build(explorer, nav)
             with gr.Tab("Map", id="map"):
                 refreshes.append(map_view.build(explorer, nav))
             with gr.Tab("Analyze", id="analyze"):
@@ -60,7 +60,7 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
             with gr.Tab("Evaluation", id="evaluation"):
                 refreshes.append(evaluation.build(explorer, nav))
         nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
-                          api_name="open_feature")
+                          api_name="open_feature").then(load_plots, nav.target, plot_outputs, api_name="feature_plots")
         if background is not None:
             follow(background, status, refreshes)
         app.load(None, js=map_view.CLICK_JS)

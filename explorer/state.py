@@ -76,13 +76,22 @@ class Explorer:
         with self.read() as con:
             return store.concepts(con)
 
-    def feature(self, run_id: str, feature: int) -> dict | None:
+    def feature_head(self, run_id: str, feature: int) -> dict | None:
+        """What a feature page shows first: its row, naming provenance and representative clips."""
         with self.read() as con:
             row = store.feature_row(con, run_id, feature)
             if row is None:
                 return None
             row["naming"] = json.loads(row["naming"]) if isinstance(row.get("naming"), str) else {}
             row["representatives"] = store.representatives(con, run_id, feature)
+            return row
+
+    def feature(self, run_id: str, feature: int) -> dict | None:
+        """Everything a feature page shows: the head, plus timelines, mels, activations and neighbours."""
+        row = self.feature_head(run_id, feature)
+        if row is None:
+            return None
+        with self.read() as con:
             row["timelines"] = store.timelines(con, run_id, feature)
             row["mels"] = store.clip_mels(con, run_id, feature)
             row["mel_patch"] = store.mel_patch(con, run_id, feature)

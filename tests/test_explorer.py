@@ -74,6 +74,12 @@ def test_opening_a_feature_returns_its_page(server, client):
     out = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/open_feature")
     header = out[2]
     assert f"#{int(first['feature'])}" in header and "monosemanticity" in header
+    # then its figures: a plot per shown clip, the mean patch, the histogram and the neighbours
+    figures = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/feature_plots")
+    players = [o for o in out[3:] if isinstance(o, dict) and o.get("path")]
+    assert sum(f is not None for f in figures[:8]) == len(players) > 0
+    assert figures[9] is not None and len(figures[10]["data"]) == len(app.explorer.feature(
+        first["run_id"], int(first["feature"]))["neighbours"]) > 0
 
 
 def test_audio_is_served_only_for_known_clips(server):
@@ -176,6 +182,7 @@ def test_browser_walkthrough(server, tone_file):
         page.screenshot(path=ARTIFACTS / "1-concepts.png")
         rows.nth(1).get_by_role("gridcell").nth(1).click()  # the row as shown opens, not the row it was before sorting
         expect(page.locator("#feature-title")).to_contain_text(f"#{shown[0][0]}")
+        page.locator("#neighbours-table").get_by_role("gridcell").first.wait_for()  # the figures follow the head
         page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
 
         # a clip's player gets a source that returns audio bytes

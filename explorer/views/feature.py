@@ -32,7 +32,8 @@ def header(row: dict, run_id: str) -> str:
 
 
 def build(explorer, nav):
-    """Returns (outputs, load) so the app can open a feature from any tab."""
+    """Returns (outputs, load, plot_outputs, load_plots) so the app can open a feature from any tab: `load` paints
+    the page's head at once, `load_plots` fills the figures in after it."""
     with gr.Row():
         run = gr.Dropdown(explorer.runs()["run_id"].tolist(), label="Run", scale=2)
         number = gr.Number(label="Feature", precision=0, scale=1, elem_id="feature-number")
@@ -54,44 +55,61 @@ def build(explorer, nav):
     gr.Markdown("### Nearest features by decoder cosine (select one to open it)")
     neighbours = gr.Dataframe(interactive=False, elem_id="neighbours-table")
 
-    def load(target: str):
+    def parse(target: str) -> tuple[str, int] | None:
         if not target or ":" not in target:
-            return [gr.update()] * (3 + 4 * SLOTS + 3)
+            return None
         run_id, feature = target.rsplit(":", 1)
-        row = explorer.feature(run_id, int(feature))
-        if row is None:
-            return [gr.update(value=run_id), gr.update(value=int(feature)),
-                    f"<p>Feature {feature} is not in run {html.escape(run_id)}.</p>"] + \
-                   [gr.update(visible=False), None, "", None] * SLOTS + [None, None, None]
-        reps = row["representatives"]
-        outs = [gr.update(value=run_id), gr.update(value=int(feature)), header(row, run_id)]
+        return run_id, int(feature)
+
+    def shown(reps: pd.DataFrame):
+        """The representatives in slot order: (kind, slot, row or None)."""
         for kind in ("H", "L"):
             group = reps[reps["kind"] == kind].sort_values("rank")
             for i in range(SLOTS // 2):
-                if i < len(group):
-                    r = group.iloc[i]
-                    path = explorer.safe_path(r["path"])
-                    values = row["timelines"].get(r["clip_id"])
-                    mel = row["mels"].get(r["clip_id"])
-                    tie = " · tie broken at random" if r["tie_broken"] else ""
-                    info = (f"**{kind}{int(r['rank'])}** `{r['clip_id']}`  \nr = {r['r']:.4f} · μ = {r['mu']:.3f} · "
-                            f"c = {r['c']:.2f}{tie}  \nlabel: {r['label'] or '-'} ({r['domain'] or '-'})")
-                    outs += [gr.update(visible=True), path, info,
-                             plots.mel_with_activation(mel, values, f"{kind}{int(r['rank'])}: activation over the mel")]
-                else:
-                    outs += [gr.update(visible=False), None, "", None]
-        outs += [plots.mel_patch(row["mel_patch"]), plots.histogram(row["activations"]["mu"].to_numpy()),
-                 row["neighbours"].astype({"cosine": float}).round(3)]
+                yield kind, (group.iloc[i] if i < len(group) else None)
+
+    def load(target: str):
+        """First paint: title, name, numbers and the clips' players (one small read)."""
+        parsed = parse(target)
+        if parsed is None:
+            return [gr.update()] * (3 + 3 * SLOTS)
+        run_id, feature = parsed
+        row = explorer.feature_head(run_id, feature)
+        if row is None:
+            return [gr.update(value=run_id), gr.update(value=feature),
+                    f"<p>Feature {feature} is not in run {html.escape(run_id)}.</p>"] + \
+                   [gr.update(visible=False), None, ""] * SLOTS
+        outs = [gr.update(value=run_id), gr.update(value=feature), header(row, run_id)]
+        for kind, r in shown(row["representatives"]):
+            if r is None:
+                outs += [gr.update(visible=False), None, ""]
+                continue
+            tie = " · tie broken at random" if r["tie_broken"] else ""
+            info = (f"**{kind}{int(r['rank'])}** `{r['clip_id']}`  \nr = {r['r']:.4f} · μ = {r['mu']:.3f} · "
+                    f"c = {r['c']:.2f}{tie}  \nlabel: {r['label'] or '-'} ({r['domain'] or '-'})")
+            outs += [gr.update(visible=True), explorer.safe_path(r["path"]), info]
         return outs
 
+    def load_plots(target: str):
+        """Then the figures: activation over each clip's mel, the mean patch, the histogram, the neighbours."""
+        parsed = parse(target)
+        row = explorer.feature(*parsed) if parsed else None
+        if row is None:
+            return [None] * SLOTS + [None, None, None]
+        outs = [plots.mel_with_activation(row["mels"].get(r["clip_id"]), row["timelines"].get(r["clip_id"]),
+                                          f"{kind}{int(r['rank'])}: activation over the mel") if r is not None else None
+                for kind, r in shown(row["representatives"])]
+        return outs + [plots.mel_patch(row["mel_patch"]), plots.histogram(row["activations"]["mu"].to_numpy()),
+                       row["neighbours"].astype({"cosine": float}).round(3)]
+
     outputs = [run, number, title]
-    for row, audio, info, plot in slots:
-        outputs += [row, audio, info, plot]
-    outputs += [patch, hist, neighbours]
+    for row, audio, info, _ in slots:
+        outputs += [row, audio, info]
+    plot_outputs = [plot for *_, plot in slots] + [patch, hist, neighbours]
     go.click(lambda r, n: f"{r}:{int(n)}" if r and n is not None else "", [run, number], nav.target)
 
     def open_neighbour(data: pd.DataFrame, run_id: str, evt: gr.SelectData):
         return f"{run_id}:{int(data.iloc[evt.index[0]]['neighbour'])}"
 
     neighbours.select(open_neighbour, [neighbours, run], nav.target)
-    return outputs, load
+    return outputs, load, plot_outputs, load_plots
