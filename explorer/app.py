@@ -49,8 +49,8 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
                 refreshes.append(concepts.build(explorer, nav))
             with gr.Tab("Feature", id="feature"):
                 outputs, load, plot_outputs, load_plots = feature.build(explorer, nav)
-            with gr.Tab("Map", id="map"):
-                refreshes.append(map_view.build(explorer, nav))
+            with gr.Tab("Map", id="map") as map_tab:
+                refreshes.append(map_view.build(explorer, nav, map_tab))
             with gr.Tab("Analyze", id="analyze"):
                 refreshes.append(analyze.build(explorer, nav))
             with gr.Tab("Steer", id="steer"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 TOKEN_S = 0.02  # Whisper encoder positions are 20 ms apart
@@ -57,27 +58,50 @@ def histogram(values: np.ndarray, title: str = "Mean activation over the clips w
     return _figure(traces, layout, title, 260)
 
 
-def feature_map(frame: pd.DataFrame, color: str) -> go.Figure:
-    """UMAP scatter of decoder directions; customdata carries the feature id for clicks."""
-    frame = frame.copy()
-    frame["label"] = frame["name"].fillna("(unnamed)")
-    if color == "log frequency":
-        c = np.log10(frame["frequency"].clip(lower=1e-7))
-        marker = dict(color=c, colorscale="Viridis", showscale=True, colorbar=dict(title="log10 freq"), size=6)
-        fig = go.Figure(go.Scatter(x=frame.x, y=frame.y, mode="markers", marker=marker, customdata=frame[["feature"]],
-                                     text=frame["label"], hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
-    elif color == "dominant domain":
-        fig = go.Figure()
-        for domain, group in frame.fillna({"domain": "none"}).groupby("domain"):
-            fig.add_trace(go.Scatter(x=group.x, y=group.y, mode="markers", name=domain, marker=dict(size=6),
-                                       customdata=group[["feature"]], text=group["label"],
-                                       hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
+LAYOUTS = {"what it hears": ("hx", "hy"), "decoder direction": ("x", "y")}
+TOP_LABELS = 12  # labels with their own colour on the map; the rest are "other"
+
+
+def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", selected: int | None = None,
+                neighbours: list[int] = ()) -> go.Figure:
+    """UMAP scatter of a run's features, laid out by what they hear (their H^k clips' embedding centroid) or by
+    decoder direction; customdata carries the feature id for clicks; the open feature and its decoder
+    neighbours are ringed."""
+    xc, yc = LAYOUTS.get(layout, ("x", "y"))
+    frame = frame.dropna(subset=[xc, yc]).copy()
+    frame["text"] = frame["name"].fillna("(unnamed)") + " · H: " + frame["label"].fillna(frame["domain"]).fillna("-")
+    hover = "#%{customdata[0]} %{text}<extra></extra>"
+    fig = go.Figure()
+    if color in ("H label", "dominant domain"):
+        column = "label" if color == "H label" else "domain"
+        groups = frame[column].fillna("none")
+        if column == "label":
+            common = groups.value_counts().index[:TOP_LABELS]
+            groups = groups.where(groups.isin(common), "other")
+        palette = iter(px.colors.qualitative.Dark24)  # one distinct colour a group; "other" and "none" grey
+        for group, part in frame.groupby(groups):
+            colour = "lightgrey" if group in ("other", "none") else next(palette)
+            fig.add_trace(go.Scatter(x=part[xc], y=part[yc], mode="markers", name=f"{group} ({len(part)})",
+                                       marker=dict(size=6, opacity=0.8, color=colour), customdata=part[["feature"]],
+                                       text=part["text"], hovertemplate=hover))
     else:
-        marker = dict(color=frame["ms"].fillna(0), colorscale="Plasma", showscale=True, colorbar=dict(title="MS"), size=6)
-        fig = go.Figure(go.Scatter(x=frame.x, y=frame.y, mode="markers", marker=marker, customdata=frame[["feature"]],
-                                     text=frame["label"], hovertemplate="#%{customdata[0]} %{text}<extra></extra>"))
-    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), clickmode="event")
-    return _layout(fig, "Decoder directions (UMAP); click a point to open it", 560)
+        values, title, scale = ((np.log10(frame["frequency"].clip(lower=1e-7)), "log10 freq", "Viridis")
+                                if color == "log frequency" else (frame["ms"].fillna(0), "MS", "Plasma"))
+        fig.add_trace(go.Scatter(x=frame[xc], y=frame[yc], mode="markers", customdata=frame[["feature"]],
+                                   text=frame["text"], hovertemplate=hover, showlegend=False,
+                                   marker=dict(color=values, colorscale=scale, showscale=True,
+                                               colorbar=dict(title=title), size=6)))
+    for ids, name, style in ((list(neighbours), "decoder neighbours", dict(size=13, color="rgba(0,0,0,0)",
+                                                                          line=dict(width=2, color="black"))),
+                             ([selected] if selected is not None else [], "open feature",
+                              dict(size=18, symbol="star", color="gold", line=dict(width=1, color="black")))):
+        part = frame[frame["feature"].isin(ids)]
+        if len(part):
+            fig.add_trace(go.Scatter(x=part[xc], y=part[yc], mode="markers", name=name, marker=style,
+                                     customdata=part[["feature"]], text=part["text"], hovertemplate=hover))
+    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), clickmode="event",
+                      legend=dict(itemsizing="constant"))
+    return _layout(fig, f"Features by {layout} (UMAP); click a point to open it", 600)
 
 
 def features_over_time(z: np.ndarray, features: list[int], names: list[str]) -> go.Figure:

@@ -97,6 +97,7 @@ class Explorer:
             row["mel_patch"] = store.mel_patch(con, run_id, feature)
             row["activations"] = store.clip_activations(con, run_id, feature)
             row["neighbours"] = store.neighbours(con, run_id, feature)
+            row["other_runs"] = store.other_runs_matches(con, run_id, feature)
             return row
 
     def describe(self, run_id: str, features: list[int]) -> list[str]:

@@ -1,7 +1,8 @@
 """What the explorer shows about features, computed once by the pipeline and stored:
 
-- a 2-D UMAP of the decoder directions (W_dec rows) of every feature of a run (UMAP's first fit costs
-  10 to 60 s of numba compilation, so it never runs in a request);
+- two 2-D UMAP layouts of every feature of a run: by decoder direction (W_dec rows), and by what the feature
+  hears (the centroid of its H^k clips' embeddings: features that fire on similar sounds sit together)
+  (UMAP's first fit costs 10 to 60 s of numba compilation, so it never runs in a request);
 - each selected feature's nearest features by decoder cosine;
 - each representative clip's activation timeline for its feature (one value per token);
 - a light mel spectrogram of every representative clip (40 bands, one frame per token) for plots;
@@ -28,6 +29,19 @@ def decoder_map(W_dec: np.ndarray, seed: int = 0) -> np.ndarray:
 
     reducer = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed)
     return reducer.fit_transform(W_dec).astype(np.float32)
+
+
+def heard_map(centroids: np.ndarray, seed: int = 0) -> np.ndarray:
+    """[d_sae, dim] H^k embedding centroids (NaN rows: a feature with no H^k clip) -> [d_sae, 2] UMAP
+    coordinates (cosine), NaN where there was nothing to place."""
+    import umap
+
+    out = np.full((len(centroids), 2), np.nan, np.float32)
+    placed = ~np.isnan(centroids).any(axis=1)
+    if placed.sum() > 16:  # UMAP needs more points than neighbours
+        reducer = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed)
+        out[placed] = reducer.fit_transform(centroids[placed])
+    return out
 
 
 def decoder_neighbours(W_dec: np.ndarray, features: np.ndarray, n: int = 10) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
                                          store.SCHEMA_HASH, "distinct-v2")
-            keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v5")  # names land after it (name stage)
+            keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v6")  # names land after it (name stage)
             if cfg.naming.enabled:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**cfg.identity("naming"), "reference": references},
                                             "contrast-v3", "name-embeddings")
@@ -339,6 +339,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         coords = atlas.decoder_map(W_dec, cfg.sae.seed)
         reps = con.execute("SELECT feature, clip_id, kind FROM representatives WHERE run_id = ? AND method = 'sae'",
                            [run]).df()
+        heard = atlas.heard_map(_h_centroids(con, cfg, reps, len(coords)), cfg.sae.seed)
         reps = reps[reps["feature"].isin(features)]
         clip_acts = {cid: acts.clip(layer, rows_of[cid]) for cid in reps["clip_id"].unique()}
         lines = atlas.feature_timelines(sae, clip_acts, reps)
@@ -355,13 +356,28 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
                 patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],
                                 "values": patch.astype(np.float32).tobytes()})
         store.write_atlas(con, run, {
-            "feature_map": pd.DataFrame({"feature": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1]}),
+            "feature_map": pd.DataFrame({"feature": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1],
+                                         "hx": heard[:, 0], "hy": heard[:, 1]}),
             "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
             "timelines": lines,
             "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
             "clip_mels": pd.DataFrame({"feature": reps["feature"].to_numpy(), "clip_id": reps["clip_id"].to_numpy(),
                                        "n_frames": [len(light[c]) for c in reps["clip_id"]], "n_mels": 40,
                                        "values": [light[c].tobytes() for c in reps["clip_id"]]})})
+
+
+def _h_centroids(con, cfg: Config, reps: pd.DataFrame, d_sae: int) -> np.ndarray:
+    """[d_sae, dim] mean embedding of each feature's H^k clips (stored by the store stage); NaN without any."""
+    h = reps[reps["kind"] == "H"]
+    vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, h["clip_id"].unique().tolist())
+    dim = len(next(iter(vectors.values()))) if vectors else 1
+    sums, counts = np.zeros((d_sae, dim)), np.zeros(d_sae)
+    for feature, clip_id in zip(h["feature"], h["clip_id"]):
+        if clip_id in vectors:
+            sums[feature] += vectors[clip_id]
+            counts[feature] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]  # 0/0 = NaN: nothing heard
 
 
 def _file_hash(path: Path) -> str:

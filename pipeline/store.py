@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS method_scores (
 CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, captioner VARCHAR, caption VARCHAR, terms JSON, created TIMESTAMP, PRIMARY KEY (clip_id, captioner));
-CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT);
+CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT, hx FLOAT, hy FLOAT);
 CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
 CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
 CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
@@ -291,14 +291,32 @@ def method_summary(con, run_id: str, top: int = 100) -> pd.DataFrame:
 
 
 def feature_map(con, run_id: str) -> pd.DataFrame:
-    """Every feature's UMAP position with its name, MS, frequency and H^k majority domain."""
+    """Every feature's two UMAP positions (x, y: decoder direction; hx, hy: what it hears) with its name, MS,
+    frequency and the majority domain and label of its H^k clips."""
     return con.execute("""
         WITH dom AS (
-            SELECT r.feature, mode(c.domain) AS domain FROM representatives r JOIN clips c USING (clip_id)
+            SELECT r.feature, mode(c.domain) AS domain, mode(nullif(c.label, '')) AS label
+            FROM representatives r JOIN clips c USING (clip_id)
             WHERE r.run_id = ? AND r.method = 'sae' AND r.kind = 'H' GROUP BY r.feature)
-        SELECT m.feature, m.x, m.y, f.name, f.ms, f.frequency, f.selected, dom.domain
+        SELECT m.feature, m.x, m.y, m.hx, m.hy, f.name, f.ms, f.frequency, f.selected, dom.domain, dom.label
         FROM feature_map m JOIN features f ON f.run_id = m.run_id AND f.feature = m.feature
         LEFT JOIN dom ON dom.feature = m.feature WHERE m.run_id = ? ORDER BY m.feature""", [run_id, run_id]).df()
+
+
+def other_runs_matches(con, run_id: str, feature: int, top: int = 3) -> pd.DataFrame:
+    """A feature's best matches in every other run (another layer, expansion or seed), by co-activation: the
+    cosine between the two features' clip scores r over the corpus (clips where neither fires count 0)."""
+    return con.execute("""
+        WITH a AS (SELECT clip_id, r FROM clip_features WHERE run_id = ? AND feature = ?),
+        dots AS (SELECT f.run_id, f.feature, sum(f.r * a.r) AS dot FROM clip_features f JOIN a USING (clip_id)
+                 WHERE f.run_id <> ? GROUP BY f.run_id, f.feature),
+        norms AS (SELECT f.run_id, f.feature, sqrt(sum(f.r * f.r)) AS n FROM clip_features f
+                  SEMI JOIN dots USING (run_id, feature) GROUP BY f.run_id, f.feature)
+        SELECT d.run_id AS run, d.feature, d.dot / (n.n * (SELECT sqrt(sum(r * r)) FROM a)) AS cosine, f.name, f.ms
+        FROM dots d JOIN norms n USING (run_id, feature)
+        JOIN features f ON f.run_id = d.run_id AND f.feature = d.feature
+        QUALIFY row_number() OVER (PARTITION BY d.run_id ORDER BY cosine DESC, d.feature) <= ?
+        ORDER BY d.run_id, cosine DESC""", [run_id, feature, run_id, top]).df()
 
 
 def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -78,8 +79,12 @@ def test_opening_a_feature_returns_its_page(server, client):
     figures = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/feature_plots")
     players = [o for o in out[3:] if isinstance(o, dict) and o.get("path")]
     assert sum(f is not None for f in figures[:8]) == len(players) > 0
-    assert figures[9] is not None and len(figures[10]["data"]) == len(app.explorer.feature(
-        first["run_id"], int(first["feature"]))["neighbours"]) > 0
+    row = app.explorer.feature(first["run_id"], int(first["feature"]))
+    assert figures[9] is not None and len(figures[11]["data"]) == len(row["neighbours"]) > 0
+    # its best matches in the other layers' runs, by co-activation over the corpus's clips
+    others = pd.DataFrame(figures[10]["data"], columns=figures[10]["headers"])
+    assert set(others["run"]) == set(app.explorer.runs()["run_id"]) - {first["run_id"]}
+    assert others["cosine"].between(0, 1.0001).all()
 
 
 def test_audio_is_served_only_for_known_clips(server):
@@ -396,3 +401,37 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
         app.close()
         app.explorer.close()
     assert work.failed is None and work.pending() == []
+
+
+def _same_label_distance_ratio(frame: pd.DataFrame, xc: str, yc: str) -> float:
+    """Mean map distance between features whose H clips share their commonest label, over all pairs'."""
+    pts, lab = frame[[xc, yc]].to_numpy(float), frame["label"].to_numpy()
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    same, off = lab[:, None] == lab[None], ~np.eye(len(frame), dtype=bool)
+    return float(d[same & off].mean() / d[off].mean())
+
+
+def test_map_lays_out_what_features_hear_and_rings_the_open_feature(server):
+    from explorer import plots
+    from explorer.views.map import draw
+
+    explorer = server[0].explorer
+    run = explorer.runs()["run_id"].iloc[-1]
+    frame = explorer.feature_map(run)
+    with explorer.read() as con:
+        heard = {f for (f,) in con.execute("SELECT DISTINCT feature FROM representatives WHERE run_id = ? AND "
+                                            "method = 'sae' AND kind = 'H'", [run]).fetchall()}
+    assert set(frame.loc[frame["hx"].notna(), "feature"]) == heard  # placed iff it has H clips
+    # features that hear the same kind of sound sit together there, far more than by decoder direction
+    labelled = frame.dropna(subset=["label", "hx"])
+    by_sound, by_decoder = (_same_label_distance_ratio(labelled, *c) for c in (("hx", "hy"), ("x", "y")))
+    assert by_sound < 0.75 and by_sound < by_decoder - 0.1
+    # the open feature is the star, its decoder neighbours are ringed, each group has its own colour
+    selected = int(explorer.concepts().query("run_id == @run")["feature"].iloc[0])
+    fig = draw(explorer, run, "H label", "what it hears", f"{run}:{selected}")
+    traces = {t.name: t for t in fig.data}
+    assert [int(c[0]) for c in traces["open feature"].customdata] == [selected]
+    near = set(explorer.feature(run, selected)["neighbours"]["neighbour"])
+    assert {int(c[0]) for c in traces["decoder neighbours"].customdata} == near
+    colours = [t.marker.color for t in fig.data if t.name not in ("open feature", "decoder neighbours")]
+    assert len(colours) == len(set(colours)) == plots.TOP_LABELS + 1  # the top labels and "other"

@@ -41,3 +41,29 @@ def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
                 pass
     finally:
         holder.kill()
+
+
+def test_other_runs_matches_are_co_activation_cosines_over_clips(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    clips = [f"c{i}" for i in range(12)]
+    scores = {"a": rng.random((12, 3)) * (rng.random((12, 3)) < 0.6), "b": rng.random((12, 5)) * (rng.random((12, 5)) < 0.6),
+              "c": rng.random((12, 2)) * (rng.random((12, 2)) < 0.6)}
+    with store.connect(tmp_path / "x.duckdb") as con:
+        for run, r in scores.items():
+            i, f = np.nonzero(r)
+            store._insert(con, "clip_features", pd.DataFrame({"run_id": run, "clip_id": np.array(clips)[i], "feature": f,
+                                                              "r": r[i, f], "mu": r[i, f], "c": 1.0}))
+            store._insert(con, "features", pd.DataFrame({"run_id": run, "feature": np.arange(r.shape[1]),
+                                                         "name": [f"{run}{k}" for k in range(r.shape[1])]}))
+        got = store.other_runs_matches(con, "a", 1, top=2)
+    a = scores["a"][:, 1]
+    for run in ("b", "c"):
+        cos = scores[run].T @ a / (np.linalg.norm(scores[run], axis=0) * np.linalg.norm(a))
+        best = np.argsort(-cos)[:2]
+        part = got[got["run"] == run]
+        assert part["feature"].tolist() == best.tolist()
+        np.testing.assert_allclose(part["cosine"], cos[best], rtol=1e-6)
+    assert set(got["run"]) == {"b", "c"}

@@ -52,8 +52,13 @@ def build(explorer, nav):
     with gr.Row():
         patch = gr.Plot(show_label=False)
         hist = gr.Plot(show_label=False)
-    gr.Markdown("### Nearest features by decoder cosine (select one to open it)")
-    neighbours = gr.Dataframe(interactive=False, elem_id="neighbours-table")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Nearest features by decoder cosine (select one to open it)")
+            neighbours = gr.Dataframe(interactive=False, elem_id="neighbours-table")
+        with gr.Column():
+            gr.Markdown("### The same concept in the other runs (co-activation over the corpus; select to open)")
+            others = gr.Dataframe(interactive=False, elem_id="other-runs-table")
 
     def parse(target: str) -> tuple[str, int] | None:
         if not target or ":" not in target:
@@ -95,21 +100,26 @@ def build(explorer, nav):
         parsed = parse(target)
         row = explorer.feature(*parsed) if parsed else None
         if row is None:
-            return [None] * SLOTS + [None, None, None]
+            return [None] * SLOTS + [None, None, None, None]
         outs = [plots.mel_with_activation(row["mels"].get(r["clip_id"]), row["timelines"].get(r["clip_id"]),
                                           f"{kind}{int(r['rank'])}: activation over the mel") if r is not None else None
                 for kind, r in shown(row["representatives"])]
         return outs + [plots.mel_patch(row["mel_patch"]), plots.histogram(row["activations"]["mu"].to_numpy()),
+                       row["other_runs"].astype({"cosine": float}).round(3),
                        row["neighbours"].astype({"cosine": float}).round(3)]
 
     outputs = [run, number, title]
     for row, audio, info, _ in slots:
         outputs += [row, audio, info]
-    plot_outputs = [plot for *_, plot in slots] + [patch, hist, neighbours]
+    plot_outputs = [plot for *_, plot in slots] + [patch, hist, others, neighbours]  # neighbours last: the page is done
     go.click(lambda r, n: f"{r}:{int(n)}" if r and n is not None else "", [run, number], nav.target)
 
     def open_neighbour(data: pd.DataFrame, run_id: str, evt: gr.SelectData):
         return f"{run_id}:{int(data.iloc[evt.index[0]]['neighbour'])}"
 
     neighbours.select(open_neighbour, [neighbours, run], nav.target)
+    def open_other(evt: gr.SelectData):
+        return f"{evt.row_value[0]}:{int(evt.row_value[1])}"  # run, feature
+
+    others.select(open_other, None, nav.target)
     return outputs, load, plot_outputs, load_plots

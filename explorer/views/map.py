@@ -29,21 +29,41 @@ CLICK_JS = """
 """
 
 
-def build(explorer, nav) -> Refresh:
+COLOURS = ["H label", "dominant domain", "monosemanticity", "log frequency"]
+
+
+def draw(explorer, run_id: str | None, colour: str, layout: str, target: str | None):
+    """The run's map, the open feature (nav target 'run:feature') and its decoder neighbours ringed."""
+    if not run_id:
+        return None
+    selected, near = None, []
+    if target and target.rsplit(":", 1)[0] == run_id:
+        selected = int(target.rsplit(":", 1)[1])
+        row = explorer.feature(run_id, selected)
+        near = row["neighbours"]["neighbour"].astype(int).tolist() if row else []
+    return plots.feature_map(explorer.feature_map(run_id), colour, layout, selected, near)
+
+
+def build(explorer, nav, tab) -> Refresh:
+    """`tab`: the Map tab, redrawn when shown (the feature opened elsewhere is ringed)."""
     runs = explorer.runs()["run_id"].tolist()
     with gr.Row():
         run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run", elem_id="map-run")
-        color = gr.Radio(["monosemanticity", "log frequency", "dominant domain"], value="monosemanticity", label="Colour by")
-    plot = gr.Plot(plots.feature_map(explorer.feature_map(runs[0]), "monosemanticity") if runs else None,
-                   elem_id="map-plot", show_label=False)
-    gr.Markdown("Every feature of the run is a point (nearby points have similar decoder directions); hover for the "
-                "name, click to open it. Unnamed points are features outside the top C.")
-    for control in (run, color):
-        control.change(lambda r, c: plots.feature_map(explorer.feature_map(r), c), [run, color], plot)
+        layout = gr.Radio(list(plots.LAYOUTS), value="what it hears", label="Lay out by", elem_id="map-layout")
+        colour = gr.Radio(COLOURS, value="H label", label="Colour by", elem_id="map-colour")
+    plot = gr.Plot(draw(explorer, run.value, colour.value, layout.value, None), elem_id="map-plot", show_label=False)
+    gr.Markdown("Every feature of the run is a point. *What it hears*: features whose most representative clips "
+                "sound alike sit together (UMAP of their H clips' mean embedding); *decoder direction*: features "
+                "that write similar directions into the model. Hover for the name and the H clips' commonest label, "
+                "click to open it; the open feature is the star, its decoder neighbours are ringed.")
+    inputs = [run, colour, layout, nav.target]
+    for control in (run, colour, layout):
+        control.change(lambda *a: draw(explorer, *a), inputs, plot)
+    tab.select(lambda *a: draw(explorer, *a), inputs, plot, show_progress="hidden")
 
-    def refresh(r, c):
+    def refresh(r, c, lay, target):
         runs = explorer.runs()["run_id"].tolist()
         r = r if r in runs else (runs[0] if runs else None)
-        return [gr.Dropdown(choices=runs, value=r), plots.feature_map(explorer.feature_map(r), c) if r else None]
+        return [gr.Dropdown(choices=runs, value=r), draw(explorer, r, c, lay, target)]
 
-    return Refresh(refresh, [run, plot], [run, color])
+    return Refresh(refresh, [run, plot], inputs)
