@@ -435,3 +435,34 @@ def test_map_lays_out_what_features_hear_and_rings_the_open_feature(server):
     assert {int(c[0]) for c in traces["decoder neighbours"].customdata} == near
     colours = [t.marker.color for t in fig.data if t.name not in ("open feature", "decoder neighbours")]
     assert len(colours) == len(set(colours)) == plots.TOP_LABELS + 1  # the top labels and "other"
+
+
+@pytest.mark.slow
+def test_live_microphone_updates_features_while_it_listens(server, demo_rows, tmp_path):
+    """Chromium's fake microphone plays demo speech; the Analyze tab's live view lists features and keeps
+    updating as chunks arrive."""
+    from playwright.sync_api import expect, sync_playwright
+
+    speech = [r for r in demo_rows if r["source"] == "espeak-ng"][:3]
+    heard = np.concatenate([sf.read(ROOT / "data" / "demo" / r["file_name"])[0] for r in speech])
+    fake = tmp_path / "mic.wav"
+    sf.write(fake, heard.astype(np.float32), 16_000, subtype="PCM_16")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake}"])
+        page = browser.new_context(viewport={"width": 1300, "height": 1000}, permissions=["microphone"]).new_page()
+        expect.set_options(timeout=120_000)
+        page.goto(server[1])
+        page.get_by_role("tab", name="Analyze").click()
+        page.get_by_text("Live: stream from the microphone").click()
+        page.locator("#analyze-live").get_by_role("button", name="Record").click()
+        status = page.locator("#analyze-live-status")
+        expect(status).to_contain_text("s heard")
+        expect(page.locator("#analyze-table").get_by_role("gridcell").first).to_be_visible()
+        first = status.inner_text()
+        expect(status).not_to_have_text(first)  # the next chunk came in and was analysed
+        rows = page.locator("#analyze-table [role=row]").count()
+        page.screenshot(path=ARTIFACTS / "9-live.png", full_page=True)
+        browser.close()
+    assert rows > 5

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.corpus import problem_with, read_audio
+from pipeline.corpus import problem_with, read_audio, resample, to_mono
 from pipeline.config import CorpusConfig
 from pipeline.scoring import clip_unit_stats
 
@@ -40,10 +40,17 @@ def load_upload(path: str | None, model) -> np.ndarray:
 
 @torch.no_grad()
 def analyze(explorer, run_id: str, path: str | None, top: int = 20):
+    with explorer.using_model(run_id) as model:
+        audio = load_upload(path, model)
+    return analyze_audio(explorer, run_id, audio, top)
+
+
+@torch.no_grad()
+def analyze_audio(explorer, run_id: str, audio: np.ndarray, top: int = 20):
+    """The `top` features by r = mu * c over the clip, named, and their activations over time."""
     sae = explorer.sae(run_id)
     layer = explorer.runs().set_index("run_id").loc[run_id, "layer"]
     with explorer.using_model(run_id) as model:
-        audio = load_upload(path, model)
         x = torch.from_numpy(model.hidden_states(audio, [layer])[layer])
     acts, idx = sae.encode(x)
     units, mu, c, _ = clip_unit_stats(acts.numpy(), idx.numpy(), sae.spec.d_sae)
@@ -53,6 +60,28 @@ def analyze(explorer, run_id: str, path: str | None, top: int = 20):
     z = sae.dense_acts(x).numpy()[:, frame["feature"].to_numpy()]
     heat = plots.features_over_time(z, frame["feature"].tolist(), frame["name"].tolist())
     return frame.round(4), heat
+
+
+LIVE_SECONDS = 10  # the live view analyses the last 10 s heard
+
+
+def live(explorer, run_id: str, chunk, heard: np.ndarray | None):
+    """One streamed microphone chunk (about 1 s): append it to what was heard, analyse the last LIVE_SECONDS."""
+    if chunk is None or not run_id:
+        return heard, gr.skip(), gr.skip(), gr.skip()
+    rate, data = chunk
+    target = explorer.model(run_id).sample_rate
+    data = np.asarray(data)
+    if np.issubdtype(data.dtype, np.integer):  # the browser's 16-bit PCM
+        data = data / float(np.iinfo(data.dtype).max)
+    data = to_mono(data)
+    heard = np.concatenate([heard if heard is not None else np.zeros(0, np.float32),
+                            resample(data.astype(np.float32), rate, target)])[-LIVE_SECONDS * target:]
+    seconds = f"listening: {len(heard) / target:.1f} s heard (the last {LIVE_SECONDS} s are analysed)"
+    if problem_with(heard, CorpusConfig()) or len(heard) < target // 2:  # silence, or too little yet
+        return heard, seconds + " · nothing to analyse yet", gr.skip(), gr.skip()
+    frame, heat = analyze_audio(explorer, run_id, heard)
+    return heard, seconds, frame, heat
 
 
 def build(explorer, nav) -> Refresh:
@@ -67,6 +96,14 @@ def build(explorer, nav) -> Refresh:
                           "(a feature outside the named top C is described by its top clips' labels)")
     heat = gr.Plot(show_label=False)
     go.click(lambda r, p: analyze(explorer, r, p), [run, audio], [result, heat], api_name="analyze")
+    with gr.Accordion("Live: stream from the microphone, the features update while you speak", open=False):
+        mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone (press record)",
+                       elem_id="analyze-live")
+        listening = gr.Markdown(elem_id="analyze-live-status")
+    heard = gr.State(None)
+    mic.stream(lambda r, c, h: live(explorer, r, c, h), [run, mic, heard], [heard, listening, result, heat],
+               stream_every=1.0, time_limit=600, api_name=False, show_progress="hidden")
+    mic.start_recording(lambda: None, None, heard)  # a new recording starts from silence
 
     def open_row(run_id: str, evt: gr.SelectData):
         return f"{run_id}:{int(evt.row_value[0])}"  # the row as shown, sorted or not
