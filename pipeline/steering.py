@@ -92,6 +92,16 @@ def steered_transcripts(model, sae: Sae, layer: str, audios: Sequence[np.ndarray
         return model.transcribe_batch(list(audios))
 
 
+def logprob_shift(model, sae: Sae, layer: str, audios: Sequence[np.ndarray], text: str,
+                  edits: Sequence[FeatureEdit], keep_error: bool = True) -> dict[str, list[float]]:
+    """Per clip, the decoder's log-probability of `text` before and after the edits (`text_logprob`), and the
+    shift: a steering effect too small to change the greedy transcript still moves it."""
+    before = model.text_logprob(list(audios), text)
+    with model.intervention(layer, feature_edit(sae, edits, keep_error)):
+        after = model.text_logprob(list(audios), text)
+    return {"before": before, "after": after, "shift": [a - b for a, b in zip(after, before)]}
+
+
 @torch.no_grad()
 def regime_agreement(model, layer: str, audios: Sequence[np.ndarray]) -> dict[str, float]:
     """Are the rows an intervention edits the rows the SAE was trained on? Per clip, the extraction path

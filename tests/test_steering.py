@@ -163,3 +163,28 @@ def test_steer_eval_tunes_on_probing_clips_and_reports_on_held_out_ones(demo_db,
     plain = whisper.transcribe_batch([read_audio(c.path, 16_000) for c in other], max_new_tokens=64)
     assert result["held_out"]["fp_before"] == pytest.approx(np.mean([is_false_positive(t) for t in plain]))
     assert result["tuning"][0]["strength"] == 0
+
+
+def test_text_logprob_is_the_decoders_own_cross_entropy_and_prefers_the_spoken_words(whisper, demo_corpus, demo_rows):
+    rows = [r for r in demo_rows if r["source"] == "espeak-ng" and r["text"]][:2]
+    audios = [read_audio(demo_corpus / r["file_name"], 16_000) for r in rows]
+    got = whisper.text_logprob(audios, rows[0]["text"])
+    # the same number from transformers' loss: mean cross-entropy over the text tokens, prefix masked out
+    ids = whisper.tokenizer(" " + rows[0]["text"]).input_ids[:-1]
+    labels = torch.tensor([ids[1:]])
+    labels[0, : len(whisper.tokenizer.prefix_tokens) - 1] = -100
+    feats = whisper.extractor(audios[0], sampling_rate=16_000, return_tensors="pt").input_features
+    with torch.inference_mode(), whisper.padded_batch(audios[:1]):
+        loss = whisper.model(input_features=feats, decoder_input_ids=torch.tensor([ids[:-1]]), labels=labels).loss
+    assert got[0] == pytest.approx(-float(loss) * int((labels != -100).sum()), rel=1e-4)
+    assert got[0] > got[1] + 10  # the words clip 0 says are far likelier under clip 0 than under clip 1
+
+
+def test_logprob_shift_is_zero_without_an_edit_and_moves_with_one(whisper, sae, speech, music_feature):
+    from pipeline.steering import logprob_shift
+
+    feature, top = music_feature
+    still = logprob_shift(whisper, sae, LAYER, speech, "music", [FeatureEdit(feature, 0.0, "add")])
+    assert still["shift"] == [0.0] * len(speech)
+    moved = logprob_shift(whisper, sae, LAYER, speech, "music", [FeatureEdit(feature, 10 * top)])
+    assert all(abs(s) > 0.1 for s in moved["shift"])

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 
 from pipeline.corpus import read_audio
-from pipeline.steering import FeatureEdit, steered_output, strength_sweep
+from pipeline.steering import FeatureEdit, logprob_shift, steered_output, strength_sweep
 
 from .. import plots
 from ..background import Refresh
@@ -75,6 +75,10 @@ def build(explorer, nav) -> Refresh:
         before = gr.Textbox(label="Output before", interactive=False, elem_id="steer-before")
         after = gr.Textbox(label="Output after", interactive=False, elem_id="steer-after")
     diff = gr.HighlightedText(label="Changes", color_map={"-": "red", "+": "green"}, elem_id="steer-diff")
+    with gr.Row():
+        probe = gr.Textbox(label="Probe words: how much likelier the model finds them after the edit",
+                           placeholder="e.g. music, or the feature's name", elem_id="steer-probe", scale=2)
+        shift = gr.Markdown(elem_id="steer-shift")
     sweep_btn = gr.Button(f"Sweep the strength (0 to {STRENGTH}x the observed max)")
     sweep_plot = gr.Plot(show_label=False)
 
@@ -89,14 +93,22 @@ def build(explorer, nav) -> Refresh:
             row = store.clip(con, clip_id)
         return read_audio(explorer.safe_path(row["path"]), model.sample_rate)
 
-    def steer(run_id, feature_id, v, m, keep, clip_id, path):
+    def steer(run_id, feature_id, v, m, keep, clip_id, path, words):
         if not run_id or feature_id is None:
             raise gr.Error("Pick a run and a feature.")
         sae, layer = explorer.sae(run_id), explorer.runs().set_index("run_id").loc[run_id, "layer"]
+        edits = [FeatureEdit(int(feature_id), float(v), m)]
         with explorer.using_model(run_id) as model:
             audio = audio_of(clip_id, path, model)
-            base, text, _ = steered_output(model, sae, layer, audio, [FeatureEdit(int(feature_id), float(v), m)], keep)
-            return base, text, word_diff(base, text) if model.has_text else []
+            base, text, _ = steered_output(model, sae, layer, audio, edits, keep)
+            moved = ""
+            if (words or "").strip() and hasattr(model, "text_logprob"):
+                got = logprob_shift(model, sae, layer, [audio], words, edits, keep)
+                moved = (f"log p(\"{words.strip()}\"): {got['before'][0]:.2f} → {got['after'][0]:.2f} "
+                         f"(**{got['shift'][0]:+.2f}**, x{np.exp(got['shift'][0]):.3g} as likely)")
+            elif (words or "").strip():
+                moved = "This model writes no text: probe words need a decoder (Whisper)."
+            return base, text, word_diff(base, text) if model.has_text else [], moved
 
     def on_feature(run_id, feature_id):
         row = explorer.feature(run_id, int(feature_id)) if feature_id else None
@@ -111,12 +123,13 @@ def build(explorer, nav) -> Refresh:
             rows = strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep)
         return plots.sweep(rows)
 
-    inputs = [run, feature, value, mode, keep_error, clip, upload]
+    inputs = [run, feature, value, mode, keep_error, clip, upload, probe]
     run.change(lambda r: gr.Dropdown(choices=feature_choices(explorer, r)), run, feature)
     feature.change(on_feature, [run, feature], value)
-    value.release(steer, inputs, [before, after, diff], api_name="steer")
+    value.release(steer, inputs, [before, after, diff, shift], api_name="steer")
     for control in (mode, keep_error, clip, upload):
-        control.change(steer, inputs, [before, after, diff], api_name=False)
+        control.change(steer, inputs, [before, after, diff, shift], api_name=False)
+    probe.submit(steer, inputs, [before, after, diff, shift], api_name=False)
     sweep_btn.click(sweep, [run, feature, mode, keep_error, clip, upload], sweep_plot, api_name="sweep")
 
     def refresh(run_id, feature_id):  # new runs, and names that landed

@@ -369,5 +369,24 @@ class WhisperAdapter(HookedAdapter):
             ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens, **task)
         return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
+    @torch.inference_mode()
+    def text_logprob(self, audios: Sequence[np.ndarray], text: str) -> list[float]:
+        """Per clip, the decoder's teacher-forced log-probability of `text` (summed over its tokens, after the
+        start prefix; not the end token): how much the model expects those words, a finer measure of a
+        steering edit than whether the greedy transcript changes. Runs under `padded_batch`, so an
+        intervention in effect applies."""
+        ids = self.tokenizer(" " + text.strip()).input_ids[:-1]  # prefix + text tokens, no end token
+        start = len(self.tokenizer.prefix_tokens)
+        if len(ids) <= start:
+            raise ValueError("no words to score")
+        feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        tokens = torch.tensor([ids] * len(audios), device=self.device)
+        with self.padded_batch(audios):
+            logits = self.model(input_features=feats.to(self.device, self.model.dtype),
+                                decoder_input_ids=tokens[:, :-1]).logits.float()
+        logp = torch.log_softmax(logits, -1)[:, start - 1:]  # position i predicts token i + 1
+        picked = logp.gather(-1, tokens[:, start:, None])[..., 0]
+        return picked.sum(1).cpu().tolist()
+
     def transcribe(self, audio: np.ndarray) -> str:
         return self.transcribe_batch([audio])[0]
