@@ -20,6 +20,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def serve(db: str):
+    """The explorer on a free local port, in this process: (app, url); exits with the reason if it cannot show db."""
+    from explorer.app import launch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = launch(db, port=port, prevent_thread_lock=True, quiet=True)
+    if app.explorer.problem():
+        sys.exit(app.explorer.problem())
+    return app, f"http://127.0.0.1:{port}/"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=str(ROOT / "data" / "demo" / "ard.duckdb"))
@@ -28,15 +41,8 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from explorer.app import launch
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = launch(args.db, port=port, prevent_thread_lock=True, quiet=True)
-    if app.explorer.problem():
-        sys.exit(app.explorer.problem())
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)  # as a browser: files load lazily
+    app, url = serve(args.db)
+    client = Client(url, verbose=False, download_files=False)  # as a browser: files load lazily
     concepts = app.explorer.concepts().sample(n=args.n, random_state=0, replace=True)
     targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]
     client.predict(targets[0], api_name="/open_feature")  # warm-up

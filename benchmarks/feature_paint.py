@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -35,14 +34,9 @@ def main() -> None:
 
     from playwright.sync_api import expect, sync_playwright
 
-    from explorer.app import launch
+    from explorer_latency import serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = launch(args.db, port=port, prevent_thread_lock=True, quiet=True)
-    if app.explorer.problem():
-        sys.exit(app.explorer.problem())
+    app, url = serve(args.db)
     concepts = app.explorer.concepts().sample(n=args.n + 1, random_state=0, replace=True)
     targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]
     first, full = [], []
@@ -50,7 +44,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         expect.set_options(timeout=60_000)
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(url)
         page.locator("#concepts-table").wait_for()
         for i, target in enumerate(targets):
             feature = target.rsplit(":", 1)[1]
