@@ -185,14 +185,19 @@ def cmd_steer_eval(args) -> int:
         features = concepts[mostly].sort_values("ms", ascending=False)["feature"].head(args.concept_features).tolist()
         if not features:
             continue
-        result = sensitivity_eval(model, sae, layer, speech_audio, features, max_acts)
+        result = sensitivity_eval(model, sae, layer, speech_audio, features, max_acts, probe=domain)
         with store.connect(cfg.db_path) as con:
             store.write_steering_eval(con, run, f"sensitivity:{domain}", result)
         rows.append({"target": f"{domain} (features whose H is mostly {domain})", "features": len(features),
                      "speech clips": result["n_clips"], "unsteered": result["moved_unsteered"],
-                     "steered": result["moved_steered"], "random features": result["moved_control"]})
+                     "steered": result["moved_steered"], "random features": result["moved_control"],
+                     "dlogp steered": result.get("logprob_shift_steered"),
+                     "dlogp random": result.get("logprob_shift_control"),
+                     "logp sensitivity": result.get("logprob_sensitivity")})
     print("Sensitivity: share of speech transcripts that turn into non-speech output (a non-speech tag or music sign "
-          "and no words; an empty output does not count)")
+          "and no words; an empty output does not count); dlogp: mean shift of the decoder's log-probability of the "
+          "domain's word ('music', 'sound') under the concept's features and under as many random ones; logp "
+          "sensitivity: share of clips where the concept's features raise it more than the random ones (0.5 = chance)")
     print(format_table(rows))
     return 0
 

@@ -240,10 +240,15 @@ def moved_to_nonspeech(transcript: str) -> bool:
 
 
 def sensitivity_eval(model, sae: Sae, layer: str, audios: list[np.ndarray], target_features: Sequence[int],
-                     max_acts: np.ndarray, strength: float = 10.0, seed: int = 0) -> dict:
+                     max_acts: np.ndarray, strength: float = 10.0, seed: int = 0, probe: str = "") -> dict:
     """Paper Table 3 for Whisper: clamp the target concept's features (each to strength x its observed
     max) on clips of another kind, and count the outputs that move to the target (`moved_to_nonspeech`);
-    the control clamps as many random features to the same values (equal norm of the intervention)."""
+    the control clamps as many random features to the same values (equal norm of the intervention).
+
+    With `probe` (words of the target concept, e.g. "music"), also the finer measure: per clip, the shift of
+    the decoder's log-probability of those words under the target edit and under the control edit;
+    `logprob_sensitivity` is the share of clips where the target edit raises it more than the control
+    does (0.5 = no better than random features)."""
     rng = np.random.default_rng(seed)
     targets = list(target_features)
     others = rng.choice(np.setdiff1d(np.arange(sae.spec.d_sae), targets), size=len(targets), replace=False)
@@ -255,5 +260,13 @@ def sensitivity_eval(model, sae: Sae, layer: str, audios: list[np.ndarray], targ
         return float(np.mean([moved_to_nonspeech(t) for t in out]))
 
     base = float(np.mean([moved_to_nonspeech(t) for t in model.transcribe_batch(list(audios))]))
-    return {"features": targets, "control_features": others.tolist(), "strength": strength, "n_clips": len(audios),
-            "moved_unsteered": base, "moved_steered": share(targets), "moved_control": share(others)}
+    out = {"features": targets, "control_features": others.tolist(), "strength": strength, "n_clips": len(audios),
+           "moved_unsteered": base, "moved_steered": share(targets), "moved_control": share(others)}
+    if probe and hasattr(model, "text_logprob"):
+        shifts = {name: logprob_shift(model, sae, layer, audios, probe, [FeatureEdit(int(k), v) for k, v in
+                                                                          zip(features, values)])["shift"]
+                  for name, features in (("steered", targets), ("control", others))}
+        out.update({"probe": probe, "logprob_shift_steered": float(np.mean(shifts["steered"])),
+                    "logprob_shift_control": float(np.mean(shifts["control"])),
+                    "logprob_sensitivity": float(np.mean(np.greater(shifts["steered"], shifts["control"])))})
+    return out

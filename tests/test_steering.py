@@ -163,6 +163,12 @@ def test_steer_eval_tunes_on_probing_clips_and_reports_on_held_out_ones(demo_db,
     plain = whisper.transcribe_batch([read_audio(c.path, 16_000) for c in other], max_new_tokens=64)
     assert result["held_out"]["fp_before"] == pytest.approx(np.mean([is_false_positive(t) for t in plain]))
     assert result["tuning"][0]["strength"] == 0
+    # sensitivity by the decoder's log-probability of the concept's word, against random features
+    for domain in ("music", "sound"):
+        if f"sensitivity:{domain}" in rows:
+            sens = json.loads(rows[f"sensitivity:{domain}"])
+            assert sens["probe"] == domain and sens["logprob_shift_steered"] != 0
+            assert (sens["logprob_sensitivity"] * sens["n_clips"]) % 1 == 0 <= sens["logprob_sensitivity"] <= 1
 
 
 def test_text_logprob_is_the_decoders_own_cross_entropy_and_prefers_the_spoken_words(whisper, demo_corpus, demo_rows):
