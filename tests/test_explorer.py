@@ -468,3 +468,17 @@ def test_live_microphone_updates_features_while_it_listens(server, demo_rows, tm
         page.screenshot(path=ARTIFACTS / "9-live.png", full_page=True)
         browser.close()
     assert rows > 5
+
+
+def test_a_second_make_demo_opens_at_once_with_nothing_left_in_the_background(demo_db, demo_eval):
+    """After a full build and evaluation (this session's), `make demo` has no stage to run before the
+    explorer opens and no background work: every run and the evaluation are stamped current."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from app import build_demo_database
+
+    work = build_demo_database()
+    if work is not None:
+        work.join()
+    assert work is None, f"left for the background: {[label for label, _ in work.steps]}"
