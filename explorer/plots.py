@@ -62,6 +62,18 @@ LAYOUTS = {"what it hears": ("hx", "hy"), "decoder direction": ("x", "y")}
 TOP_LABELS = 12  # labels with their own colour on the map; the rest are "other"
 
 
+def label_cohesion(frame: pd.DataFrame, layout: str) -> float:
+    """How much a map layout groups features by what their H^k clips are: the mean distance between two
+    features whose H^k clips share their commonest label, over the mean distance of all pairs (1 = no
+    grouping, smaller = tighter groups). Features without a label or a position are left out."""
+    xc, yc = LAYOUTS[layout]
+    frame = frame.dropna(subset=["label", xc, yc])
+    pts, labels = frame[[xc, yc]].to_numpy(float), frame["label"].to_numpy()
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    same, off = labels[:, None] == labels[None], ~np.eye(len(frame), dtype=bool)
+    return float(d[same & off].mean() / d[off].mean())
+
+
 def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", selected: int | None = None,
                 neighbours: list[int] = ()) -> go.Figure:
     """UMAP scatter of a run's features, laid out by what they hear (their H^k clips' embedding centroid) or by

@@ -405,12 +405,15 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
     assert work.failed is None and work.pending() == []
 
 
-def _same_label_distance_ratio(frame: pd.DataFrame, xc: str, yc: str) -> float:
-    """Mean map distance between features whose H clips share their commonest label, over all pairs'."""
-    pts, lab = frame[[xc, yc]].to_numpy(float), frame["label"].to_numpy()
-    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
-    same, off = lab[:, None] == lab[None], ~np.eye(len(frame), dtype=bool)
-    return float(d[same & off].mean() / d[off].mean())
+def test_label_cohesion_by_hand():
+    from explorer.plots import label_cohesion
+
+    # a, a at distance 1; b, b at distance 1; the a's and the b's 3 or sqrt(10) apart
+    frame = pd.DataFrame({"label": ["a", "a", "b", "b"], "hx": [0, 1, 0, 1], "hy": [0, 0, 3, 3],
+                          "x": [0, 0, 0, 0], "y": [0, 1, 2, 3]})
+    all_pairs = (1 + 1 + 3 + 3 + 2 * np.sqrt(10)) / 6
+    assert label_cohesion(frame, "what it hears") == pytest.approx(1 / all_pairs)
+    assert label_cohesion(frame, "decoder direction") == pytest.approx(1 / ((1 + 2 + 3 + 1 + 2 + 1) / 6))
 
 
 def test_map_lays_out_what_features_hear_and_rings_the_open_feature(server):
@@ -425,8 +428,7 @@ def test_map_lays_out_what_features_hear_and_rings_the_open_feature(server):
                                             "method = 'sae' AND kind = 'H'", [run]).fetchall()}
     assert set(frame.loc[frame["hx"].notna(), "feature"]) == heard  # placed iff it has H clips
     # features that hear the same kind of sound sit together there, far more than by decoder direction
-    labelled = frame.dropna(subset=["label", "hx"])
-    by_sound, by_decoder = (_same_label_distance_ratio(labelled, *c) for c in (("hx", "hy"), ("x", "y")))
+    by_sound, by_decoder = plots.label_cohesion(frame, "what it hears"), plots.label_cohesion(frame, "decoder direction")
     assert by_sound < 0.75 and by_sound < by_decoder - 0.1
     # the open feature is the star, its decoder neighbours are ringed, each group has its own colour
     selected = int(explorer.concepts().query("run_id == @run")["feature"].iloc[0])

@@ -73,12 +73,19 @@ def trained(tmp_path_factory, demo_corpus, demo_rows, whisper):
     return folder
 
 
-@pytest.mark.slow
-def test_run_stores_two_runs_and_skips_what_is_done(trained, whisper, tmp_path):
-    folder = tmp_path / "a"
+@pytest.fixture(scope="module")
+def finished(trained, whisper, tmp_path_factory):
+    """The small project run to the end without interruption, once: what the resumed runs must equal."""
+    folder = tmp_path_factory.mktemp("finished") / "whole"
     shutil.copytree(trained, folder)
-    cfg = load_config(folder / "small.toml")
-    rows = stages.run_all(cfg, lambda: whisper)
+    stages.run_all(load_config(folder / "small.toml"), lambda: whisper)
+    return folder
+
+
+@pytest.mark.slow
+def test_run_stores_two_runs_and_skips_what_is_done(finished, whisper):
+    cfg = load_config(finished / "small.toml")
+    rows = stages.run_all(cfg, lambda: whisper)  # every stage current: nothing runs, the runs' summaries return
     assert [r["run"] for r in rows] == ["encoder.3_topk_e2_k8_s0", "encoder.3_topk_e4_k8_s0"]
     with store.connect(cfg.db_path, read_only=True) as con:
         runs = store.runs(con)
@@ -108,11 +115,9 @@ def test_run_stores_two_runs_and_skips_what_is_done(trained, whisper, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_scoring_resumes_to_the_same_tables(trained, whisper, tmp_path, monkeypatch):
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    shutil.copytree(trained, whole)
+def test_killed_scoring_resumes_to_the_same_tables(trained, finished, whisper, tmp_path, monkeypatch):
+    whole, broken = finished, tmp_path / "broken"
     shutil.copytree(trained, broken)
-    stages.run_all(load_config(whole / "small.toml"), lambda: whisper)
 
     cfg = load_config(broken / "small.toml")
     real = stages.score_neurons
@@ -133,13 +138,11 @@ def test_killed_scoring_resumes_to_the_same_tables(trained, whisper, tmp_path, m
 
 
 @pytest.mark.slow
-def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, whisper, tmp_path):
+def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, finished, tmp_path):
     """A real `ard run` process killed with SIGKILL as soon as its first scoring stage is recorded (so in the
     middle of the next stage); a second `ard run` finishes, and every table equals an uninterrupted run's."""
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    shutil.copytree(trained, whole)
+    whole, killed = finished, tmp_path / "killed"
     shutil.copytree(trained, killed)
-    stages.run_all(load_config(whole / "small.toml"), lambda: whisper)
 
     command = [sys.executable, "-m", "pipeline.cli", "run", str(killed / "small.toml")]
     env = {**os.environ, "TQDM_DISABLE": "1"}
