@@ -38,21 +38,35 @@ def build_demo_database():
     from explorer.background import Background
     from pipeline.config import load_config
     from pipeline.demo_corpus import build_demo_if_read
-    from pipeline.evaluation.run import evaluate, evaluation_current
     from pipeline.models import load_model
-    from pipeline.stages import run_all, status
+    from pipeline.stages import run_all
 
     cfg = load_config(ROOT / "configs" / "demo.toml")
     build_demo_if_read(cfg)
     model = cache(lambda: load_model(cfg.model))  # one model for the foreground and the background
-    runs = [cfg.run_id(layer, e) for layer in reversed(cfg.sae_layers) for e in cfg.sae.expansions]
-    run_all(cfg, model, until="atlas", runs=runs[:1])  # the evaluated run (the last layer) first
+    run_all(cfg, model, until="atlas", runs=demo_runs(cfg)[:1])
+    steps = background_steps(cfg, model)
+    return Background(steps).start() if steps else None
+
+
+def demo_runs(cfg) -> list[str]:
+    """The runs in the order the demo builds them: the evaluated one (the last layer) first."""
+    return [cfg.run_id(layer, e) for layer in reversed(cfg.sae_layers) for e in cfg.sae.expansions]
+
+
+def background_steps(cfg, model) -> list[tuple]:
+    """What is left once the first run is browsable: each run with a stage not current, then the evaluation if
+    it is not current either."""
+    from pipeline.evaluation.run import evaluate, evaluation_current
+    from pipeline.stages import run_all, status
+
     current = dict(status(cfg))
     steps = [(f"{'names of ' if i == 0 else 'run '}{run}", lambda run=run: run_all(cfg, model, runs=[run]))
-             for i, run in enumerate(runs) if not all(ok for stage, ok in current.items() if stage.endswith(f":{run}"))]
+             for i, run in enumerate(demo_runs(cfg))
+             if not all(ok for stage, ok in current.items() if stage.endswith(f":{run}"))]
     if not evaluation_current(cfg):
         steps.append(("the evaluation (report and Evaluation tab)", lambda: evaluate(cfg, model)))
-    return Background(steps).start() if steps else None
+    return steps
 
 
 if __name__ == "__main__":

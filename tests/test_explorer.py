@@ -472,15 +472,24 @@ def test_live_microphone_updates_features_while_it_listens(server, demo_rows, tm
     assert rows > 5
 
 
-def test_a_second_make_demo_opens_at_once_with_nothing_left_in_the_background(demo_db, demo_eval):
-    """After a full build and evaluation (this session's), `make demo` has no stage to run before the
-    explorer opens and no background work: every run and the evaluation are stamped current."""
+def test_make_demo_leaves_to_the_background_exactly_what_is_not_current(demo_db, demo_eval, demo_config):
+    """After a full build and evaluation (this session's), a second `make demo` has nothing left for the
+    background; with a run's names or the evaluation's stamp gone, exactly that step is scheduled."""
+    import json
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from app import build_demo_database
+    from app import background_steps, demo_runs
 
-    work = build_demo_database()
-    if work is not None:
-        work.join()
-    assert work is None, f"left for the background: {[label for label, _ in work.steps]}"
+    assert background_steps(demo_config, None) == []
+    log = demo_config.work_dir / "stages.json"
+    saved = log.read_text()
+    first, second = demo_runs(demo_config)[:2]
+    try:
+        done = json.loads(saved)
+        del done[f"name:{first}"], done[f"atlas:{second}"], done["evaluate"]
+        log.write_text(json.dumps(done))
+        assert [label for label, _ in background_steps(demo_config, None)] == [
+            f"names of {first}", f"run {second}", "the evaluation (report and Evaluation tab)"]
+    finally:
+        log.write_text(saved)
