@@ -77,7 +77,7 @@ def test_opening_a_feature_returns_its_page(server, client):
     assert f"#{int(first['feature'])}" in header and "monosemanticity" in header
     # then its figures: a plot per shown clip, the mean patch, the histogram and the neighbours
     figures = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/feature_plots")
-    players = [o for o in out[3:] if isinstance(o, dict) and o.get("path")]
+    players = [o for o in out[3::2] if o]  # per slot: the player's file (none for an empty slot), its caption
     assert sum(f is not None for f in figures[:8]) == len(players) > 0
     row = app.explorer.feature(first["run_id"], int(first["feature"]))
     assert figures[9] is not None and len(figures[11]["data"]) == len(row["neighbours"]) > 0
