@@ -108,6 +108,11 @@ class Explorer:
             mix = store.h_mix(con, run_id, [f for f in features if f not in names.index])
         return [names[f] if f in names.index else f"[top clips] {mix.get(f, 'none stored')}" for f in features]
 
+    def neighbours(self, run_id: str, feature: int) -> list[int]:
+        """A feature's nearest features by decoder cosine (stored for the top C only)."""
+        with self.read() as con:
+            return store.neighbours(con, run_id, feature)["neighbour"].astype(int).tolist()
+
     def feature_map(self, run_id: str) -> pd.DataFrame:
         with self.read() as con:
             return store.feature_map(con, run_id)

@@ -67,7 +67,7 @@ def build(explorer, nav):
         return run_id, int(feature)
 
     def shown(reps: pd.DataFrame):
-        """The representatives in slot order: (kind, slot, row or None)."""
+        """The representatives in slot order: (kind, row), row None for an empty slot."""
         for kind in ("H", "L"):
             group = reps[reps["kind"] == kind].sort_values("rank")
             for i in range(SLOTS // 2):

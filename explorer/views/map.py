@@ -39,8 +39,7 @@ def draw(explorer, run_id: str | None, colour: str, layout: str, target: str | N
     selected, near = None, []
     if target and target.rsplit(":", 1)[0] == run_id:
         selected = int(target.rsplit(":", 1)[1])
-        row = explorer.feature(run_id, selected)
-        near = row["neighbours"]["neighbour"].astype(int).tolist() if row else []
+        near = explorer.neighbours(run_id, selected)
     return plots.feature_map(explorer.feature_map(run_id), colour, layout, selected, near)
 
 
