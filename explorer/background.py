@@ -19,8 +19,7 @@ class Background:
 
     def __init__(self, steps: list[tuple[str, Callable[[], object]]]):
         self.steps = steps
-        self.done: list[tuple[str, float]] = []  # (step, seconds)
-        self.current: str | None = None
+        self.done: list[str] = []
         self.failed: tuple[str, str] | None = None
         self.version = 0
         self._thread: threading.Thread | None = None
@@ -40,22 +39,21 @@ class Background:
 
     def _run(self) -> None:
         for label, step in self.steps:
-            self.current, started = label, time.perf_counter()
+            started = time.perf_counter()
             try:
                 step()
             except Exception as err:  # shown on every page; the explorer keeps serving what has landed
                 log.exception("background step %r failed", label)
                 self.failed = (label, f"{type(err).__name__}: {err}")
                 break
-            finally:
-                self.current = None
-            self.done.append((label, time.perf_counter() - started))
+            log.info("background step %r landed after %.0f s", label, time.perf_counter() - started)
+            self.done.append(label)
             self.version += 1
         self.version += 1
 
     def pending(self) -> list[str]:
-        finished = {label for label, _ in self.done}
-        return [label for label, _ in self.steps if label not in finished and label != (self.failed or ("",))[0]]
+        failed = self.failed[0] if self.failed else None
+        return [label for label, _ in self.steps if label not in self.done and label != failed]
 
     def status(self) -> str:
         """One line of HTML for the top of the page; empty once everything has landed."""
