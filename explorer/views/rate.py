@@ -32,7 +32,7 @@ def next_concept(explorer, rater: str, run_id: str, intruder: bool, blind: bool)
         raise gr.Error(f"{rater} has rated every concept of {run_id}.")
     rng = random.Random(f"{rater}:{len(done)}")  # random order, reproducible per rater
     feature = rng.choice(todo)
-    row = explorer.feature(run_id, feature)
+    row = explorer.feature_head(run_id, feature)
     reps = row["representatives"]
     clips = list(reps[reps["kind"] == "H"].sort_values("rank")[["clip_id", "path"]].itertuples(index=False))
     intruder_clip = None

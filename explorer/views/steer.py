@@ -61,7 +61,7 @@ def build(explorer, nav) -> Refresh:
         feature = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Feature", elem_id="steer-feature")
     top = 10.0
     if choices:
-        row = explorer.feature(first, int(choices[0][1]))
+        row = explorer.feature_head(first, int(choices[0][1]))
         top = round(max(1.0, STRENGTH * row["max_act"]), 1)
     with gr.Row():
         value = gr.Slider(0, top, value=0, step=round(top / 100, 3), label=f"Feature value (0 to {STRENGTH}x its observed max)",
@@ -111,13 +111,13 @@ def build(explorer, nav) -> Refresh:
             return base, text, word_diff(base, text) if model.has_text else [], moved
 
     def on_feature(run_id, feature_id):
-        row = explorer.feature(run_id, int(feature_id)) if feature_id else None
+        row = explorer.feature_head(run_id, int(feature_id)) if feature_id else None
         top = float(max(1.0, STRENGTH * (row["max_act"] if row else 1.0)))
         return gr.Slider(minimum=0, maximum=round(top, 1), value=0, step=round(top / 100, 3))
 
     def sweep(run_id, feature_id, m, keep, clip_id, path):
         sae, layer = explorer.sae(run_id), explorer.runs().set_index("run_id").loc[run_id, "layer"]
-        row = explorer.feature(run_id, int(feature_id))
+        row = explorer.feature_head(run_id, int(feature_id))
         values = np.linspace(0, STRENGTH * row["max_act"], 7)
         with explorer.using_model(run_id) as model:
             rows = strength_sweep(model, sae, layer, audio_of(clip_id, path, model), int(feature_id), values, m, keep)
