@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,21 +38,40 @@ def _hash(*parts) -> str:
 
 
 class StageLog:
-    """Which stages finished with which input hash (<work>/stages.json)."""
+    """Which stages finished with which input hash (<work>/stages.json), and how long each took
+    (<work>/timings.json: seconds of the stage's last run, to see where a run's time goes)."""
 
     def __init__(self, work: Path):
-        self.path = work / "stages.json"
-        self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.path, self.timings_path = work / "stages.json", work / "timings.json"
+        self.done: dict[str, str] = _read_json(self.path)
+        self.seconds: dict[str, float] = _read_json(self.timings_path)
+        self._started = time.perf_counter()
 
     def is_current(self, stage: str, key: str) -> bool:
         return self.done.get(stage) == key
 
+    def start(self) -> None:
+        """The clock of the next `mark` starts now."""
+        self._started = time.perf_counter()
+
     def mark(self, stage: str, key: str) -> None:
-        self.done[stage] = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2))
-        os.replace(tmp, self.path)
+        """Record a finished stage, and the seconds since `start` (or since the log was read)."""
+        self.done = {**_read_json(self.path), stage: key}  # re-read: another process may have marked since
+        self.seconds = {**_read_json(self.timings_path), stage: round(time.perf_counter() - self._started, 1)}
+        _write_json(self.path, self.done)
+        _write_json(self.timings_path, self.seconds)
+        log.info("%s: %.0f s", stage, self.seconds[stage])
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def _metadata_hash(root: Path) -> str:
@@ -149,6 +169,7 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
     if not done.is_current("extract", keys["extract"]):
         if acts_dir.exists() and done.done.get("extract") not in (None, keys["extract"]):
             shutil.rmtree(acts_dir)  # inputs changed: stale activations must not be resumed
+        done.start()
         model = model_loader()
         extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
         done.mark("extract", keys["extract"])
@@ -162,23 +183,28 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
             if runs is not None and run not in runs:
                 continue
             if not done.is_current(f"train:{run}", keys[f"train:{run}"]):
+                done.start()
                 model = model or model_loader()
                 train_stage(cfg, acts, layer, e, model)
                 done.mark(f"train:{run}", keys[f"train:{run}"])
             if last == 1:
                 continue
             if not done.is_current(f"score:{run}", keys[f"score:{run}"]):
+                done.start()
                 score_stage(cfg, acts, layer, e)
                 done.mark(f"score:{run}", keys[f"score:{run}"])
             if last == 2:
                 continue
             if not done.is_current(f"store:{run}", keys[f"store:{run}"]):
+                done.start()
                 store_stage(cfg, acts, layer, e, clips)
                 done.mark(f"store:{run}", keys[f"store:{run}"])
             if last >= 4 and not done.is_current(f"atlas:{run}", keys[f"atlas:{run}"]):
+                done.start()
                 atlas_stage(cfg, acts, layer, e, clips)
                 done.mark(f"atlas:{run}", keys[f"atlas:{run}"])
             if last >= 5 and cfg.naming.enabled and not done.is_current(f"name:{run}", keys[f"name:{run}"]):
+                done.start()
                 model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
                 name_stage(cfg, run, clips, lambda: model)
                 done.mark(f"name:{run}", keys[f"name:{run}"])
