@@ -22,11 +22,52 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=DEMO_DB, help=f"feature database (default: {DEMO_DB})")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", action="append", metavar="USER:PASSWORD", default=[],
+                        help="require this login (repeat for more users); needed to serve beyond this machine")
+    parser.add_argument("--auth-file", type=Path, metavar="PATH",
+                        help="a file of USER:PASSWORD lines (keeps passwords out of the shell history)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve beyond this machine without a login (anyone who reaches the port can rate and export)")
     args = parser.parse_args()
+    try:
+        auth = logins(args.auth, args.auth_file)
+    except ValueError as err:
+        parser.error(str(err))
+    if not is_loopback(args.host) and not auth and not args.insecure:
+        parser.error(f"--host {args.host} serves beyond this machine: add --auth USER:PASSWORD (or --auth-file PATH), "
+                     "or --insecure to serve without a login")
     background = build_demo_database() if args.db == DEMO_DB else None
     from explorer.app import launch
 
-    launch(args.db, args.host, args.port, background=background)
+    launch(args.db, args.host, args.port, background=background, auth=auth or None)
+
+
+def logins(pairs: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
+    """(user, password) pairs from --auth values and an --auth-file's lines (blank lines and # comments skipped)."""
+    lines = list(pairs)
+    if auth_file is not None:
+        if not auth_file.is_file():
+            raise ValueError(f"--auth-file {auth_file}: no such file")
+        lines += [ln.strip() for ln in auth_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    out = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("a login is USER:PASSWORD, both non-empty")
+        out.append((user, password))
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_demo_database():

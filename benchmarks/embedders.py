@@ -37,7 +37,7 @@ def main() -> None:
 
     import torch
 
-    from pipeline.corpus import read_audio
+    from pipeline.audio import read_audio
     from pipeline.demo_corpus import build_demo
     from pipeline.embedding import make_embedder
 

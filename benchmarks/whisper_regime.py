@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--layer", default="encoder.3")
     args = parser.parse_args()
 
-    from pipeline.corpus import read_audio, read_metadata
+    from pipeline.audio import read_audio
+    from pipeline.corpus import read_metadata
     from pipeline.demo_corpus import build_demo
     from pipeline.models.whisper import WhisperAdapter
     from pipeline.steering import regime_agreement

@@ -9,10 +9,11 @@ from pathlib import Path
 import gradio as gr
 
 from .background import Background, Refresh
-from .state import Explorer
+from .state import MAX_UPLOAD_MB, Explorer
 from .views import analyze, concepts, evaluation, feature, map as map_view, rate, steer
 
 CSS = "#nav-target {display: none !important}"
+CACHE_SWEEP_S = 3600
 
 
 @dataclass
@@ -35,7 +36,8 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
     its steps land."""
     explorer = Explorer(db_path, ratings_db, shared=background is not None)
     problem = explorer.problem()
-    with gr.Blocks(title="AR&D explorer") as app:
+    # uploads and exports older than an hour are swept from Gradio's cache every hour
+    with gr.Blocks(title="AR&D explorer", delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S)) as app:
         app.explorer = explorer
         gr.Markdown("# AR&D explorer\nConcepts inside audio models: sparse-autoencoder features, named and steerable.")
         if problem:
@@ -94,5 +96,6 @@ def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratin
     """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
     app = build_app(db_path, ratings_db, background)
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
-    app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, **kwargs)
+    app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS,
+               max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)  # refused by the server, before it is stored
     return app

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import store
+from pipeline.ratings import ratings_path
 
 MAX_UPLOAD_MB = 25
 
@@ -22,7 +23,7 @@ class Explorer:
     def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None, shared: bool = False):
         self.db_path = Path(db_path)
         self.shared = shared  # pipeline stages write the database from this process while the app serves
-        self.ratings_db = Path(ratings_db) if ratings_db else store.ratings_path(self.db_path)
+        self.ratings_db = Path(ratings_db) if ratings_db else ratings_path(self.db_path)
         self._lock = threading.Lock()
         self._models: dict = {}
         self._model_locks: dict[str, threading.Lock] = {}

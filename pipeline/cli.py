@@ -19,7 +19,7 @@ def offline_environment() -> None:
 
 def cmd_transcribe(args) -> int:
     from .config import load_config
-    from .corpus import read_audio
+    from .audio import AudioError, read_audio
     from .models import load_model
 
     cfg = load_config(args.config)
@@ -27,12 +27,12 @@ def cmd_transcribe(args) -> int:
     status = 0
     for name in args.files:
         try:
-            audio = read_audio(name, model.sample_rate)
-        except Exception as err:  # one bad file must not stop the others
-            print(f"{name}: cannot read audio: {err}", file=sys.stderr)
+            audio = read_audio(name, model.sample_rate, max_seconds=model.max_seconds)
+        except (AudioError, OSError) as err:  # one bad file must not stop the others
+            print(f"{name}: {err}", file=sys.stderr)
             status = 1
             continue
-        print(model.transcribe(audio[: int(model.max_seconds * model.sample_rate)]))
+        print(model.transcribe(audio))
     return status
 
 
@@ -84,7 +84,7 @@ def _run_stages(args, until: str) -> int:
 
 def cmd_steer(args) -> int:
     from .config import load_config
-    from .corpus import read_audio
+    from .audio import AudioError, read_audio
     from .models import load_model
     from .sae import Sae
     from .steering import FeatureEdit, steered_output
@@ -97,11 +97,17 @@ def cmd_steer(args) -> int:
         raise FileNotFoundError(f"{sae_dir}: no trained SAE; run `ard train {args.config}` first")
     model, sae = load_model(cfg.model), Sae.load(sae_dir)
     edits = [FeatureEdit(args.feature, args.value, args.mode)]
+    status = 0
     for name in args.files:
-        audio = read_audio(name, model.sample_rate)[: int(model.max_seconds * model.sample_rate)]
+        try:
+            audio = read_audio(name, model.sample_rate, max_seconds=model.max_seconds)
+        except (AudioError, OSError) as err:
+            print(f"{name}: {err}", file=sys.stderr)
+            status = 1
+            continue
         before, after, _ = steered_output(model, sae, layer, audio, edits, keep_error=not args.replace)
         print(f"{name}\n  before: {before}\n  after:  {after}")
-    return 0
+    return status
 
 
 def cmd_evaluate(args) -> int:
@@ -204,10 +210,13 @@ def cmd_steer_eval(args) -> int:
 
 def cmd_status(args) -> int:
     from .config import load_config
-    from .stages import status
+    from .stages import StageLog, status
 
-    for stage, current in status(load_config(args.config)):
-        print(f"{'done   ' if current else 'pending'}  {stage}")
+    cfg = load_config(args.config)
+    seconds = StageLog(cfg.work_dir).seconds
+    for stage, current in status(cfg):
+        took = f"  ({seconds[stage]:.0f} s)" if current and stage in seconds else ""
+        print(f"{'done   ' if current else 'pending'}  {stage}{took}")
     return 0
 
 

@@ -38,6 +38,7 @@ class CorpusConfig:
     root: str = "data/demo"
     sample_rate: int = 16_000
     max_seconds: float = 30.0  # the model's window (Whisper: 30 s)
+    min_seconds: float = 0.5  # shorter clips are refused: too few frames (25 at Whisper's 50 Hz) to score
     long_clips: str = "reject"  # "reject" or "chunk" clips longer than max_seconds
     silence_peak: float = 1e-4  # a clip whose absolute peak is below this is silent
 
@@ -239,7 +240,32 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ValueError(f"{path}: [corpus] long_clips must be 'reject' or 'chunk', not {config.corpus.long_clips!r}")
     if config.sae.kind not in ("topk", "batchtopk"):
         raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
+    _check_evaluation(config, path)
     return config
+
+
+def _check_evaluation(config: Config, path: Path) -> None:
+    """[evaluation] values that would otherwise fail at the end of a long `ard evaluate`."""
+    ev, problems = config.evaluation, []
+    if not all(isinstance(e, int) and e > 0 for e in ev.ablation_expansions):
+        problems.append(f"ablation_expansions must be positive whole numbers, not {ev.ablation_expansions}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in ev.seeds):
+        problems.append(f"seeds must be whole numbers (or [] for no stability analysis), not {ev.seeds}")
+    if not all(isinstance(k, int) and k > 0 for k in ev.probe_k):
+        problems.append(f"probe_k must be positive whole numbers, not {ev.probe_k}")
+    if ev.top_c < 1:
+        problems.append(f"top_c must be at least 1, not {ev.top_c}")
+    for name in ("gamma", "stability_threshold"):
+        if not 0 < getattr(ev, name) < 1:
+            problems.append(f"{name} must lie strictly between 0 and 1, not {getattr(ev, name)}")
+    if not all(0 < g < 1 for g in ev.gammas):
+        problems.append(f"gammas must lie strictly between 0 and 1, not {ev.gammas}")
+    for name in ("run_layer", "ablation_layer"):
+        layer = getattr(ev, name)
+        if layer and layer not in config.sae_layers:
+            problems.append(f"{name} {layer!r} is not one of the SAE layers {config.sae_layers}")
+    if problems:
+        raise ValueError(f"{path}: [evaluation] " + "; ".join(problems))
 
 
 def _check_model(config: Config, path: Path) -> None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from dataclasses import dataclass, field
-from math import gcd
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
 
+from .audio import AudioError, AudioTooLong, read_audio
 from .config import CorpusConfig
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,12 @@ class CorpusError(ValueError):
     """The corpus as a whole is unusable (no metadata, no file_name column, ...)."""
 
 
-def read_metadata(root: str | Path) -> list[Clip]:
-    """The rows of `root/metadata.csv` (or `.jsonl`) as Clips; files are not opened here."""
+def read_metadata(root: str | Path, problems: list[Problem] | None = None) -> list[Clip]:
+    """The rows of `root/metadata.csv` (or `.jsonl`) as Clips; files are not opened here.
+
+    A row without a file_name, with one that leaves the folder (absolute, or through `..`), or repeating an
+    earlier row's file is left out, logged, and appended to `problems` when given.
+    """
     root = Path(root)
     found = [root / name for name in METADATA_FILES if (root / name).is_file()]
     if not found:
@@ -58,56 +61,74 @@ def read_metadata(root: str | Path) -> list[Clip]:
     if meta_path.suffix == ".csv":
         with meta_path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
+        if rows and "file_name" not in rows[0]:
+            raise CorpusError(f"{meta_path}: no 'file_name' column (columns: {sorted(rows[0])})")
     else:
-        rows = [json.loads(line) for line in meta_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if rows and "file_name" not in rows[0]:
-        raise CorpusError(f"{meta_path}: no 'file_name' column (columns: {sorted(rows[0])})")
-    clips = []
-    for row in rows:
-        row = {k: (v if v != "" else None) for k, v in row.items()}
-        name = row.pop("file_name")
+        rows = []
+        for number, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise CorpusError(f"{meta_path}, line {number}: not JSON ({err.msg})") from None
+        if rows and not any(isinstance(r, dict) and "file_name" in r for r in rows):
+            raise CorpusError(f"{meta_path}: no row has a 'file_name' key")
+    clips, seen = [], set()
+    for number, row in enumerate(rows, 1):
+        row = {k: (v if v != "" else None) for k, v in row.items()} if isinstance(row, dict) else {}
+        name = row.pop("file_name", None)
+        reason = _file_name_problem(name)
+        if reason is None and name in seen:
+            reason = "duplicate: file_name appears more than once in the metadata (only the first row is used)"
+        if reason:
+            _report(problems, Problem(f"{meta_path.name} row {number}" if not name else str(name), reason))
+            continue
+        seen.add(name)
         clips.append(Clip(id=name, path=root / name, label=row.pop("label", None), domain=row.pop("domain", None),
                           meta=row))
     return clips
 
 
-def to_mono(data: np.ndarray) -> np.ndarray:
-    """[n] or [n, channels] -> [n] float32 (channel mean)."""
-    return (data.mean(axis=1) if data.ndim == 2 else data).astype(np.float32)
+def _file_name_problem(name) -> str | None:
+    """Why a file_name cannot be used (missing, not text, or a path out of the corpus folder), or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "no file_name: every row needs the path of its audio file, relative to the corpus folder"
+    if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == "..":
+        return "outside the corpus folder: file_name must be a relative path inside it (no leading / and no ..)"
+    return None
 
 
-def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Polyphase resampling (exact rational ratio), float32."""
-    if source_rate == target_rate:
-        return audio.astype(np.float32, copy=False)
-    g = gcd(source_rate, target_rate)
-    return resample_poly(audio, target_rate // g, source_rate // g).astype(np.float32)
-
-
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode any file soundfile reads (wav, flac, ogg/vorbis/opus, mp3), downmix, resample: [n] float32."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    return resample(to_mono(data), rate, sample_rate)
+def _report(problems: list[Problem] | None, problem: Problem) -> None:
+    log.warning("skipping %s: %s", problem.file_name, problem.reason)
+    if problems is not None:
+        problems.append(problem)
 
 
 def problem_with(audio: np.ndarray, cfg: CorpusConfig) -> str | None:
-    """Why decoded audio is unusable, or None. Length is checked separately (it depends on policy)."""
+    """Why decoded audio is unusable, or None. The upper length is checked separately (it depends on policy)."""
     if audio.size == 0:
         return "empty: no samples"
     if not np.isfinite(audio).all():
         return "non-finite samples (NaN or Inf)"
     if float(np.abs(audio).max()) < cfg.silence_peak:
         return f"silent: peak below {cfg.silence_peak:g}"
+    if audio.size < cfg.min_seconds * cfg.sample_rate:
+        return (f"too short: {audio.size / cfg.sample_rate:.2f} s < {cfg.min_seconds:g} s "
+                "(too few frames for a feature's mean activation and coverage to mean anything)")
     return None
 
 
 def load_clip(clip: Clip, cfg: CorpusConfig) -> tuple[list[tuple[Clip, np.ndarray]], str | None]:
     """Decode and validate one clip: ([(clip or chunk, audio), ...], None) or ([], reason)."""
     if not clip.path.is_file():
-        return [], f"missing: {clip.path} does not exist"
+        return [], f"missing: {clip.path.name} does not exist in the corpus folder"
+    chunked = cfg.long_clips == "chunk"
     try:
-        audio = read_audio(clip.path, cfg.sample_rate)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        audio = read_audio(clip.path, cfg.sample_rate, None if chunked else cfg.max_seconds)
+    except AudioTooLong as err:
+        return [], (f"too long: {err.seconds:.1f} s > {cfg.max_seconds:g} s model window "
+                    "(set [corpus] long_clips = 'chunk' to split it)")
+    except AudioError as err:
         return [], f"unreadable: {err}"
     reason = problem_with(audio, cfg)
     if reason:
@@ -115,10 +136,6 @@ def load_clip(clip: Clip, cfg: CorpusConfig) -> tuple[list[tuple[Clip, np.ndarra
     window = int(cfg.max_seconds * cfg.sample_rate)
     if len(audio) <= window:
         return [(clip, audio)], None
-    seconds = len(audio) / cfg.sample_rate
-    if cfg.long_clips == "reject":
-        return [], (f"too long: {seconds:.1f} s > {cfg.max_seconds:g} s model window "
-                    "(set [corpus] long_clips = 'chunk' to split it)")
     chunks = [audio[i : i + window] for i in range(0, len(audio), window)]
     chunks = [c for c in chunks if problem_with(c, cfg) is None]
     return [(Clip(f"{clip.id}#{k}", clip.path, clip.label, clip.domain, clip.meta), c)
@@ -144,20 +161,13 @@ def iter_corpus(clips: list[Clip], cfg: CorpusConfig, problems: list[Problem] | 
     for clip in clips:
         pieces, reason = load_clip(clip, cfg)
         if reason:
-            log.warning("skipping %s: %s", clip.id, reason)
-            if problems is not None:
-                problems.append(Problem(clip.id, reason))
+            _report(problems, Problem(clip.id, reason))
         yield from pieces
 
 
 def check_corpus(root: str | Path, cfg: CorpusConfig) -> tuple[int, list[Problem]]:
-    """Validate every row: (number of usable clips, problems). Also flags duplicate file names."""
-    clips = read_metadata(root)
+    """Validate every row: (number of usable clips, problems). Nothing outside the folder is opened."""
     problems: list[Problem] = []
-    seen: set[str] = set()
-    for clip in clips:
-        if clip.id in seen:
-            problems.append(Problem(clip.id, "duplicate: file_name appears more than once in the metadata"))
-        seen.add(clip.id)
+    clips = read_metadata(root, problems)
     good = sum(1 for _ in iter_corpus(clips, cfg, problems))
     return good, problems

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from .corpus import read_audio, resample, to_mono
+from .audio import read_audio, resample, to_mono
 
 COLUMNS = ["file_name", "label", "domain", "source", "license", "text", "voice"]
 RECIPE_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "recipe.toml"
@@ -340,9 +340,9 @@ def build_demo_if_read(cfg) -> None:
 
 def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | None = None,
                force: bool = False) -> tuple[Path, Counter]:
-    """Make the demo corpus in `out`: the probing audiofolder (out/metadata.csv) and the held-out
-    evaluation audiofolder of the recipe's heldout_sources (out/heldout/metadata.csv, same audio files
-    tree). Returns (probing metadata path, probing clips per domain)."""
+    """Make the demo corpus in `out`: the probing audiofolder (out/metadata.csv), the held-out evaluation
+    audiofolder of the recipe's heldout_sources (out/heldout/) and the describer's reference library
+    (out/reference/), each holding its own files. Returns (probing metadata path, probing clips per domain)."""
     out = Path(out)
     meta, stamp = out / "metadata.csv", out / STAMP
     digest = recipe_digest(recipe_path)
@@ -362,7 +362,10 @@ def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | 
     held, refs = set(recipe.get("heldout_sources", [])), set(recipe.get("reference_sources", []))
     heldout = balance([r for r in rows if r["source"] in held], recipe.get("heldout_per_label"), recipe["seed"])
     for folder, chosen in ((HELDOUT, heldout), (REFERENCE, [r for r in rows if r["source"] in refs])):
-        _write_metadata(out / folder / "metadata.csv", [{**r, "file_name": f"../{r['file_name']}"} for r in chosen])
+        for r in chosen:  # each folder a self-contained audiofolder: no file_name may leave it
+            (out / folder / r["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / r["file_name"], out / folder / r["file_name"])
+        _write_metadata(out / folder / "metadata.csv", chosen)
     probing = [r for r in rows if r["source"] not in held | refs]
     _write_metadata(meta, probing)
     stamp.write_text(digest)

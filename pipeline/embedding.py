@@ -18,7 +18,7 @@ from scipy.fft import dct
 from scipy.signal import stft
 from transformers.audio_utils import mel_filter_bank
 
-from .corpus import resample
+from .audio import resample
 
 
 class Embedder(Protocol):

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .corpus import resample
+from .audio import resample
 from .naming import CAPTION_PROMPT, SUMMARY_PROMPT, Caption, Name, NamingError, summary_request
 
 

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .corpus import read_audio, read_metadata
+from .audio import read_audio
+from .corpus import read_metadata
 
 SAME_AUDIO = 0.9999  # cosine above which two embeddings are taken to be the same audio
 

@@ -396,35 +396,6 @@ def demo_clips(con, n: int = 40) -> pd.DataFrame:
                           WHERE k <= ? ORDER BY domain, clip_id""", [max(1, n // 3)]).df()
 
 
-# --- the ratings database (human evaluation; kept apart so the feature database stays read-only) -----
-
-RATINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ratings (
-    rater VARCHAR, run_id VARCHAR, feature INTEGER, generated_name VARCHAR, own_label VARCHAR, rating INTEGER,
-    intruder_clip VARCHAR, intruder_guess VARCHAR, blind BOOLEAN, model VARCHAR, layer VARCHAR, sae_hash VARCHAR,
-    created TIMESTAMP);
-"""
-
-
-def ratings_path(db_path: str | Path) -> Path:
-    """The ratings database that belongs to a feature database: ratings.duckdb beside it."""
-    return Path(db_path).with_name("ratings.duckdb")
-
-
-def write_rating(ratings_db: str | Path, row: dict) -> None:
-    with connect(ratings_db, schema=RATINGS_SCHEMA) as con:
-        cols = list(row)
-        con.execute(f"INSERT INTO ratings ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(row.values()))
-
-
-def read_ratings(ratings_db: str | Path) -> pd.DataFrame:
-    if not Path(ratings_db).is_file():
-        return pd.DataFrame(columns=["rater", "run_id", "feature", "generated_name", "own_label", "rating",
-                                     "intruder_clip", "intruder_guess", "blind", "model", "layer", "sae_hash", "created"])
-    with connect(ratings_db, schema=RATINGS_SCHEMA) as con:
-        return con.execute("SELECT * FROM ratings ORDER BY created").df()
-
-
 def clip_score_matrix(con, run_id: str, clip_ids: list[str], n_features: int) -> np.ndarray:
     """Dense clip-level r [len(clip_ids), n_features] (zeros where a feature does not fire)."""
     con.register("_ids", pd.DataFrame({"clip_id": clip_ids, "row": np.arange(len(clip_ids))}))
@@ -447,7 +418,12 @@ EVAL_PREFIX = "eval_"
 
 
 def write_evaluation(con, tables: dict[str, pd.DataFrame]) -> None:
-    """Replace every eval_<name> table in one transaction (a failed evaluation leaves the last good one)."""
+    """Replace these eval_<name> tables in one transaction. An empty result is an empty table (with its
+    columns); a frame without columns is a bug in the table that made it, refused by name."""
+    for name, frame in tables.items():
+        if not len(frame.columns):
+            raise ValueError(f"evaluation table {name!r} has no columns: its function must return its column names "
+                             "even when there are no rows")
     con.execute("BEGIN")
     try:
         for name, frame in tables.items():

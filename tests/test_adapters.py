@@ -11,7 +11,7 @@ import torch
 
 from pipeline import stages
 from pipeline.config import ModelConfig, load_config
-from pipeline.corpus import read_audio
+from pipeline.audio import read_audio
 from pipeline.models import load_model
 from pipeline.models.hooks import HookedAdapter
 from pipeline.sae import Sae

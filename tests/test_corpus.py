@@ -1,6 +1,7 @@
 """Corpus loading and validation on a folder of deliberately bad files, and the demo corpus itself."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import CorpusConfig
-from pipeline.corpus import CorpusError, check_corpus, iter_corpus, read_audio, read_metadata
+from pipeline.audio import read_audio
+from pipeline.corpus import CorpusError, check_corpus, iter_corpus, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,3 +149,41 @@ def test_a_config_that_reads_the_demo_builds_it(tmp_path, demo_corpus):
     # the held-out or reference folder alone is enough, however the path is spelled
     (tmp_path / "eval.toml").write_text(f'[corpus]\nroot = "corpus"\n[evaluation]\ncorpus = "{demo_corpus}/x/../heldout"\n')
     assert reads_demo(load_config(tmp_path / "eval.toml"), demo_corpus)
+
+
+def test_check_reports_every_bad_row_and_opens_nothing_outside_the_folder(tmp_path):
+    """Rows without a file_name, paths out of the folder, a duplicate and a 0.1 s clip: each named, exit 1,
+    no traceback. The files outside are real audio: counting them as usable would mean they were opened."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.float32)
+    sf.write(corpus / "good.wav", tone, RATE)
+    sf.write(corpus / "blip.wav", tone[: RATE // 10], RATE)
+    sf.write(tmp_path / "outside.wav", tone, RATE)
+    rows = [{"file_name": "good.wav"}, {"label": "no file_name key"}, {"file_name": ""}, {"file_name": None},
+            {"file_name": "../outside.wav"}, {"file_name": str(tmp_path / "outside.wav")},
+            {"file_name": "sub/../../outside.wav"}, {"file_name": "good.wav", "label": "again"},
+            {"file_name": "blip.wav"}]
+    (corpus / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "corpus", "check", str(corpus)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == "1 usable clip(s), 8 problem(s)"
+    problems = lines[:-1]
+    assert sum("no file_name" in line for line in problems) == 3
+    assert sum("outside the corpus folder" in line for line in problems) == 3
+    assert sum("duplicate" in line for line in problems) == 1
+    assert any(line.startswith(str(corpus / "blip.wav")) and "too short: 0.10 s" in line for line in problems)
+    assert any("metadata.jsonl row 2" in line for line in problems)  # the row, when there is no name to show
+    # the pipeline reads the same rows: the good clip once, nothing from outside
+    assert [c.id for c in read_metadata(corpus)] == ["good.wav", "blip.wav"]
+
+
+def test_long_clips_are_refused_from_the_header_in_reject_mode(tmp_path):
+    with sf.SoundFile(tmp_path / "hour.flac", "w", 48_000, 2, format="FLAC") as f:
+        for _ in range(60):
+            f.write(np.zeros((48_000 * 60, 2), np.float32))
+    (tmp_path / "metadata.csv").write_text("file_name\nhour.flac\n")
+    good, problems = check_corpus(tmp_path, CorpusConfig())
+    assert good == 0 and problems[0].reason.startswith("too long: 3600.0 s > 30 s")

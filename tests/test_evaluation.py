@@ -3,8 +3,10 @@ implementations (brute force, scipy's maximum bipartite matching, scikit-learn's
 held-out check, and the AudioSAE analyses' small functions."""
 
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
@@ -16,6 +18,8 @@ from pipeline.evaluation.domains import majority
 from pipeline.evaluation.matching import match_scores
 from pipeline.evaluation.probing import erased_at, probe, unlearn
 from pipeline.evaluation.stability import activation_similarity, decoder_similarity
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_all_matched():
@@ -288,3 +292,43 @@ def test_gamma_calibration_separates_the_committed_pairs():
     assert 0.35 < gamma < 0.7 and accuracy > 0.8  # MiniLM's space is not CLAP's: 0.7 rejects true matches
     rows = PAIRS.read_text().splitlines()[1:]
     assert len(rows) >= 50 and {r.rsplit(",", 1)[1] for r in rows} == {"0", "1"}
+
+
+def test_no_extra_seed_gives_empty_stability_tables_that_store(tmp_path):
+    """[evaluation] seeds = [] is valid: the stability tables come back empty with their columns, and store
+    (it once crashed the end of a 15-minute evaluation: "Need a DataFrame with at least one column")."""
+    from types import SimpleNamespace
+
+    from pipeline import store
+    from pipeline.evaluation.stability import STABILITY_COLUMNS, stability
+
+    ctx = SimpleNamespace(saes=[{"layer": "encoder.3", "expansion": 8, "seed": 0, "folder": tmp_path}],
+                          layer="encoder.3", expansion=8, cfg=SimpleNamespace(sae=SimpleNamespace(seed=0)),
+                          ev=SimpleNamespace(stability_threshold=0.7), probing_activations=None)
+    seeds, dist, curve = stability(ctx)
+    assert len(seeds) == len(dist) == len(curve) == 0
+    assert list(seeds.columns) == STABILITY_COLUMNS
+    with store.connect(tmp_path / "db.duckdb") as con:
+        store.write_evaluation(con, {"seed_stability": seeds, "seed_stability_dist": dist,
+                                     "seed_stability_tokens": curve})
+        assert [r[0] for r in con.execute("DESCRIBE eval_seed_stability").fetchall()] == STABILITY_COLUMNS
+        with pytest.raises(ValueError, match="evaluation table 'broken' has no columns"):
+            store.write_evaluation(con, {"broken": pd.DataFrame()})
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("ablation_expansions = [0, 4]", "ablation_expansions must be positive whole numbers"),
+    ("seeds = [1.5]", "seeds must be whole numbers"),
+    ("gamma = 1.2", "gamma must lie strictly between 0 and 1"),
+    ("run_layer = 'encoder.0'", "run_layer 'encoder.0' is not one of the SAE layers"),
+    ("top_c = 0", "top_c must be at least 1"),
+])
+def test_evaluation_settings_are_checked_when_the_config_is_read(tmp_path, setting, message):
+    from pipeline.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text(f"[evaluation]\n{setting}\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(config)
+    config.write_text((ROOT / "configs" / "demo.toml").read_text().replace("seeds = [1]", "seeds = []"))
+    assert load_config(config).evaluation.seeds == []

@@ -137,7 +137,7 @@ def _steerable_feature(explorer) -> str:
     (found through the same backend the tab calls, so the browser check does not depend on which
     feature happens to be first in this build of the demo)."""
     from pipeline import store
-    from pipeline.corpus import read_audio
+    from pipeline.audio import read_audio
     from pipeline.steering import FeatureEdit, steered_transcripts
     from explorer.views.steer import STRENGTH, clip_choices, default_clip, feature_choices
 

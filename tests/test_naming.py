@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.acoustics import describe, descriptor_terms
-from pipeline.corpus import read_audio
+from pipeline.audio import read_audio
 from pipeline.embedding import AisfxEmbedder
 from pipeline.naming import (Caption, ChatEndpoint, EndpointCaptioner, EndpointSummariser, LabelOracle, NamingError,
                              OfflineCaptioner, OfflineSummariser, parse_name)

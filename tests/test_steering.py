@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline import store
-from pipeline.corpus import read_audio
+from pipeline.audio import read_audio
 from pipeline.sae import Sae
 from pipeline.steering import FeatureEdit, feature_edit, steer_activations, steered_transcripts, strength_sweep
 
@@ -143,7 +143,8 @@ def test_steer_eval_tunes_on_probing_clips_and_reports_on_held_out_ones(demo_db,
     import json
 
     from pipeline.cli import main
-    from pipeline.corpus import read_audio, read_metadata
+    from pipeline.audio import read_audio
+    from pipeline.corpus import read_metadata
     from pipeline.steering import is_false_positive
 
     assert main(["steer-eval", str(demo_config.path), "--speech", "6", "--nonspeech", "6", "--concept-features", "2"]) == 0

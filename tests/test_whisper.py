@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.corpus import read_audio
+from pipeline.audio import read_audio
 from pipeline.models.ct2 import read_ct2
 from pipeline.models.whisper import bundled_model_dir, ct2_to_hf_state_dict
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.corpus import problem_with, read_audio, resample, to_mono
+from pipeline.audio import AudioError, AudioTooLong, read_audio, resample, to_mono
+from pipeline.corpus import problem_with
 from pipeline.config import CorpusConfig
 from pipeline.scoring import clip_unit_stats
 
@@ -19,23 +22,36 @@ from ..state import MAX_UPLOAD_MB
 
 
 def load_upload(path: str | None, model) -> np.ndarray:
-    """Decode an upload with clear limits; raises gr.Error with what is wrong and what to do."""
+    """Decode an upload within the model's window, checked from the header first; raises gr.Error with what is
+    wrong and what to do, naming the file only (never the server's folders). A refused upload is deleted."""
     if not path:
         raise gr.Error("Upload or record a clip first.")
-    size_mb = os.path.getsize(path) / 2**20
-    if size_mb > MAX_UPLOAD_MB:
-        raise gr.Error(f"{os.path.basename(path)} is {size_mb:.0f} MB; the limit is {MAX_UPLOAD_MB} MB. Trim it first.")
+    name = os.path.basename(path)
     try:
-        audio = read_audio(path, model.sample_rate)
-    except Exception as err:
-        raise gr.Error(f"{os.path.basename(path)} cannot be decoded ({err}); use wav, flac, ogg or mp3.") from err
-    reason = problem_with(audio, CorpusConfig())
-    if reason:
-        raise gr.Error(f"{os.path.basename(path)}: {reason}.")
-    if len(audio) > model.max_seconds * model.sample_rate:
-        raise gr.Error(f"{os.path.basename(path)} is {len(audio) / model.sample_rate:.0f} s; this model takes at most "
-                       f"{model.max_seconds:.0f} s. Trim it first.")
+        size_mb = os.path.getsize(path) / 2**20
+        if size_mb > MAX_UPLOAD_MB:
+            raise gr.Error(f"{name} is {size_mb:.0f} MB; the limit is {MAX_UPLOAD_MB} MB. Trim it first.")
+        try:
+            audio = read_audio(path, model.sample_rate, max_seconds=model.max_seconds)
+        except AudioTooLong as err:
+            raise gr.Error(f"{err}: this model takes at most {model.max_seconds:.0f} s. Trim it first.") from None
+        except AudioError as err:
+            raise gr.Error(f"{err}; use wav, flac, ogg or mp3.") from None
+        reason = problem_with(audio, CorpusConfig())
+        if reason:
+            raise gr.Error(f"{name}: {reason}.")
+    except gr.Error:
+        discard_upload(path)
+        raise
     return audio
+
+
+def discard_upload(path: str) -> None:
+    """Delete a refused upload from Gradio's cache (it would stay downloadable by its URL until the sweep)."""
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    file = Path(path).resolve()
+    if file.is_relative_to(cache):
+        file.unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import gradio as gr
 
-from pipeline import store
+from pipeline import ratings
 from pipeline.evaluation.human import ratings_summary
 from ..background import Refresh
 
@@ -24,7 +23,7 @@ N_SLOTS = 5  # p = 4 clips of H plus one intruder
 def next_concept(explorer, rater: str, run_id: str, intruder: bool, blind: bool):
     if not (rater or "").strip():
         raise gr.Error("Enter a rater id first.")
-    done = store.read_ratings(explorer.ratings_db)
+    done = ratings.read(explorer.ratings_db)
     done = set(zip(done.loc[done["rater"] == rater, "run_id"], done.loc[done["rater"] == rater, "feature"]))
     frame = explorer.concepts().query("run_id == @run_id")
     todo = [int(f) for f in frame["feature"] if (run_id, int(f)) not in done]
@@ -77,18 +76,24 @@ def save(explorer, state: dict, rater: str, own_label: str, rating: float, guess
     guessed = None
     if guess and guess != "none":
         guessed = state["clips"][int(guess.split()[-1]) - 1]
-    store.write_rating(explorer.ratings_db, {
-        "rater": rater, "run_id": state["run_id"], "feature": state["feature"], "generated_name": state["name"],
-        "own_label": own_label, "rating": int(rating), "intruder_clip": state["intruder"], "intruder_guess": guessed,
-        "blind": bool(blind), "model": run["model"], "layer": run["layer"], "sae_hash": run["sae_hash"],
-        "created": datetime.now(timezone.utc)})
-    return (f"Saved rating {int(rating)} for #{state['feature']} ({state['run_id']}).",
-            summary(explorer, state["run_id"]))
+    row = {"rater": rater, "run_id": state["run_id"], "feature": state["feature"], "generated_name": state["name"],
+           "own_label": own_label, "rating": rating, "intruder_clip": state["intruder"], "intruder_guess": guessed,
+           "blind": bool(blind), "model": run["model"], "layer": run["layer"], "sae_hash": run["sae_hash"]}
+    try:
+        merged = ratings.save(explorer.ratings_db, row)
+    except ratings.RatingError as err:
+        raise gr.Error(str(err)) from None
+    done = f"rating {int(rating)} for #{state['feature']} ({state['run_id']})"
+    if not merged:
+        return (f"Kept {done} safe in {ratings.journal_path(explorer.ratings_db).name}: the ratings database is open in "
+                "another program. It moves in with your next save or export; nothing is lost.",
+                summary(explorer, state["run_id"]))
+    return f"Saved {done}.", summary(explorer, state["run_id"])
 
 
 def summary(explorer, run_id: str | None) -> str:
-    ratings = store.read_ratings(explorer.ratings_db)
-    stats = ratings_summary(ratings[ratings["run_id"] == run_id])
+    given = ratings.read(explorer.ratings_db)
+    stats = ratings_summary(given[given["run_id"] == run_id])
     if not stats.get("ratings"):
         return f"No ratings of {run_id} yet."
     lines = [f"**{run_id}: {stats['ratings']} ratings** by {stats['raters']} rater(s): mean {stats['mean_rating']:.2f} "
@@ -102,7 +107,7 @@ def summary(explorer, run_id: str | None) -> str:
 
 
 def export(explorer, fmt: str) -> str:
-    frame = store.read_ratings(explorer.ratings_db)
+    frame = ratings.read(explorer.ratings_db)
     folder = Path(tempfile.mkdtemp(prefix="ard-ratings-"))
     path = folder / f"ratings.{fmt}"
     if fmt == "csv":

@@ -7,7 +7,7 @@ import difflib
 import gradio as gr
 import numpy as np
 
-from pipeline.corpus import read_audio
+from pipeline.audio import read_audio
 from pipeline.steering import FeatureEdit, logprob_shift, steered_output, strength_sweep
 
 from .. import plots

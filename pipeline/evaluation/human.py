@@ -8,7 +8,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from .. import store
+from ..ratings import ratings_path
+from ..ratings import read as read_ratings
 from .context import EvalContext
 
 
@@ -45,5 +46,5 @@ def per_run(ratings: pd.DataFrame, text_embedder=None) -> pd.DataFrame:
 
 
 def table2(ctx: EvalContext) -> pd.DataFrame:
-    ratings = store.read_ratings(store.ratings_path(ctx.cfg.db_path))
+    ratings = read_ratings(ratings_path(ctx.cfg.db_path))
     return per_run(ratings, ctx.text_embedder if len(ratings) else None)

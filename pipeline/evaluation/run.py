@@ -20,31 +20,40 @@ from .table1 import names, retrieval, table1, unit_sets
 
 
 def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
+    """Every table, each stored as soon as it is computed (a late failure keeps the ones before it)."""
+    tables: dict[str, pd.DataFrame] = {}
+
+    def keep(**finished: pd.DataFrame) -> None:
+        with store.connect(ctx.cfg.db_path) as con:
+            store.write_evaluation(con, finished)
+        tables.update(finished)
+
     sae = Sae.load(ctx.cfg.sae_dir(ctx.layer, ctx.expansion))
     sets = unit_sets(ctx, sae)
     t1, sweep, per_feature = table1(ctx, names(ctx, sets))
+    keep(table1=t1, gamma_sweep=sweep, feature_names=per_feature)
     with store.connect(ctx.cfg.db_path) as con:
         runs = store.runs(con)["run_id"].tolist()
         probing = probing_retrieval(con, runs, 1000, ctx.cfg.scoring.seed)
         diagnosed, diagnosed_features = diagnosis(con, runs, ctx.cfg.monosemanticity.max_position_eta2)
-    purity = pd.concat([retrieval(ctx, sets), probing], ignore_index=True)
-    gamma_cal, gamma_acc = ctx.gamma_calibrated
+    keep(retrieval=pd.concat([retrieval(ctx, sets), probing], ignore_index=True), diagnosis=diagnosed,
+         diagnosis_features=diagnosed_features)
+    keep(table4=table4(ctx))
     seeds, seeds_dist, seeds_tokens = stability(ctx)
+    keep(seed_stability=seeds, seed_stability_dist=seeds_dist, seed_stability_tokens=seeds_tokens)
+    keep(domains=domains(ctx))
+    keep(probing=probing_table(ctx))
     curves, erasure = unlearning_table(ctx)
-    tables = {"table1": t1, "gamma_sweep": sweep, "retrieval": purity, "diagnosis": diagnosed,
-              "diagnosis_features": diagnosed_features, "feature_names": per_feature, "table4": table4(ctx),
-              "seed_stability": seeds, "seed_stability_dist": seeds_dist, "seed_stability_tokens": seeds_tokens,
-              "domains": domains(ctx), "probing": probing_table(ctx), "unlearning": erasure,
-              "unlearning_curves": curves, "table2": table2(ctx),
-              "meta": pd.DataFrame([{"run_layer": ctx.layer, "expansion": ctx.expansion, "gamma": ctx.ev.gamma,
-                                     "gamma_calibrated": gamma_cal, "gamma_accuracy": gamma_acc,
-                                     "text_embedder": ctx.text_embedder.name, "top_c": ctx.ev.top_c,
-                                     "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
-                                     "eval_clips": len(ctx.activations.index),
-                                     "references": int(len({c.label for c in ctx.clips if c.label})),
-                                     "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.clips}))}])}
-    with store.connect(ctx.cfg.db_path) as con:
-        store.write_evaluation(con, tables)
+    keep(unlearning=erasure, unlearning_curves=curves)
+    keep(table2=table2(ctx))
+    gamma_cal, gamma_acc = ctx.gamma_calibrated
+    keep(meta=pd.DataFrame([{"run_layer": ctx.layer, "expansion": ctx.expansion, "gamma": ctx.ev.gamma,
+                             "gamma_calibrated": gamma_cal, "gamma_accuracy": gamma_acc,
+                             "text_embedder": ctx.text_embedder.name, "top_c": ctx.ev.top_c,
+                             "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
+                             "eval_clips": len(ctx.activations.index),
+                             "references": int(len({c.label for c in ctx.clips if c.label})),
+                             "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.clips}))}]))
     return tables
 
 
@@ -53,10 +62,10 @@ def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
     from ..report import write_report
     from ..stages import StageLog, evaluation_key
 
-    key = evaluation_key(cfg)
+    key, clock = evaluation_key(cfg), StageLog(cfg.work_dir)
     tables = run(EvalContext(cfg, model_loader))
     write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
-    StageLog(cfg.work_dir).mark("evaluate", key)
+    clock.mark("evaluate", key)
     return tables
 
 

@@ -60,10 +60,11 @@ def stability(ctx: EvalContext, n_tokens: int = 8192) -> tuple[pd.DataFrame, pd.
     """(one row per other seed, the per-feature distributions, stability against training tokens)."""
     runs = [r for r in ctx.saes if r["layer"] == ctx.layer and r["expansion"] == ctx.expansion]
     base = next(r for r in runs if r["seed"] == ctx.cfg.sae.seed)
-    x = sample_rows(ctx.probing_activations, ctx.layer, n_tokens, seed=12345)
+    others = [r for r in runs if r is not base]  # none when [evaluation] seeds = []: empty tables, not an error
+    x = sample_rows(ctx.probing_activations, ctx.layer, n_tokens, seed=12345) if others else None
     thr = ctx.ev.stability_threshold
     rows, dist, curve = [], [], []
-    for other in (r for r in runs if r is not base):
+    for other in others:
         a_snaps, b_snaps = _snapshots(base["folder"]), _snapshots(other["folder"])
         for tokens in sorted(set(a_snaps) & set(b_snaps)):
             sa, sb = Sae.load(a_snaps[tokens]), Sae.load(b_snaps[tokens])
@@ -81,5 +82,10 @@ def stability(ctx: EvalContext, n_tokens: int = 8192) -> tuple[pd.DataFrame, pd.
                      "features_live_on_sample": int(live.sum())})
         dist.append(pd.DataFrame({"seed_b": other["seed"], "measure": "decoder cosine", "best": dec}))
         dist.append(pd.DataFrame({"seed_b": other["seed"], "measure": "activation correlation", "best": act[live]}))
-    empty = pd.DataFrame(columns=["seed_b", "measure", "best"])
-    return pd.DataFrame(rows), (pd.concat(dist) if dist else empty), pd.DataFrame(curve)
+    return (pd.DataFrame(rows, columns=STABILITY_COLUMNS),
+            pd.concat(dist) if dist else pd.DataFrame(columns=["seed_b", "measure", "best"]),
+            pd.DataFrame(curve, columns=["seed_b", "tokens", "decoder", "activation"]))
+
+
+STABILITY_COLUMNS = ["layer", "expansion", "seed_a", "seed_b", "threshold", "share_matched", "median_best_cosine",
+                     "share_matched_activation", "median_best_correlation", "features_live_on_sample"]
