@@ -74,6 +74,7 @@ class SaeConfig:
     log_every: int = 50
     splice_clips: int = 60  # speech clips for the spliced-WER test (0 = skip)
     snapshots: int = 0  # SAEs saved at evenly spaced points of training (seed stability against training tokens)
+    device: str = "auto"  # where SAEs train and encode: "auto" = cuda when available, else cpu
 
 
 @dataclass

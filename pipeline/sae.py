@@ -57,6 +57,13 @@ class ForwardOutput(NamedTuple):
     """scalar: AuxK loss on dead latents (0 when none are dead or no mask is given)"""
 
 
+def torch_device(setting: str) -> str:
+    """A device setting as torch takes it: "auto" is cuda when a GPU is there, else cpu."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
 class Sae(torch.nn.Module):
     def __init__(self, spec: SaeSpec):
         super().__init__()

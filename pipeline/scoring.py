@@ -105,12 +105,13 @@ def score_sae(sae: Sae, clips: Iterable[np.ndarray], batch_rows: int = 8192) -> 
     max_act = np.zeros(n, np.float32)
     position = PositionStats(n)
     total_tokens = 0
+    device = sae.W_enc.device  # the encode runs where the SAE is (a GPU when there is one), the rest on the CPU
     for row, x in enumerate(clips):
         acts, idx = [], []
         for start in range(0, len(x), batch_rows):
-            a, i = sae.encode(torch.from_numpy(np.ascontiguousarray(x[start : start + batch_rows], np.float32)))
-            acts.append(a.numpy())
-            idx.append(i.numpy())
+            a, i = sae.encode(torch.from_numpy(np.ascontiguousarray(x[start : start + batch_rows], np.float32)).to(device))
+            acts.append(a.cpu().numpy())
+            idx.append(i.cpu().numpy())
         acts_np, idx_np = np.concatenate(acts), np.concatenate(idx)
         units, mu, c, maxes = clip_unit_stats(acts_np, idx_np, n)
         position.add(acts_np, idx_np)

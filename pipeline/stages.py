@@ -28,7 +28,7 @@ from .config import Config
 from .corpus import Clip, clip_audio, read_metadata
 from .monosemanticity import eligible_units, monosemanticity, top_c
 from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
-from .sae import Sae
+from .sae import Sae, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
-            sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every")}
+            sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every", "device")}
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
@@ -217,7 +217,7 @@ def train_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
     from .train import splice_test, train_sae
 
     out = cfg.sae_dir(layer, expansion)
-    _, metrics = train_sae(acts, layer, expansion, cfg.sae, out, cfg.model.source)
+    _, metrics = train_sae(acts, layer, expansion, cfg.sae, out, cfg.model.source, device=torch_device(cfg.sae.device))
     if cfg.sae.splice_clips:
         speech = [c for c in read_metadata(cfg.resolve(cfg.corpus.root)) if c.meta.get("text")][: cfg.sae.splice_clips]
         pieces = list(iter_corpus(speech, cfg.corpus))
@@ -235,7 +235,7 @@ def _scores_path(cfg: Config, run: str) -> Path:
 def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) -> None:
     """SAE scores, H^k / L^k for r, mu, c; baselines; saved atomically as one .npz per run."""
     run = cfg.run_id(layer, expansion)
-    sae = Sae.load(cfg.sae_dir(layer, expansion))
+    sae = Sae.load(cfg.sae_dir(layer, expansion), device=torch_device(cfg.sae.device))
     n_clips, p, seed = len(acts.index), cfg.scoring.p, cfg.scoring.seed
     clips_iter = (x for _, x in tqdm(acts.iter_clips(layer), total=n_clips, desc=f"score {run}", unit="clip"))
     scores, stats = score_sae(sae, clips_iter)

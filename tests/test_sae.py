@@ -231,3 +231,24 @@ def test_resparsify_follows_each_rule_after_an_edit():
     out = thr.resparsify(edited, keep)
     assert torch.equal(out[:, [i for i in range(64) if i != off]], z[:, [i for i in range(64) if i != off]])
     assert (out[:, off] == 0.1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine; CI has none)")
+def test_training_and_scoring_on_a_gpu_agree_with_the_cpu(tmp_path):
+    """[sae] device = "auto" trains and encodes on the GPU when there is one: the same dictionary, and the
+    same clip scores as the CPU from the same SAE."""
+    from pipeline.scoring import score_sae
+
+    store, atoms = _synthetic_store(tmp_path / "acts", n_rows=40_000, d=32, n_atoms=64, k=4, seed=0)
+    cfg = replace(SaeConfig(), k=4, batch_size=512, steps=1500, lr=0, warmup_steps=50, dead_tokens=50_000,
+                  median_sample=2048, buffer_rows=20_000, log_every=100)
+    on_cpu, cpu_metrics = train_sae(store, "L", 2, cfg, tmp_path / "cpu", device="cpu")
+    on_gpu, gpu_metrics = train_sae(store, "L", 2, cfg, tmp_path / "gpu", device="cuda")
+    assert (atoms @ on_gpu.W_dec.detach().cpu().numpy().T).max(axis=1).mean() >= 0.9
+    assert abs(gpu_metrics["fvu"] - cpu_metrics["fvu"]) < 0.03, (gpu_metrics["fvu"], cpu_metrics["fvu"])
+    clips = [store.clip("L", rows)[:5000] for rows in store.index]
+    cpu_scores, cpu_stats = score_sae(Sae.load(tmp_path / "cpu"), clips)
+    gpu_scores, gpu_stats = score_sae(Sae.load(tmp_path / "cpu", device="cuda"), clips)
+    np.testing.assert_array_equal(gpu_scores.unit, cpu_scores.unit)
+    np.testing.assert_allclose(gpu_scores.mu * gpu_scores.c, cpu_scores.mu * cpu_scores.c, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(gpu_stats.frequency, cpu_stats.frequency, atol=1e-3)

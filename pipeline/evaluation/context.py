@@ -32,7 +32,7 @@ def check_held_out(probing: list[Clip], evaluation: list[Clip]) -> None:
 
 
 # settings of [sae] that do not change the weights of a trained SAE
-_NOT_WEIGHTS = {"layers", "expansions", "log_every", "splice_clips", "snapshots"}
+_NOT_WEIGHTS = {"layers", "expansions", "log_every", "splice_clips", "snapshots", "device"}
 
 
 def trained_with(folder: Path, sae_cfg) -> bool:
@@ -97,6 +97,7 @@ class EvalContext:
     @cached_property
     def saes(self) -> list[dict]:
         """The runs' SAEs plus the ablation's extra expansions and the stability seeds (trained here if missing)."""
+        from ..sae import torch_device
         from ..train import train_sae
 
         cfg = self.cfg
@@ -107,7 +108,8 @@ class EvalContext:
         for layer, e, seed in dict.fromkeys(wanted):
             folder, sae_cfg = cfg.sae_dir(layer, e, seed), replace(cfg.sae, seed=seed)
             if not trained_with(folder, sae_cfg):  # missing, or trained with other settings
-                train_sae(self.probing_activations, layer, e, sae_cfg, folder, cfg.model.source)
+                train_sae(self.probing_activations, layer, e, sae_cfg, folder, cfg.model.source,
+                          device=torch_device(cfg.sae.device))
             metrics = json.loads((folder / "metrics.json").read_text())
             out.append({"layer": layer, "expansion": e, "seed": seed, "folder": folder, "fvu": metrics.get("fvu")})
         return out
