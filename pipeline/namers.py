@@ -5,9 +5,32 @@ that naming_local.py, which builds on naming.py, is imported only here."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import numpy as np
 
 from .naming import (Captioner, ChatEndpoint, EndpointCaptioner, EndpointSummariser, OfflineCaptioner,
                      OfflineSummariser, Summariser)
+
+
+def stored_embeddings(config):
+    """A lookup of the probing corpus's clip embeddings that the store stage already wrote (same embedder), by
+    file path: the reference library reuses them rather than embedding the same 1,252 demo files again."""
+    def lookup(paths: list[Path]) -> dict[Path, np.ndarray]:
+        from . import store
+        from .corpus import read_metadata
+
+        if not config.db_path.is_file():
+            return {}
+        ids = {c.path.resolve(): c.id for c in read_metadata(config.resolve(config.corpus.root))}
+        wanted = {p: ids[p.resolve()] for p in paths if p.resolve() in ids}
+        if not wanted:
+            return {}
+        with store.connect(config.db_path) as con:
+            vectors = store.read_embeddings(con, config.monosemanticity.embedder, list(wanted.values()))
+        return {p: vectors[cid] for p, cid in wanted.items() if cid in vectors}
+
+    return lookup
 
 
 def make_backends(config, model_loader) -> tuple[Captioner, Summariser]:
@@ -24,7 +47,7 @@ def make_backends(config, model_loader) -> tuple[Captioner, Summariser]:
 
             embedder = make_embedder(config.monosemanticity.embedder)
             library = load_library([config.resolve(r) for r in cfg.reference], embedder, config.corpus.sample_rate,
-                                   config.work_dir / "reference")
+                                   config.work_dir / "reference", known=stored_embeddings(config))
         captioner = OfflineCaptioner(model_loader(), library, embedder, cfg.neighbours)
     elif cfg.captioner == "openai":
         captioner = EndpointCaptioner(endpoint)

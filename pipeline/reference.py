@@ -8,7 +8,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -62,9 +62,12 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def load_library(roots: Sequence[str | Path], embedder, sample_rate: int, cache_dir: Path) -> Library:
+def load_library(roots: Sequence[str | Path], embedder, sample_rate: int, cache_dir: Path,
+                 known: Callable[[list[Path]], dict[Path, np.ndarray]] | None = None) -> Library:
     """The labelled clips of the audiofolders in roots, embedded (cached per root in cache_dir; only new or
-    changed files are embedded again). Unlabelled rows are skipped; a root with no labels is an error."""
+    changed files are embedded again). Unlabelled rows are skipped; a root with no labels is an error.
+    known(paths) may return embeddings already made with the same embedder elsewhere (the store's, for the
+    probing corpus), which are used instead of embedding those files again."""
     labels, sources, paths, vectors, parts = [], [], [], [], []
     cache_dir.mkdir(parents=True, exist_ok=True)
     for root in roots:
@@ -78,12 +81,16 @@ def load_library(roots: Sequence[str | Path], embedder, sample_rate: int, cache_
             data = np.load(cache)
             have = dict(zip(data["keys"].tolist(), data["vectors"]))
         todo = [i for i, key in enumerate(keys) if key not in have]
+        found = known([clips[i].path for i in todo]) if known and todo else {}
+        have.update({keys[i]: found[clips[i].path] for i in todo if clips[i].path in found})
+        new = bool(todo)
+        todo = [i for i in todo if keys[i] not in have]
         for start in tqdm(range(0, len(todo), 32), desc=f"reference library {Path(root).name}", unit="batch",
                           disable=not todo):
             batch = todo[start : start + 32]
             got = embedder.embed([read_audio(clips[i].path, sample_rate) for i in batch], sample_rate)
             have.update({keys[i]: v for i, v in zip(batch, got)})
-        if todo:
+        if new:
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, keys=np.array(keys), vectors=np.stack([have[key] for key in keys]).astype(np.float32))
             os.replace(tmp, cache)

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -231,3 +232,28 @@ def test_l_clips_get_a_references_only_caption_under_their_own_id(whisper, libra
         assert quick.terms and all(t.startswith("ref:") for t in quick.terms)
         assert quick.terms == [t for t in slow.terms if t.startswith("ref:")]  # the same neighbours
     assert OfflineCaptioner(whisper).for_contrast().full  # no library: nothing cheaper to offer
+
+
+def test_reference_library_reuses_embeddings_made_elsewhere(demo_corpus, demo_rows, tmp_path):
+    """Files whose embedding the store already holds are not embedded again; the library equals the one
+    that embeds everything itself (the demo's name stage once embedded its 1,252 probing files twice)."""
+    from pipeline.embedding import make_embedder
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    rows = [r for r in demo_rows if r["domain"] == "sound"][:6]
+    for r in rows:
+        (folder / Path(r["file_name"]).name).write_bytes((demo_corpus / r["file_name"]).read_bytes())
+    (folder / "metadata.csv").write_text("file_name,label\n" + "".join(f"{Path(r['file_name']).name},{r['label']}\n"
+                                                                        for r in rows))
+    embedder, calls = make_embedder("mfcc"), []
+    embed = embedder.embed
+    embedder.embed = lambda audios, rate: calls.append(len(audios)) or embed(audios, rate)
+    whole = load_library([folder], embedder, 16_000, tmp_path / "cache-a")
+    assert calls == [6]
+    given = {folder / Path(r["file_name"]).name: v for r, v in zip(rows[:4], whole.vectors[:4] * 3.0)}
+    calls.clear()
+    reused = load_library([folder], embedder, 16_000, tmp_path / "cache-b", known=lambda paths: given)
+    assert calls == [2]  # only the two files nobody had embedded
+    np.testing.assert_allclose(reused.vectors, whole.vectors, rtol=1e-5, atol=1e-6)  # unit-normed either way
+    assert reused.digest == whole.digest
