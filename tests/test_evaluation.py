@@ -192,8 +192,7 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
         assert g.sort_values("gamma")["R"].is_monotonic_decreasing
     t4 = demo_eval["table4"]
     assert {(r.layer, r.expansion, r.seed) for r in t4.itertuples()} >= {
-        ("encoder.1", 8, 0), ("encoder.2", 8, 0), ("encoder.3", 4, 0), ("encoder.3", 8, 0), ("encoder.3", 16, 0),
-        ("encoder.3", 8, 1)}
+        ("encoder.1", 8, 0), ("encoder.2", 8, 0), ("encoder.3", 4, 0), ("encoder.3", 8, 0), ("encoder.3", 8, 1)}
     assert np.isfinite(t4["ms_max"]).all() and (t4["ms_max"] >= t4["ms_top100"]).all()
     stability = demo_eval["seed_stability"].iloc[0]
     dist = demo_eval["seed_stability_dist"]
