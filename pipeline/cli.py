@@ -208,6 +208,16 @@ def cmd_steer_eval(args) -> int:
     return 0
 
 
+def cmd_export_atlas(args) -> int:
+    from .config import load_config
+    from .static_atlas import export_atlas
+
+    done = export_atlas(load_config(args.config), args.out)
+    print(f"{args.out}: {done['features']} features, {done['clips']} clips, {done['bytes'] / 2**20:.1f} MB; "
+          f"open {Path(args.out) / 'index.html'} in a browser")
+    return 0
+
+
 def cmd_status(args) -> int:
     from .config import load_config
     from .stages import StageLog, status
@@ -277,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text + " (and the stages before it, if needed)")
         p.add_argument("config")
         p.set_defaults(func=lambda a, stage=stage: _run_stages(a, stage))
+
+    export = sub.add_parser("export", help="share results").add_subparsers(dest="export_command", required=True)
+    p = export.add_parser("atlas", help="a static concept atlas (HTML, data, small audio) that opens with no server")
+    p.add_argument("config")
+    p.add_argument("out", help="output folder (replaced whole)")
+    p.set_defaults(func=cmd_export_atlas)
 
     corpus = sub.add_parser("corpus", help="probing corpus tools").add_subparsers(dest="corpus_command", required=True)
     p = corpus.add_parser("build-demo", help="make the demo corpus from Debian packages (seeded, idempotent)")
