@@ -218,6 +218,18 @@ def cmd_export_atlas(args) -> int:
     return 0
 
 
+def cmd_export_sae(args) -> int:
+    from .config import load_config
+    from .sae import Sae
+    from .sae_formats import to_dictionary_learning, to_saelens
+
+    cfg = load_config(args.config)
+    folder = cfg.sae_dir(args.layer or cfg.sae_layers[-1], args.expansion or cfg.sae.expansions[0])
+    write = to_saelens if args.format == "saelens" else to_dictionary_learning
+    print(f"{write(Sae.load(folder), args.out)}: {folder.name} as {args.format}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from .config import load_config
     from .stages import StageLog, status
@@ -293,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("out", help="output folder (replaced whole)")
     p.set_defaults(func=cmd_export_atlas)
+    p = export.add_parser("sae", help="an SAE in a peer library's format (SAELens or dictionary_learning)")
+    p.add_argument("config")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--format", choices=["saelens", "dictionary_learning"], required=True)
+    p.add_argument("--layer", help="SAE layer (default: the last configured)")
+    p.add_argument("--expansion", type=int, help="SAE expansion (default: the first configured)")
+    p.set_defaults(func=cmd_export_sae)
 
     corpus = sub.add_parser("corpus", help="probing corpus tools").add_subparsers(dest="corpus_command", required=True)
     p = corpus.add_parser("build-demo", help="make the demo corpus from Debian packages (seeded, idempotent)")

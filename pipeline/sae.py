@@ -197,16 +197,21 @@ class Sae(torch.nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> "Sae":
-        """Our folder format, SAELens (cfg.json + sae_weights.safetensors) or dictionary_learning (ae.pt)."""
+    def load(cls, folder: str | Path, device: str = "cpu", kind: str | None = None) -> "Sae":
+        """Our folder format, SAELens (cfg.json + sae_weights.safetensors) or dictionary_learning (ae.pt; `kind`
+        is needed only for an ae.pt without its config.json). Peer SAEs encode to the peer's own latents."""
+        from .sae_formats import from_dictionary_learning, from_saelens
+
         folder = Path(folder)
         if (folder / "sae.safetensors").is_file():
             spec = SaeSpec(**json.loads((folder / "cfg.json").read_text()))
             tensors = load_file(folder / "sae.safetensors")
         elif (folder / "sae_weights.safetensors").is_file():
-            spec, tensors = _from_saelens(folder)
+            fields, tensors = from_saelens(folder)
+            spec = SaeSpec(**fields)
         elif (folder / "ae.pt").is_file():
-            spec, tensors = _from_dictionary_learning(folder)
+            fields, tensors = from_dictionary_learning(folder, kind)
+            spec = SaeSpec(**fields)
         else:
             raise FileNotFoundError(f"{folder}: no SAE here (expected sae.safetensors + cfg.json, SAELens "
                                     "sae_weights.safetensors + cfg.json, or dictionary_learning ae.pt + config.json)")
@@ -249,39 +254,3 @@ class _SparseEncode(torch.autograd.Function):
         grad_W = torch.sparse.mm(grad_W, x_c)
         grad_b = torch.zeros(W_enc.shape[0], dtype=grad.dtype, device=grad.device).index_add_(0, flat_idx, flat_grad)
         return grad_x, grad_W, grad_b, None, None, None
-
-
-def _from_saelens(folder: Path) -> tuple[SaeSpec, dict[str, torch.Tensor]]:
-    """SAELens: W_enc [d_in, d_sae], W_dec [d_sae, d_in]; TopK / BatchTopK architectures."""
-    cfg = json.loads((folder / "cfg.json").read_text())
-    arch = cfg.get("architecture", "standard")
-    if arch not in ("topk", "batchtopk"):
-        raise ValueError(f"{folder}/cfg.json: SAELens architecture {arch!r} is not a TopK SAE (supported: topk, batchtopk)")
-    k = cfg.get("k") or cfg.get("activation_fn_kwargs", {}).get("k")
-    if k is None:
-        raise ValueError(f"{folder}/cfg.json: no 'k' (or activation_fn_kwargs.k) for a TopK SAE")
-    w = load_file(folder / "sae_weights.safetensors")
-    tensors = {"W_enc": w["W_enc"].T.contiguous(), "b_enc": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
-    if "threshold" in w:
-        tensors["threshold"] = w["threshold"].reshape(())
-    spec = SaeSpec(d_in=cfg["d_in"], d_sae=cfg["d_sae"], k=int(k), kind=arch,
-                   model=cfg.get("model_name", ""), layer=cfg.get("hook_name", ""))
-    return spec, tensors
-
-
-def _from_dictionary_learning(folder: Path) -> tuple[SaeSpec, dict[str, torch.Tensor]]:
-    """dictionary_learning (AudioSAE's release format): AutoEncoderTopK / BatchTopKSAE state dicts."""
-    state = torch.load(folder / "ae.pt", map_location="cpu", weights_only=True)
-    trainer = json.loads((folder / "config.json").read_text()).get("trainer", {}) if (folder / "config.json").is_file() else {}
-    if "encoder.weight" not in state or "decoder.weight" not in state:
-        raise ValueError(f"{folder}/ae.pt: not a dictionary_learning TopK SAE (keys: {sorted(state)[:6]})")
-    kind = "batchtopk" if "BatchTopK" in trainer.get("dict_class", trainer.get("trainer_class", "")) else "topk"
-    k = int(state["k"]) if "k" in state else int(trainer["k"])
-    tensors = {"W_enc": state["encoder.weight"], "b_enc": state["encoder.bias"],
-               "W_dec": state["decoder.weight"].T.contiguous(), "b_dec": state["b_dec"]}
-    if "threshold" in state:
-        tensors["threshold"] = state["threshold"].reshape(())
-    d_sae, d_in = state["encoder.weight"].shape
-    spec = SaeSpec(d_in=d_in, d_sae=d_sae, k=k, kind=kind, model=trainer.get("lm_name", ""),
-                   layer=str(trainer.get("layer", "")))
-    return spec, tensors
