@@ -75,6 +75,9 @@ class SaeConfig:
     splice_clips: int = 60  # speech clips for the spliced-WER test (0 = skip)
     snapshots: int = 0  # SAEs saved at evenly spaced points of training (seed stability against training tokens)
     device: str = "auto"  # where SAEs train and encode: "auto" = cuda when available, else cpu
+    # use SAEs trained elsewhere instead of training: a folder per layer (ours, SAELens, dictionary_learning /
+    # AudioSAE's layer_N/ae.pt), {layer} = the layer's name, {index} = its number; e.g. ".../layer_{index}"
+    pretrained: str = ""
 
 
 @dataclass
@@ -169,6 +172,14 @@ class Config:
     def run_id(self, layer: str, expansion: int, seed: int | None = None) -> str:
         s = self.sae
         return f"{layer}_{s.kind}_e{expansion}_k{s.k}_s{s.seed if seed is None else seed}"
+
+    def pretrained_sae(self, layer: str) -> Path:
+        """The folder of a layer's SAE trained elsewhere ([sae] pretrained with {layer} / {index} filled in)."""
+        index = layer.rsplit(".", 1)[-1]
+        folder = self.resolve(self.sae.pretrained.format(layer=layer, index=index))
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{self.path}: [sae] pretrained gives {folder} for layer {layer}: no such folder")
+        return folder
 
     def sae_dir(self, layer: str, expansion: int, seed: int | None = None) -> Path:
         return self.work_dir / "sae" / self.run_id(layer, expansion, seed)

@@ -91,7 +91,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     for layer in cfg.sae_layers:
         for e in cfg.sae.expansions:
             run = cfg.run_id(layer, e)
-            sae_cfg = {k: v for k, v in asdict(cfg.sae).items() if k not in ("layers", "expansions", "log_every", "device")}
+            sae_cfg = sae_identity(cfg.sae)
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
@@ -101,6 +101,15 @@ def stage_keys(cfg: Config) -> dict[str, str]:
                 keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**cfg.identity("naming"), "reference": references},
                                             "contrast-v3", "name-embeddings")
     return keys
+
+
+def sae_identity(sae_cfg) -> dict:
+    """The [sae] settings that decide an SAE's weights: not where it trains or how often it logs, and an unset
+    `pretrained` as if the field did not exist (so existing runs keep their keys)."""
+    values = {k: v for k, v in asdict(sae_cfg).items() if k not in ("layers", "expansions", "log_every", "device")}
+    if not values.get("pretrained"):
+        values.pop("pretrained", None)
+    return values
 
 
 def evaluation_key(cfg: Config) -> str:
@@ -214,10 +223,15 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
 
 def train_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, model) -> dict:
     from .corpus import iter_corpus
-    from .train import splice_test, train_sae
+    from .train import import_sae, splice_test, train_sae
 
     out = cfg.sae_dir(layer, expansion)
-    _, metrics = train_sae(acts, layer, expansion, cfg.sae, out, cfg.model.source, device=torch_device(cfg.sae.device))
+    if cfg.sae.pretrained:
+        folder = cfg.pretrained_sae(layer)
+        _, metrics = import_sae(folder, acts, layer, expansion, cfg.sae, out, cfg.model.source)
+    else:
+        _, metrics = train_sae(acts, layer, expansion, cfg.sae, out, cfg.model.source,
+                               device=torch_device(cfg.sae.device))
     if cfg.sae.splice_clips:
         speech = [c for c in read_metadata(cfg.resolve(cfg.corpus.root)) if c.meta.get("text")][: cfg.sae.splice_clips]
         pieces = list(iter_corpus(speech, cfg.corpus))

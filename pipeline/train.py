@@ -181,6 +181,32 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
     return sae, metrics
 
 
+def import_sae(folder: Path, store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig, out: Path,
+               model_name: str = "") -> tuple[Sae, dict]:
+    """An SAE trained elsewhere ([sae] pretrained), checked against this layer and expansion, saved in our format
+    with the same metrics as one trained here (FVU, L0 and dead latents on a sample of this corpus's rows)."""
+    sae = Sae.load(folder, kind=cfg.kind)
+    d_in = store.shard(layer, store.shards[0]).shape[1]
+    if sae.spec.d_in != d_in or sae.spec.d_sae != expansion * d_in:
+        raise ValueError(f"{folder}: an SAE of d_in {sae.spec.d_in}, d_sae {sae.spec.d_sae}; layer {layer} needs d_in "
+                         f"{d_in} and, at expansion {expansion}, d_sae {expansion * d_in}")
+    if sae.spec.kind != cfg.kind:
+        raise ValueError(f"{folder}: a {sae.spec.kind} SAE, but [sae] kind is {cfg.kind!r}")
+    sae.spec.layer, sae.spec.model = layer, model_name or sae.spec.model
+    sae.save(out)
+    sample = sample_rows(store, layer, 50_000, cfg.seed + 1)
+    metrics = sae_metrics(sae, sample)
+    with torch.no_grad():
+        fired = torch.zeros(sae.spec.d_sae, dtype=torch.bool)
+        for start in range(0, len(sample), 8192):
+            acts, idx = sae.encode(torch.from_numpy(sample[start : start + 8192]))
+            fired[idx[acts > 0]] = True
+    metrics.update({"dead_fraction": float((~fired).float().mean()), "dead_window_tokens": len(sample),
+                    "pretrained": str(folder)})
+    (out / "metrics.json").write_text(json.dumps({"spec": asdict(sae.spec), "config": asdict(cfg), **metrics}, indent=2))
+    return sae, metrics
+
+
 def splice_test(model, sae: Sae, layer: str, audios: list[np.ndarray], texts: list[str],
                 batch_size: int = 16) -> dict[str, float]:
     """WER with x_hat substituted for x at the SAE's layer, next to the clean WER (SPEC.md Stage 1). For a

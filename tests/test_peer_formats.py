@@ -84,3 +84,30 @@ def test_ard_export_sae_writes_both_formats(demo_config, demo_db, tmp_path):
         exported = Sae.load(out)
         x = torch.randn(32, ours.spec.d_in)
         torch.testing.assert_close(exported.dense_acts(x), ours.dense_acts(x))
+
+
+def test_a_pretrained_sae_is_imported_instead_of_trained(tmp_path):
+    """[sae] pretrained: AudioSAE's layer_N/ae.pt (here the dictionary_learning fixture, in such a folder) is
+    checked against the layer, saved in our format and measured on this corpus's rows, not trained."""
+    import shutil
+    from dataclasses import replace
+
+    from pipeline.config import Config, SaeConfig
+    from pipeline.train import import_sae
+    from tests.test_sae import _synthetic_store
+
+    release = tmp_path / "audiosae" / "whisper-tiny"
+    shutil.copytree(PEERS / "dl-batchtopk-threshold", release / "layer_3")
+    (release / "layer_3" / "config.json").unlink()  # as released: ae.pt alone; [sae] kind says batchtopk
+    cfg = Config()
+    cfg.path = tmp_path / "c.toml"
+    cfg.sae = replace(SaeConfig(), kind="batchtopk", k=4, pretrained="audiosae/whisper-tiny/layer_{index}")
+    assert cfg.pretrained_sae("encoder.3") == release / "layer_3"
+    with pytest.raises(FileNotFoundError, match="layer_2 for layer encoder.2: no such folder"):
+        cfg.pretrained_sae("encoder.2")
+    store, _ = _synthetic_store(tmp_path / "acts", n_rows=4000, d=16, n_atoms=32, k=4, seed=0)
+    sae, metrics = import_sae(release / "layer_3", store, "L", 4, cfg.sae, tmp_path / "sae")
+    assert metrics["pretrained"] == str(release / "layer_3") and 0 < metrics["fvu"] and metrics["l0"] > 0
+    _check(Sae.load(tmp_path / "sae"), PEERS / "dl-batchtopk-threshold")
+    with pytest.raises(ValueError, match="at expansion 8, d_sae 128"):
+        import_sae(release / "layer_3", store, "L", 8, cfg.sae, tmp_path / "other")

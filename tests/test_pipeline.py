@@ -192,3 +192,15 @@ def test_stage_keys_follow_what_a_stage_reads_not_how_paths_are_spelled(tmp_path
     (refs / "metadata.csv").write_text("file_name,label\na.wav,cat\n")  # the library changed: names are stale
     c = stages.stage_keys(load_config(tmp_path / "a.toml"))
     assert {k for k in a if a[k] != c[k]} == {k for k in a if k.startswith("name:")} != set()
+
+
+def test_sae_settings_that_do_not_change_weights_keep_the_keys(tmp_path, demo_corpus, demo_rows):
+    """[sae] device and an empty pretrained (fields added later) leave every key as it was, so upgrading does not
+    retrain anybody's SAEs; a pretrained folder does change the SAEs and what follows."""
+    _make_project(tmp_path, demo_corpus, demo_rows)
+    (tmp_path / "a.toml").write_text(CONFIG)
+    (tmp_path / "b.toml").write_text(CONFIG.replace("[sae]\n", '[sae]\ndevice = "cpu"\npretrained = ""\n'))
+    (tmp_path / "c.toml").write_text(CONFIG.replace("[sae]\n", '[sae]\npretrained = "peers/layer_{index}"\n'))
+    a, b, c = (stages.stage_keys(load_config(tmp_path / f"{n}.toml")) for n in "abc")
+    assert a == b
+    assert {k for k in a if a[k] != c[k]} == {k for k in a if k != "extract"}

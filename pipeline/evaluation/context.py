@@ -41,7 +41,8 @@ def trained_with(folder: Path, sae_cfg) -> bool:
         return False
     saved = json.loads((folder / "metrics.json").read_text()).get("config", {})
     now = asdict(sae_cfg)
-    return {k: v for k, v in saved.items() if k not in _NOT_WEIGHTS} == {k: v for k, v in now.items() if k not in _NOT_WEIGHTS}
+    keep = lambda values: {k: v for k, v in values.items() if k not in _NOT_WEIGHTS and not (k == "pretrained" and not v)}
+    return keep(saved) == keep(now)
 
 
 def _key(*parts) -> str:
