@@ -1,12 +1,12 @@
 """Every adapter on a tiny randomly initialised checkpoint of its real class, through the whole pipeline:
 load from a folder, layers and shapes, extract, train, score, steer (the error-term identity), save/load."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 import tiny_models
+from corpora import linked_corpus
 import torch
 
 from pipeline import stages
@@ -60,13 +60,8 @@ def project(request, tmp_path_factory, demo_corpus, demo_rows):
     family = request.param
     folder = tmp_path_factory.mktemp(family.replace("-", ""))
     source = tiny_models.BUILDERS[family](folder / "checkpoint")
-    (folder / "corpus").mkdir()
     rows = [r for r in demo_rows if r["text"]][:4] + [r for r in demo_rows if not r["text"]][::110][:8]
-    with (folder / "corpus" / "metadata.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["file_name", "label", "domain", "source", "text"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({"file_name": str(demo_corpus / r["file_name"]), **{k: r[k] for k in ("label", "domain", "source", "text")}})
+    linked_corpus(folder / "corpus", demo_corpus, rows)
     layers = LAYERS[family][0]
     (folder / "tiny.toml").write_text(CONFIG.format(family=family, source=source, layers=str(layers).replace("'", '"')))
     cfg = load_config(folder / "tiny.toml")

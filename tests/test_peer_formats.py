@@ -94,7 +94,7 @@ def test_a_pretrained_sae_is_imported_instead_of_trained(tmp_path):
 
     from pipeline.config import Config, SaeConfig
     from pipeline.train import import_sae
-    from tests.test_sae import _synthetic_store
+    from test_sae import _synthetic_store
 
     release = tmp_path / "audiosae" / "whisper-tiny"
     shutil.copytree(PEERS / "dl-batchtopk-threshold", release / "layer_3")

@@ -1,6 +1,5 @@
 """`ard run` end to end on a small slice of the demo corpus: the store, two runs side by side, resuming."""
 
-import csv
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import time
 import pandas as pd
 import pytest
 
+from corpora import linked_corpus
 from pipeline import stages, store
 from pipeline.config import load_config
 
@@ -44,14 +44,7 @@ db = "ard.duckdb"
 
 
 def _make_project(folder, demo_corpus, demo_rows):
-    (folder / "corpus").mkdir(parents=True)
-    rows = demo_rows[::22][:56]
-    with (folder / "corpus" / "metadata.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["file_name", "label", "domain", "source", "text"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({"file_name": str(demo_corpus / r["file_name"]), "label": r["label"], "domain": r["domain"],
-                        "source": r["source"], "text": r["text"]})
+    linked_corpus(folder / "corpus", demo_corpus, demo_rows[::22][:56])
     (folder / "small.toml").write_text(CONFIG)
     return load_config(folder / "small.toml")
 

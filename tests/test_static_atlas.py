@@ -25,7 +25,7 @@ def test_atlas_opens_from_disk_searches_and_plays(atlas, demo_db):
     from playwright.sync_api import expect, sync_playwright
 
     from explorer.state import Explorer
-    from tests.test_explorer import CHROMIUM, CHROMIUM_ARGS
+    from test_explorer import CHROMIUM, CHROMIUM_ARGS
 
     out, printed = atlas
     concepts = Explorer(demo_db).concepts()
