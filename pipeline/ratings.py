@@ -125,7 +125,10 @@ def read(ratings_db: str | Path) -> pd.DataFrame:
                 con = None
         if con is not None:
             with con:
-                stored = con.execute("SELECT * FROM ratings").df().reindex(columns=COLUMNS)
+                try:
+                    stored = con.execute("SELECT * FROM ratings").df().reindex(columns=COLUMNS)
+                except duckdb.CatalogException:  # a file without the table yet (made by another program)
+                    pass
             stored["revision"] = stored["revision"].fillna(1).astype(int)
     waiting = pd.DataFrame(_journal_rows(journal_path(ratings_db))).reindex(columns=COLUMNS)
     if len(waiting):

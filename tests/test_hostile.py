@@ -167,3 +167,22 @@ def test_a_rating_is_never_lost_while_the_ratings_database_is_busy(served, clien
     bea = exported[exported["rater"] == "bea"].sort_values("rating")
     assert bea["rating"].tolist() == [2, 5] and bea["revision"].tolist() == [1, 2]  # one row per rater and feature
     assert ratings.journal_path(ratings_db).read_text() == ""  # merged once the database was free
+
+
+def test_a_rating_waits_even_when_the_busy_file_has_no_table_yet(tmp_path):
+    """Another program created ratings.duckdb and holds it: the rating waits in the journal and reads back."""
+    import duckdb
+
+    db = tmp_path / "ratings.duckdb"
+    duckdb.connect(str(db)).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time\nc = duckdb.connect({str(db)!r}, read_only=True)\n"
+                               "print('open', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        row = {"rater": "cy", "run_id": "r", "feature": 1, "own_label": "hum", "rating": 3}
+        assert ratings.save(db, row, wait_s=0.2) is False
+        assert ratings.read(db)[["rater", "rating", "revision"]].values.tolist() == [["cy", 3, 1]]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ratings.merge(db) and ratings.read(db)["rating"].tolist() == [3]
