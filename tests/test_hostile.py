@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from explorer.app import launch
+from holders import held_open
 from pipeline import ratings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,20 +147,13 @@ def test_a_rating_is_never_lost_while_the_ratings_database_is_busy(served, clien
     assert status.startswith("Saved rating 4")
     status, _ = client.predict("bea", "a violin", 5, None, False, api_name="/save_rating")  # a second answer
     _next(client, run_id, "bea")
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
-                               f"con = duckdb.connect({str(ratings_db)!r}, read_only=True)\n"
-                               "print('open', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with held_open(ratings_db):
         start = time.perf_counter()
         status, _ = client.predict("bea", "a drum", 2, None, False, api_name="/save_rating")
         assert time.perf_counter() - start < 10
         assert status.startswith("Kept rating 2") and "ratings.journal.jsonl" in status and "nothing is lost" in status
         kept = ratings.read(ratings_db)  # the journal is read too while the database is busy
         assert sorted(kept.loc[kept["rater"] == "bea", "rating"]) == [2, 5]
-    finally:
-        holder.kill()
-        holder.wait()
     path = client.predict(api_name="/export_csv")
     import pandas as pd
 
@@ -175,14 +169,8 @@ def test_a_rating_waits_even_when_the_busy_file_has_no_table_yet(tmp_path):
 
     db = tmp_path / "ratings.duckdb"
     duckdb.connect(str(db)).close()
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time\nc = duckdb.connect({str(db)!r}, read_only=True)\n"
-                               "print('open', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with held_open(db):
         row = {"rater": "cy", "run_id": "r", "feature": 1, "own_label": "hum", "rating": 3}
         assert ratings.save(db, row, wait_s=0.2) is False
         assert ratings.read(db)[["rater", "rating", "revision"]].values.tolist() == [["cy", 3, 1]]
-    finally:
-        holder.kill()
-        holder.wait()
     assert ratings.merge(db) and ratings.read(db)["rating"].tolist() == [3]

@@ -27,20 +27,13 @@ def test_stale_table_layout_is_reported_then_replaced(tmp_path):
 
 
 def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
-    import subprocess
-    import sys
+    from holders import held_open
 
     db = tmp_path / "held.duckdb"
     duckdb.connect(str(db)).close()
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}, read_only=True); "
-                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RuntimeError, match="open in another process"):
-            with store.connect(db):
-                pass
-    finally:
-        holder.kill()
+    with held_open(db), pytest.raises(RuntimeError, match="open in another process"):
+        with store.connect(db):
+            pass
 
 
 def test_other_runs_matches_are_co_activation_cosines_over_clips(tmp_path):
