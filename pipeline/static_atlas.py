@@ -44,7 +44,7 @@ def export_atlas(cfg: Config, out: str | Path, quality: float = 0.1) -> dict:
     with store.connect(cfg.db_path, read_only=True) as con:
         runs = store.runs(con)
         concepts = store.concepts(con)
-        pages, clip_files = [], {}
+        clip_files: dict[str, str] = {}
         for run in runs.itertuples():
             for row in tqdm(concepts[concepts["run_id"] == run.run_id].itertuples(), desc=f"atlas {run.run_id}",
                             unit="feature"):
@@ -56,7 +56,6 @@ def export_atlas(cfg: Config, out: str | Path, quality: float = 0.1) -> dict:
                 page = tmp / "features" / run.run_id / f"{int(row.feature)}.html"
                 page.parent.mkdir(parents=True, exist_ok=True)
                 page.write_text(_feature_page(run, row, reps, lines, clip_files), encoding="utf-8")
-                pages.append(row)
         maps = {run.run_id: store.feature_map(con, run.run_id) for run in runs.itertuples()}
     listed = concepts.assign(page=[f"features/{r.run_id}/{int(r.feature)}.html" for r in concepts.itertuples()])
     data = {"concepts": json.loads(listed[["run_id", "layer", "feature", "name", "description", "ms", "frequency",
@@ -68,7 +67,7 @@ def export_atlas(cfg: Config, out: str | Path, quality: float = 0.1) -> dict:
         shutil.rmtree(out)
     tmp.rename(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"features": len(pages), "clips": len(clip_files), "bytes": size}
+    return {"features": len(concepts), "clips": len(clip_files), "bytes": size}
 
 
 def _write_clip(folder: Path, clip_id: str, by_id: dict, cfg: Config, quality: float) -> str:
