@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,22 +46,24 @@ class StageLog:
         self.path, self.timings_path = work / "stages.json", work / "timings.json"
         self.done: dict[str, str] = _read_json(self.path)
         self.seconds: dict[str, float] = _read_json(self.timings_path)
-        self._started = time.perf_counter()
 
     def is_current(self, stage: str, key: str) -> bool:
         return self.done.get(stage) == key
 
-    def start(self) -> None:
-        """The clock of the next `mark` starts now."""
-        self._started = time.perf_counter()
+    @contextmanager
+    def running(self, stage: str, key: str):
+        """Run the block as `stage`: marked current with `key`, and timed, once the block ends without an error."""
+        started = time.perf_counter()
+        yield
+        self.mark(stage, key, time.perf_counter() - started)
 
-    def mark(self, stage: str, key: str) -> None:
-        """Record a finished stage, and the seconds since `start` (or since the log was read)."""
+    def mark(self, stage: str, key: str, seconds: float) -> None:
+        """Record a finished stage and how long it took."""
         self.done = {**_read_json(self.path), stage: key}  # re-read: another process may have marked since
-        self.seconds = {**_read_json(self.timings_path), stage: round(time.perf_counter() - self._started, 1)}
+        self.seconds = {**_read_json(self.timings_path), stage: round(seconds, 1)}
         _write_json(self.path, self.done)
         _write_json(self.timings_path, self.seconds)
-        log.info("%s: %.0f s", stage, self.seconds[stage])
+        log.info("%s: %.0f s", stage, seconds)
 
 
 def _read_json(path: Path) -> dict:
@@ -178,10 +181,9 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
     if not done.is_current("extract", keys["extract"]):
         if acts_dir.exists() and done.done.get("extract") not in (None, keys["extract"]):
             shutil.rmtree(acts_dir)  # inputs changed: stale activations must not be resumed
-        done.start()
-        model = model_loader()
-        extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
-        done.mark("extract", keys["extract"])
+        with done.running("extract", keys["extract"]):
+            model = model_loader()
+            extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
     acts = ActivationStore(acts_dir)
     if last == 0:
         return []
@@ -192,31 +194,26 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
             if runs is not None and run not in runs:
                 continue
             if not done.is_current(f"train:{run}", keys[f"train:{run}"]):
-                done.start()
-                model = model or model_loader()
-                train_stage(cfg, acts, layer, e, model)
-                done.mark(f"train:{run}", keys[f"train:{run}"])
+                with done.running(f"train:{run}", keys[f"train:{run}"]):
+                    model = model or model_loader()
+                    train_stage(cfg, acts, layer, e, model)
             if last == 1:
                 continue
             if not done.is_current(f"score:{run}", keys[f"score:{run}"]):
-                done.start()
-                score_stage(cfg, acts, layer, e)
-                done.mark(f"score:{run}", keys[f"score:{run}"])
+                with done.running(f"score:{run}", keys[f"score:{run}"]):
+                    score_stage(cfg, acts, layer, e)
             if last == 2:
                 continue
             if not done.is_current(f"store:{run}", keys[f"store:{run}"]):
-                done.start()
-                store_stage(cfg, acts, layer, e, clips)
-                done.mark(f"store:{run}", keys[f"store:{run}"])
+                with done.running(f"store:{run}", keys[f"store:{run}"]):
+                    store_stage(cfg, acts, layer, e, clips)
             if last >= 4 and not done.is_current(f"atlas:{run}", keys[f"atlas:{run}"]):
-                done.start()
-                atlas_stage(cfg, acts, layer, e, clips)
-                done.mark(f"atlas:{run}", keys[f"atlas:{run}"])
+                with done.running(f"atlas:{run}", keys[f"atlas:{run}"]):
+                    atlas_stage(cfg, acts, layer, e, clips)
             if last >= 5 and cfg.naming.enabled and not done.is_current(f"name:{run}", keys[f"name:{run}"]):
-                done.start()
-                model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
-                name_stage(cfg, run, clips, lambda: model)
-                done.mark(f"name:{run}", keys[f"name:{run}"])
+                with done.running(f"name:{run}", keys[f"name:{run}"]):
+                    model = model or (model_loader() if cfg.naming.captioner == "offline" else None)
+                    name_stage(cfg, run, clips, lambda: model)
             summaries.append(summary(cfg, run))
     return summaries
 

@@ -62,10 +62,9 @@ def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
     from ..report import write_report
     from ..stages import StageLog, evaluation_key
 
-    key, clock = evaluation_key(cfg), StageLog(cfg.work_dir)
-    tables = run(EvalContext(cfg, model_loader))
-    write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
-    clock.mark("evaluate", key)
+    with StageLog(cfg.work_dir).running("evaluate", evaluation_key(cfg)):
+        tables = run(EvalContext(cfg, model_loader))
+        write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
     return tables
 
 
