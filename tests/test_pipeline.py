@@ -105,11 +105,12 @@ def test_run_stores_two_runs_and_skips_what_is_done(finished, whisper):
         assert dup == 0
     assert all(current for _, current in stages.status(cfg))
     assert not any(r["would_run"] for r in stages.run_all(cfg, None, dry_run=True))
-    # each stage's own seconds are kept (where a run's time goes): training takes longer than scoring
+    # each stage's own seconds are kept (where a run's time goes), and `ard status` shows them
     seconds = stages.StageLog(cfg.work_dir).seconds
     assert set(seconds) == set(stages.stage_keys(cfg)) and all(s >= 0 for s in seconds.values())
-    run = "encoder.3_topk_e4_k8_s0"
-    assert seconds[f"train:{run}"] > seconds[f"score:{run}"] > 0
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(finished / "small.toml")],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert shown == [f"done     {stage}  ({seconds[stage]:.0f} s)" for stage in stages.stage_keys(cfg)]
 
 
 @pytest.mark.slow
