@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'  # Ray: the tests run the Ray engine on a local cluster
 	$(PY) -m pip install -q --no-deps aisfx==0.1.2  # sound-effects embedder; its declared pins are stale
 	touch $(STAMP)
 

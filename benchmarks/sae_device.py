@@ -58,16 +58,16 @@ def train_rate(store, shape: dict, steps: int, device: str, out: Path) -> float:
 
 def score_rate(folder: Path, store, shape: dict, device: str) -> float:
     from pipeline.sae import Sae
-    from pipeline.scoring import score_sae
+    from pipeline.scoring import ScoreAccumulator, score_sae
 
     x = np.asarray(store.shard("L", 0)[: shape["clips"] * shape["tokens"]], np.float32)
     clips = [x[i : i + shape["tokens"]] for i in range(0, len(x), shape["tokens"])]
     sae = Sae.load(folder, device=device)
-    score_sae(sae, clips[:4])  # warm-up (CUDA context, kernels)
+    score_sae(sae, clips[:4], ScoreAccumulator(sae.spec.d_sae, 4, 0))  # warm-up (CUDA context, kernels)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    score_sae(sae, clips)
+    score_sae(sae, clips, ScoreAccumulator(sae.spec.d_sae, 4, 0)).finish()
     return len(x) / (time.perf_counter() - start)
 
 

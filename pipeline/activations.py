@@ -40,6 +40,21 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_shard(folder: Path, shard: int, layers: Sequence[str], arrays: dict[str, list[np.ndarray]],
+                entries: list[list]) -> None:
+    """One shard: every layer's rows (float16), then its index, the marker that the shard is complete."""
+    for layer in layers:
+        if arrays[layer]:
+            _atomic_save_npy(folder / layer / f"shard_{shard:05d}.npy", np.concatenate(arrays[layer]).astype(np.float16))
+    _atomic_write_text(folder / f"index_{shard:05d}.json", json.dumps(entries))
+
+
+def read_skipped(folder: Path) -> set[str]:
+    """The clips an earlier extraction found unusable (skipped.jsonl)."""
+    path = folder / "skipped.jsonl"
+    return {json.loads(line)["clip"] for line in path.read_text().splitlines()} if path.exists() else set()
+
+
 @dataclass(frozen=True)
 class ClipRows:
     """Where one clip's frames lie: rows [first_row, first_row + n_frames) of shard `shard`."""
@@ -101,7 +116,7 @@ def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequ
     done = ActivationStore(folder)
     done_ids = {c.clip_id for c in done.index}
     skipped_path = folder / "skipped.jsonl"
-    skipped = {json.loads(line)["clip"] for line in skipped_path.read_text().splitlines()} if skipped_path.exists() else set()
+    skipped = read_skipped(folder)
     todo = [c for c in clips if c.id not in done_ids and c.id not in skipped]
     next_shard = (done.shards[-1] + 1) if done.shards else 0
     buffers: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
@@ -112,11 +127,9 @@ def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequ
         nonlocal next_shard, n_buffered, entries
         if not entries:
             return
+        write_shard(folder, next_shard, layers, buffers, entries)
         for layer in layers:
-            _atomic_save_npy(folder / layer / f"shard_{next_shard:05d}.npy",
-                             np.concatenate(buffers[layer]).astype(np.float16))
             buffers[layer].clear()
-        _atomic_write_text(folder / f"index_{next_shard:05d}.json", json.dumps(entries))
         next_shard, n_buffered, entries = next_shard + 1, 0, []
 
     problems: list = []

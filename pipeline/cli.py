@@ -61,6 +61,22 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
+def with_engine(cfg, args):
+    """The config's [engine], as overridden by --engine / --address / --workers / --gpus-per-worker."""
+    from dataclasses import replace
+
+    given = {name: getattr(args, arg) for name, arg in (("kind", "engine"), ("address", "address"),
+             ("workers", "workers"), ("gpus_per_worker", "gpus_per_worker")) if getattr(args, arg, None) is not None}
+    return replace(cfg, engine=replace(cfg.engine, **given)) if given else cfg
+
+
+def _engine_arguments(p) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], help="override [engine] kind: this process or a Ray cluster")
+    p.add_argument("--address", help="Ray cluster to join ('auto': the one started with `ray start`); default: a new local one")
+    p.add_argument("--workers", type=int, help="model actors and scoring tasks in flight (Ray)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per model actor (Ray), e.g. 1 or 0.5")
+
+
 def _run_stages(args, until: str) -> int:
     """`ard run` and the per-stage commands: every stage up to `until` whose inputs changed."""
     from .config import load_config
@@ -68,7 +84,7 @@ def _run_stages(args, until: str) -> int:
     from .models import load_model
     from .stages import run_all
 
-    cfg = load_config(args.config)
+    cfg = with_engine(load_config(args.config), args)
     dry_run = getattr(args, "dry_run", False)
     if dry_run:
         from .stages import dry_run_checks
@@ -265,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage in order; stages whose inputs have not changed are skipped")
     p.add_argument("config")
     p.add_argument("--dry-run", action="store_true", help="validate the config and list what would run")
+    _engine_arguments(p)
     p.set_defaults(func=lambda a: _run_stages(a, "name"))
     p = sub.add_parser("status", help="which stages of a config are done")
     p.add_argument("config")
@@ -298,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("name", "caption and name the top-C features, and embed the names for search")):
         p = sub.add_parser(stage, help=text + " (and the stages before it, if needed)")
         p.add_argument("config")
+        _engine_arguments(p)
         p.set_defaults(func=lambda a, stage=stage: _run_stages(a, stage))
 
     export = sub.add_parser("export", help="share results").add_subparsers(dest="export_command", required=True)

@@ -88,6 +88,7 @@ class ScoringConfig:
     seed: int = 0  # seeds the random tie-breaking among zero-score clips
     random_seeds: int = 10  # Rand. Rep. baseline: runs averaged
     baselines: bool = True  # also score Mean Act., Coverage, Rand. Rep., Poly. Feats.
+    buffer_pairs: int = 2_097_152  # fired (clip, feature) pairs held before they go to disk (16 bytes each)
 
 
 @dataclass
@@ -144,6 +145,18 @@ class EvaluationConfig:
 
 
 @dataclass
+class EngineConfig:
+    """Where extraction and scoring run: this process ("local") or a Ray cluster ("ray", `pip install '.[ray]'`).
+    Either gives the same files and rows; nothing here is part of a stage key."""
+
+    kind: str = "local"  # "local" or "ray"
+    address: str = ""  # a running cluster ("auto", "ray://host:10001"); empty: start one on this machine
+    workers: int = 2  # model actors (extraction) and scoring tasks in flight
+    gpus_per_worker: float = 0.0  # e.g. 1 for one GPU per model actor, 0.5 for two actors on a GPU
+    clips_per_shard: int = 64  # extraction shards: the unit of work, retry and resume
+
+
+@dataclass
 class StoreConfig:
     db: str = "ard.duckdb"  # relative to the config file
 
@@ -159,6 +172,7 @@ class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     path: Path | None = None  # the TOML file this came from
 
     @property
@@ -214,7 +228,8 @@ class Config:
 
 _PATHS = {"model": ("source",), "corpus": ("root",), "monosemanticity": ("embedder",),
           "naming": ("reference", "captioner", "summariser"), "evaluation": ("corpus", "text_embedder")}
-_NOT_OUTPUT = {"model": ("batch_size", "device_map"), "naming": ("timeout", "retries", "api_key_env")}
+_NOT_OUTPUT = {"model": ("batch_size", "device_map"), "naming": ("timeout", "retries", "api_key_env"),
+               "scoring": ("buffer_pairs",)}
 
 
 def _build(cls, values: dict[str, Any], where: str):
@@ -253,7 +268,19 @@ def load_config(path: str | Path | None = None) -> Config:
     if config.sae.kind not in ("topk", "batchtopk"):
         raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
     _check_evaluation(config, path)
+    _check_engine(config, path)
     return config
+
+
+def _check_engine(config: Config, path: Path) -> None:
+    eng = config.engine
+    if eng.kind not in ("local", "ray"):
+        raise ValueError(f"{path}: [engine] kind must be 'local' or 'ray', not {eng.kind!r}")
+    if eng.workers < 1 or eng.clips_per_shard < 1 or eng.gpus_per_worker < 0:
+        raise ValueError(f"{path}: [engine] workers and clips_per_shard must be at least 1 and gpus_per_worker "
+                         f"at least 0, not {eng.workers}, {eng.clips_per_shard}, {eng.gpus_per_worker}")
+    if config.scoring.buffer_pairs < 1:
+        raise ValueError(f"{path}: [scoring] buffer_pairs must be at least 1, not {config.scoring.buffer_pairs}")
 
 
 def _check_evaluation(config: Config, path: Path) -> None:

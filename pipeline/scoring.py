@@ -3,8 +3,9 @@
 For clip a and feature k with activations z^k over the clip's T tokens:
     mu^k = (1/T) sum_t z^k_t        c^k = (1/T) sum_t 1[z^k_t > 0]        r^k = mu^k * c^k
 H^k = the p clips with the highest r^k, L^k = the p clips with the lowest. With TopK sparsity most
-clips have r^k = 0, so L^k is drawn at random (seeded per feature) among the zero-score clips, and
-the draw is recorded. One streaming pass over the clips; only non-zero (clip, feature) pairs are kept.
+clips have r^k = 0, so L^k is drawn at random (seeded per feature and clip, `selection.py`) among the
+zero-score clips, and the draw is recorded. One streaming pass over the clips in memory bounded by the
+number of units; the fired (clip, feature) pairs go to Parquet parts on disk, not to memory.
 
 The baselines of the evaluation table come from the same code: Mean Act. (score = mu), Coverage
 (score = c), Rand. Rep. (p random clips per unit, several seeds), Poly. Feats. (the d_model raw
@@ -13,22 +14,19 @@ neurons of x as units instead of SAE features).
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from pathlib import Path
+from typing import Iterable
 
+import duckdb
 import numpy as np
+import pandas as pd
 import torch
 
 from .sae import Sae
-
-
-class ClipScores(NamedTuple):
-    """Every non-zero (clip, unit) pair, as parallel arrays of equal length."""
-
-    clip: np.ndarray  # int32 clip row (position in the scored clip list)
-    unit: np.ndarray  # int32 feature (or neuron) index
-    mu: np.ndarray  # float32 mean activation over the clip's tokens
-    c: np.ndarray  # float32 coverage: fraction of tokens where the unit is > 0
+from .selection import Representatives, Selection, ZeroSketch
 
 
 @dataclass
@@ -62,6 +60,11 @@ class PositionStats:
         np.add.at(self.sums, (idx[live], np.broadcast_to(bins[:, None], acts.shape)[live]), acts[live])
         np.add.at(self.squares, idx[live], acts[live].astype(np.float64) ** 2)
 
+    def merge(self, other: "PositionStats") -> None:
+        self.sums += other.sums
+        self.squares += other.squares
+        self.tokens += other.tokens
+
     def eta2(self) -> np.ndarray:
         n = self.tokens.sum()
         mean = self.sums.sum(1) / max(n, 1)
@@ -69,14 +72,6 @@ class PositionStats:
         between = (self.tokens[seen] * (self.sums[:, seen] / self.tokens[seen] - mean[:, None]) ** 2).sum(1)
         total = self.squares - n * mean**2
         return np.where(total > 1e-12, between / np.maximum(total, 1e-12), 0.0)
-
-
-class Representatives(NamedTuple):
-    """p clips per unit, for H (highest score) or L (lowest)."""
-
-    clips: np.ndarray  # [n_units, p] int32 clip rows (-1 when fewer than p clips exist)
-    scores: np.ndarray  # [n_units, p] float32 the score that ranked them
-    tie_broken: np.ndarray  # [n_units, p] bool: drawn at random among equal (zero) scores
 
 
 def clip_unit_stats(acts: np.ndarray, idx: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -95,104 +90,138 @@ def clip_unit_stats(acts: np.ndarray, idx: np.ndarray, n_units: int) -> tuple[np
     return fired.astype(np.int32), (sums[fired] / T).astype(np.float32), (counts[fired] / T).astype(np.float32), maxes
 
 
+SCORES = {
+    "sae": lambda mu, c: mu * c,  # r = mu * c, the paper's F(z)
+    "mean_act": lambda mu, c: mu,
+    "coverage": lambda mu, c: c,
+}
+
+
+class ScoreAccumulator:
+    """What scoring keeps while clips stream past, in memory that grows with the units, not the clips:
+    per-unit statistics, one `Selection` per score, the zero sketch. Fired (clip, unit, mu, c) pairs are
+    buffered up to `buffer_pairs`, then folded into the selections and, with `pairs_dir`, written to a
+    Parquet part there (atomically) for the store stage; they are never all in memory at once.
+    Accumulators over disjoint clips merge (`merge`): a worker's share of the corpus is one of them."""
+
+    def __init__(self, n_units: int, p: int, seed: int, methods=("sae",), pairs_dir: Path | None = None,
+                 part: str = "part", buffer_pairs: int = 1 << 21):
+        self.n_units, self.p, self.seed = n_units, p, seed
+        self.fired_tokens = np.zeros(n_units, np.int64)
+        self.n_clips = np.zeros(n_units, np.int64)
+        self.max_act = np.zeros(n_units, np.float32)
+        self.position = PositionStats(n_units)
+        self.total_tokens = 0
+        self.selections = {m: Selection(n_units, p, seed) for m in methods}
+        self.zeros = ZeroSketch(n_units, p, seed)
+        self.pairs_dir, self.part, self.buffer_pairs = pairs_dir, part, buffer_pairs
+        self.parts: list[str] = []
+        self._buffer: list[tuple] = []
+        self._buffered = 0
+
+    def add_codes(self, row: int, acts: np.ndarray, idx: np.ndarray) -> None:
+        """One clip's sparse SAE codes ([T, width] values and unit indices)."""
+        units, mu, c, maxes = clip_unit_stats(acts, idx, self.n_units)
+        self.position.add(acts, idx)
+        self.fired_tokens[units] += np.round(c * len(acts)).astype(np.int64)
+        self.n_clips[units] += 1
+        np.maximum(self.max_act, maxes, out=self.max_act)
+        self.total_tokens += len(acts)
+        self.add_pairs(row, units, mu, c)
+
+    def add_pairs(self, row: int, units: np.ndarray, mu: np.ndarray, c: np.ndarray) -> None:
+        """One clip's pairs; the units not listed are silent there (score 0)."""
+        self.zeros.add_clip(row, units)
+        self._buffer.append((np.full(len(units), row, np.int32), units.astype(np.int32), mu, c))
+        self._buffered += len(units)
+        if self._buffered >= self.buffer_pairs:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        clip, unit, mu, c = (np.concatenate([b[i] for b in self._buffer]) for i in range(4))
+        self._buffer, self._buffered = [], 0
+        for method, selection in self.selections.items():
+            selection.add(unit, clip, SCORES[method](mu, c), mu, c)
+        if self.pairs_dir is not None:
+            name = f"{self.part}-{len(self.parts):05d}.parquet"
+            write_pairs(self.pairs_dir / name, clip, unit, mu, c)
+            self.parts.append(name)
+
+    def merge(self, other: "ScoreAccumulator") -> None:
+        """Fold in an accumulator over other clips (flushed)."""
+        self.flush()
+        other.flush()
+        self.fired_tokens += other.fired_tokens
+        self.n_clips += other.n_clips
+        np.maximum(self.max_act, other.max_act, out=self.max_act)
+        self.position.merge(other.position)
+        self.total_tokens += other.total_tokens
+        for method, selection in self.selections.items():
+            selection.merge(other.selections[method])
+        self.zeros.merge(other.zeros)
+        self.parts += other.parts
+
+    def finish(self) -> tuple[dict[str, tuple[Representatives, Representatives]], UnitStats]:
+        """Per score (H, L), and the unit statistics."""
+        self.flush()
+        reps = {m: s.result(self.zeros) for m, s in self.selections.items()}
+        stats = UnitStats(self.fired_tokens / max(self.total_tokens, 1), self.max_act, self.n_clips, self.position.eta2())
+        return reps, stats
+
+
+def write_pairs(path: Path, clip: np.ndarray, unit: np.ndarray, mu: np.ndarray, c: np.ndarray) -> None:
+    """Fired pairs as one Parquet file, sorted by unit (so a feature's rows are read from few row groups)."""
+    order = np.argsort(unit, kind="stable")
+    frame = pd.DataFrame({"clip": clip[order], "feature": unit[order], "mu": mu[order], "c": c[order]})
+    tmp = path.with_name(path.name + ".tmp")
+    con = duckdb.connect()
+    try:
+        con.register("pairs", frame)
+        con.execute(f"COPY pairs TO '{tmp}' (FORMAT parquet)")
+    finally:
+        con.close()
+    os.replace(tmp, path)
+
+
 @torch.no_grad()
-def score_sae(sae: Sae, clips: Iterable[np.ndarray], batch_rows: int = 8192) -> tuple[ClipScores, UnitStats]:
-    """Stream clips ([T, d_in] arrays, in order) through the SAE: sparse per-clip scores and unit stats."""
-    n = sae.spec.d_sae
-    parts: list[tuple] = []
-    fired_tokens = np.zeros(n, np.int64)
-    n_clips = np.zeros(n, np.int64)
-    max_act = np.zeros(n, np.float32)
-    position = PositionStats(n)
-    total_tokens = 0
+def score_sae(sae: Sae, clips: Iterable[np.ndarray], acc: ScoreAccumulator, rows: Iterable[int] | None = None,
+              batch_rows: int = 8192) -> ScoreAccumulator:
+    """Stream clips ([T, d_in] arrays; clip rows `rows`, default 0, 1, ...) through the SAE into `acc`."""
     device = sae.W_enc.device  # the encode runs where the SAE is (a GPU when there is one), the rest on the CPU
-    for row, x in enumerate(clips):
+    for row, x in zip(rows if rows is not None else itertools.count(), clips):
         acts, idx = [], []
         for start in range(0, len(x), batch_rows):
             a, i = sae.encode(torch.from_numpy(np.ascontiguousarray(x[start : start + batch_rows], np.float32)).to(device))
             acts.append(a.cpu().numpy())
             idx.append(i.cpu().numpy())
-        acts_np, idx_np = np.concatenate(acts), np.concatenate(idx)
-        units, mu, c, maxes = clip_unit_stats(acts_np, idx_np, n)
-        position.add(acts_np, idx_np)
-        parts.append((np.full(len(units), row, np.int32), units, mu, c))
-        fired_tokens[units] += np.round(c * len(x)).astype(np.int64)
-        n_clips[units] += 1
-        np.maximum(max_act, maxes, out=max_act)
-        total_tokens += len(x)
-    scores = ClipScores(*(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(4)))
-    return scores, UnitStats(fired_tokens / max(total_tokens, 1), max_act, n_clips, position.eta2())
+        acc.add_codes(row, np.concatenate(acts), np.concatenate(idx))
+    acc.flush()
+    return acc
 
 
-def score_neurons(clips: Iterable[np.ndarray]) -> ClipScores:
-    """Poly. Feats. baseline: the raw neurons of x as units (mu may be negative; c = fraction of x > 0)."""
-    parts = []
+def score_neurons(clips: Iterable[np.ndarray], p: int, seed: int) -> tuple[Representatives, Representatives]:
+    """Poly. Feats. baseline: the raw neurons of x as units (mu may be negative; c = fraction of x > 0),
+    ranked by mu x c like SAE features."""
+    acc = None
     for row, x in enumerate(clips):
         x = np.asarray(x, np.float32)
-        d = x.shape[1]
-        parts.append((np.full(d, row, np.int32), np.arange(d, dtype=np.int32), x.mean(0), (x > 0).mean(0)))
-    return ClipScores(*(np.concatenate([p[i] for p in parts]) for i in range(4)))
+        acc = acc or ScoreAccumulator(x.shape[1], p, seed)
+        acc.add_pairs(row, np.arange(x.shape[1]), x.mean(0), (x > 0).mean(0).astype(np.float32))
+    return acc.finish()[0]["sae"]
 
 
-SCORES = {
-    "sae": lambda s: s.mu * s.c,  # r = mu * c, the paper's F(z)
-    "mean_act": lambda s: s.mu,
-    "coverage": lambda s: s.c,
-}
-
-
-def representatives(scores: ClipScores, score: np.ndarray, n_units: int, n_clips: int, p: int,
-                    seed: int) -> tuple[Representatives, Representatives]:
-    """(H, L) for every unit from its sparse scores. Missing (clip, unit) pairs score 0.
-
-    Every tie is broken at random, seeded by (seed, unit): equal scores at the top of H^k (common for
-    Coverage, whose scores are fractions of few tokens) as well as the zero scores at the bottom of L^k,
-    so tied clips never come in corpus order (one source first). Each unit's choice is reproducible on
-    its own, whatever order units are processed in; `tie_broken` records where a draw decided.
-    """
-    order = np.lexsort((-score, scores.unit))  # by unit, then score descending
-    unit_sorted, clip_sorted, score_sorted = scores.unit[order], scores.clip[order], score[order]
-    bounds = np.searchsorted(unit_sorted, np.arange(n_units + 1))
-    H = Representatives(np.full((n_units, p), -1, np.int32), np.zeros((n_units, p), np.float32),
-                        np.zeros((n_units, p), bool))
-    L = Representatives(np.full((n_units, p), -1, np.int32), np.zeros((n_units, p), np.float32),
-                        np.zeros((n_units, p), bool))
-    for k in range(n_units):
-        lo, hi = bounds[k], bounds[k + 1]
-        clips_k, scores_k = clip_sorted[lo:hi], score_sorted[lo:hi]
-        n_zero = n_clips - len(clips_k)  # clips where the unit never fires: score exactly 0
-        for rep, positive in ((H, True), (L, False)):  # H: the top p; L: the bottom p
-            cand_c, cand_s = _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive)
-            shuffle = np.random.default_rng([seed, k, 2 + int(positive)]).permutation(len(cand_c))
-            take = shuffle[np.argsort(-cand_s[shuffle] if positive else cand_s[shuffle], kind="stable")[:p]]
-            rep.clips[k, : len(take)], rep.scores[k, : len(take)] = cand_c[take], cand_s[take]
-        for rep, chosen in ((H, H.clips[k]), (L, L.clips[k])):
-            rep.tie_broken[k] = _tied(chosen, rep.scores[k], clips_k, scores_k, n_zero, p)
-    return H, L
-
-
-def _with_zeros(clips_k, scores_k, n_clips, p, n_zero, seed, k, positive):
-    """Candidates: the unit's non-zero pairs plus up to p zero-score clips drawn at random (seeded)."""
-    if n_zero == 0:
-        return clips_k, scores_k
-    rng = np.random.default_rng([seed, k, int(positive)])
-    fired = np.zeros(n_clips, bool)
-    fired[clips_k] = True
-    zero_clips = np.flatnonzero(~fired)
-    draw = rng.choice(zero_clips, size=min(p, len(zero_clips)), replace=False)
-    return np.concatenate([clips_k, draw]).astype(np.int32), np.concatenate([scores_k, np.zeros(len(draw), np.float32)])
-
-
-def _tied(chosen, chosen_scores, clips_k, scores_k, n_zero, p) -> np.ndarray:
-    """True for each chosen clip whose score is shared by more clips than were chosen with it."""
-    out = np.zeros(p, bool)
-    for j, s in enumerate(chosen_scores):
-        if chosen[j] < 0:
-            continue
-        n_equal = int((scores_k == s).sum()) + (n_zero if s == 0 else 0)
-        n_chosen = int((chosen_scores[chosen >= 0] == s).sum())
-        out[j] = n_equal > n_chosen
-    return out
+def representatives(clip: np.ndarray, unit: np.ndarray, mu: np.ndarray, c: np.ndarray, n_units: int, n_clips: int,
+                    p: int, seed: int, method: str = "sae") -> tuple[Representatives, Representatives]:
+    """(H, L) from a set of fired pairs held in memory (pairs not listed score 0): the streaming choice fed at once."""
+    acc = ScoreAccumulator(n_units, p, seed, methods=(method,))
+    order = np.argsort(clip, kind="stable")
+    clip, unit, mu, c = clip[order], unit[order], mu[order], c[order]
+    bounds = np.searchsorted(clip, np.arange(n_clips + 1))
+    for row in range(n_clips):
+        acc.add_pairs(row, unit[bounds[row] : bounds[row + 1]], mu[bounds[row] : bounds[row + 1]], c[bounds[row] : bounds[row + 1]])
+    return acc.finish()[0][method]
 
 
 def random_representatives(n_units: int, n_clips: int, p: int, seed: int) -> Representatives:

@@ -28,7 +28,7 @@ from .activations import ActivationStore, extract
 from .config import Config
 from .corpus import Clip, clip_audio, read_metadata
 from .monosemanticity import eligible_units, monosemanticity, top_c
-from .scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
+from .scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .sae import Sae, torch_device
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             run = cfg.run_id(layer, e)
             sae_cfg = sae_identity(cfg.sae)
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
-            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], asdict(cfg.scoring), "ties-v2", "position-v1")
+            keys[f"score:{run}"] = _hash(keys[f"train:{run}"], cfg.identity("scoring"), "ties-v3", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
                                          store.SCHEMA_HASH, "distinct-v2")
             keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v6")  # names land after it (name stage)
@@ -182,8 +182,13 @@ def run_all(cfg: Config, model_loader, dry_run: bool = False, until: str = "name
         if acts_dir.exists() and done.done.get("extract") not in (None, keys["extract"]):
             shutil.rmtree(acts_dir)  # inputs changed: stale activations must not be resumed
         with done.running("extract", keys["extract"]):
-            model = model_loader()
-            extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
+            if cfg.engine.kind == "ray":
+                from .engine_ray import extract_on_ray
+
+                extract_on_ray(cfg, clips, acts_dir)
+            else:
+                model = model_loader()
+                extract(model, clips, cfg.corpus, cfg.extract.layers, acts_dir, cfg.extract.shard_rows)
     acts = ActivationStore(acts_dir)
     if last == 0:
         return []
@@ -243,30 +248,47 @@ def _scores_path(cfg: Config, run: str) -> Path:
     return cfg.work_dir / "scores" / f"{run}.npz"
 
 
+def _pairs_dir(cfg: Config, run: str) -> Path:
+    """The run's fired (clip, feature, mu, c) pairs as Parquet parts, written by the score stage."""
+    return cfg.work_dir / "scores" / f"{run}.pairs"
+
+
 def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) -> None:
-    """SAE scores, H^k / L^k for r, mu, c; baselines; saved atomically as one .npz per run."""
+    """SAE scores, H^k / L^k for r, mu, c; baselines; the pairs as Parquet parts and the rest as one .npz per
+    run, both in place only once complete (the .npz last: it says the stage finished)."""
     run = cfg.run_id(layer, expansion)
     sae = Sae.load(cfg.sae_dir(layer, expansion), device=torch_device(cfg.sae.device))
     n_clips, p, seed = len(acts.index), cfg.scoring.p, cfg.scoring.seed
-    clips_iter = (x for _, x in tqdm(acts.iter_clips(layer), total=n_clips, desc=f"score {run}", unit="clip"))
-    scores, stats = score_sae(sae, clips_iter)
-    arrays = {"clip": scores.clip, "unit": scores.unit, "mu": scores.mu, "c": scores.c,
-              "frequency": stats.frequency, "max_act": stats.max_act, "n_clips": stats.n_clips,
-              "position_eta2": stats.position_eta2}
     methods = ["sae"] + (["mean_act", "coverage"] if cfg.scoring.baselines else [])
-    for method in methods:
-        H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
-        arrays.update({f"{method}/H": H.clips, f"{method}/H_score": H.scores, f"{method}/H_tie": H.tie_broken,
-                       f"{method}/L": L.clips, f"{method}/L_score": L.scores, f"{method}/L_tie": L.tie_broken})
+    pairs = _pairs_dir(cfg, run)
+    partial = pairs.with_name(pairs.name + ".tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if cfg.engine.kind == "ray":
+        from .engine_ray import score_on_ray
+
+        acc = score_on_ray(cfg, acts, layer, expansion, methods, partial)
+    else:
+        acc = ScoreAccumulator(sae.spec.d_sae, p, seed, methods, partial, buffer_pairs=cfg.scoring.buffer_pairs)
+        clips_iter = (x for _, x in tqdm(acts.iter_clips(layer), total=n_clips, desc=f"score {run}", unit="clip"))
+        score_sae(sae, clips_iter, acc)
+    reps, stats = acc.finish()
+    arrays = {"frequency": stats.frequency, "max_act": stats.max_act, "n_clips": stats.n_clips,
+              "position_eta2": stats.position_eta2}
+    for method, (H, L) in reps.items():
+        for kind, rep in (("H", H), ("L", L)):
+            arrays.update({f"{method}/{kind}": rep.clips, f"{method}/{kind}_score": rep.scores,
+                           f"{method}/{kind}_tie": rep.tie_broken, f"{method}/{kind}_mu": rep.mu,
+                           f"{method}/{kind}_c": rep.c})
     if cfg.scoring.baselines:
         for s in range(cfg.scoring.random_seeds):
             arrays[f"random{s}/H"] = random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s).clips
             arrays[f"random{s}/L"] = random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s + 1).clips
-        neurons = score_neurons(x for _, x in acts.iter_clips(layer))
-        H, L = representatives(neurons, SCORES["sae"](neurons), sae.spec.d_in, n_clips, p, seed)
+        H, L = score_neurons((x for _, x in acts.iter_clips(layer)), p, seed)
         arrays.update({"poly/H": H.clips, "poly/L": L.clips})
+    shutil.rmtree(pairs, ignore_errors=True)
+    os.replace(partial, pairs)
     path = _scores_path(cfg, run)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -326,11 +348,8 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "ms": ms_sae.ms,
             "ms_rank": pd.array(np.where(rank > 0, rank, None), dtype="Int64"), "selected": rank > 0,
             "name": None, "description": None, "naming": None})
-        clip_features = pd.DataFrame({"clip_id": ids[data["clip"]], "feature": data["unit"],
-                                      "r": data["mu"] * data["c"], "mu": data["mu"], "c": data["c"]})
-        clip_features = clip_features.sort_values("feature", kind="stable")  # zone maps then prune per-feature reads
         reps = _representatives_frame(data, ids, methods)
-        store.write_scores(con, run, features, reps, clip_features, pd.concat(method_rows),
+        store.write_scores(con, run, features, reps, store.ClipPairs(_pairs_dir(cfg, run), ids), pd.concat(method_rows),
                            {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         spec = metrics["spec"]
         store.write_run(con, {
@@ -433,23 +452,17 @@ def _clips_frame(acts: ActivationStore, by_id: dict[str, Clip]) -> pd.DataFrame:
 
 def _representatives_frame(data: dict, ids: np.ndarray, methods: list[str]) -> pd.DataFrame:
     frames = []
-    lookup = {(int(c), int(u)): (m, cc) for c, u, m, cc in zip(data["clip"], data["unit"], data["mu"], data["c"])}
     for method in methods:
         base, seed = (method[:6], int(method[6:])) if method.startswith("random") else (method, 0)
         for kind in ("H", "L"):
             clips = data[f"{method}/{kind}"]
             units, ranks = np.nonzero(clips >= 0)
             chosen = clips[units, ranks]
-            score = data.get(f"{method}/{kind}_score", np.zeros_like(clips, np.float32))[units, ranks]
-            tie = data.get(f"{method}/{kind}_tie", np.zeros_like(clips, bool))[units, ranks]
-            if method in ("sae", "mean_act", "coverage"):
-                mu_c = np.array([lookup.get((int(c), int(u)), (0.0, 0.0)) for c, u in zip(chosen, units)]).reshape(-1, 2)
-            else:
-                mu_c = np.full((len(units), 2), np.nan)
+            part = lambda name, fill: data.get(f"{method}/{kind}_{name}", np.full_like(clips, fill, dtype=type(fill)))[units, ranks]
+            mu, c = part("mu", np.nan), part("c", np.nan)  # what each chosen pair scored (NaN: no score, a random pick)
             frames.append(pd.DataFrame({"method": base, "seed": seed, "feature": units, "kind": kind,
-                                        "rank": ranks + 1, "clip_id": ids[chosen], "score": score,
-                                        "r": mu_c[:, 0] * mu_c[:, 1], "mu": mu_c[:, 0], "c": mu_c[:, 1],
-                                        "tie_broken": tie}))
+                                        "rank": ranks + 1, "clip_id": ids[chosen], "score": part("score", 0.0),
+                                        "r": mu * c, "mu": mu, "c": c, "tie_broken": part("tie", False)}))
     return pd.concat(frames)
 
 

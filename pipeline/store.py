@@ -11,7 +11,7 @@ import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import duckdb
 import numpy as np
@@ -164,14 +164,23 @@ def write_run(con, run: dict) -> None:
                 [json.dumps(v) if isinstance(v, dict) else v for v in run.values()])
 
 
+class ClipPairs(NamedTuple):
+    """A run's fired (clip, feature, mu, c) pairs on disk: the score stage's Parquet parts (clip = a row of
+    `clip_ids`). Copied into `clip_features` by DuckDB itself, streaming, never as one frame in memory."""
+
+    folder: Path
+    clip_ids: np.ndarray
+
+
 def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.DataFrame,
-                 clip_features: pd.DataFrame, method_scores: pd.DataFrame, metrics: dict[str, float]) -> None:
+                 pairs: ClipPairs, method_scores: pd.DataFrame, metrics: dict[str, float]) -> None:
     """One run's scoring and monosemanticity results, replacing earlier ones, in one transaction."""
     con.execute("BEGIN")
     try:
         for table, frame in (("features", features), ("representatives", representatives),
-                             ("clip_features", clip_features), ("method_scores", method_scores)):
+                             ("method_scores", method_scores)):
             _replace(con, table, run_id, frame.assign(run_id=run_id))
+        _copy_pairs(con, run_id, pairs)
         _replace(con, "sae_metrics", run_id,
                  pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
         con.execute("DELETE FROM name_embeddings WHERE run_id = ?", [run_id])  # the names are gone with them
@@ -179,6 +188,19 @@ def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.D
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def _copy_pairs(con, run_id: str, pairs: ClipPairs) -> None:
+    con.execute("DELETE FROM clip_features WHERE run_id = ?", [run_id])
+    parts = sorted(str(p) for p in Path(pairs.folder).glob("*.parquet"))
+    if not parts:
+        return
+    con.register("_ids", pd.DataFrame({"row": np.arange(len(pairs.clip_ids), dtype=np.int32), "clip_id": pairs.clip_ids}))
+    try:  # sorted by feature: zone maps then prune a feature's reads to few row groups
+        con.execute("""INSERT INTO clip_features SELECT ?, i.clip_id, p.feature, p.mu * p.c, p.mu, p.c
+                       FROM read_parquet(?) p JOIN _ids i ON i.row = p.clip ORDER BY p.feature""", [run_id, parts])
+    finally:
+        con.unregister("_ids")
 
 
 def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:

@@ -237,7 +237,9 @@ def test_resparsify_follows_each_rule_after_an_edit():
 def test_training_and_scoring_on_a_gpu_agree_with_the_cpu(tmp_path):
     """[sae] device = "auto" trains and encodes on the GPU when there is one: the same dictionary, and the
     same clip scores as the CPU from the same SAE."""
-    from pipeline.scoring import score_sae
+    import duckdb
+
+    from pipeline.scoring import ScoreAccumulator, score_sae
 
     store, atoms = _synthetic_store(tmp_path / "acts", n_rows=40_000, d=32, n_atoms=64, k=4, seed=0)
     cfg = replace(SaeConfig(), k=4, batch_size=512, steps=1500, lr=0, warmup_steps=50, dead_tokens=50_000,
@@ -247,8 +249,14 @@ def test_training_and_scoring_on_a_gpu_agree_with_the_cpu(tmp_path):
     assert (atoms @ on_gpu.W_dec.detach().cpu().numpy().T).max(axis=1).mean() >= 0.9
     assert abs(gpu_metrics["fvu"] - cpu_metrics["fvu"]) < 0.03, (gpu_metrics["fvu"], cpu_metrics["fvu"])
     clips = [store.clip("L", rows)[:5000] for rows in store.index]
-    cpu_scores, cpu_stats = score_sae(Sae.load(tmp_path / "cpu"), clips)
-    gpu_scores, gpu_stats = score_sae(Sae.load(tmp_path / "cpu", device="cuda"), clips)
-    np.testing.assert_array_equal(gpu_scores.unit, cpu_scores.unit)
-    np.testing.assert_allclose(gpu_scores.mu * gpu_scores.c, cpu_scores.mu * cpu_scores.c, rtol=1e-3, atol=1e-4)
+    def scored(device):
+        (tmp_path / device).mkdir()
+        sae = Sae.load(tmp_path / "cpu", device=device)
+        _, stats = score_sae(sae, clips, ScoreAccumulator(sae.spec.d_sae, 4, 0, pairs_dir=tmp_path / device)).finish()
+        pairs = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path / device}/*.parquet') ORDER BY clip, feature").df()
+        return pairs, stats
+
+    (cpu_pairs, cpu_stats), (gpu_pairs, gpu_stats) = scored("cpu"), scored("cuda")
+    np.testing.assert_array_equal(gpu_pairs.feature, cpu_pairs.feature)
+    np.testing.assert_allclose(gpu_pairs.mu * gpu_pairs.c, cpu_pairs.mu * cpu_pairs.c, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(gpu_stats.frequency, cpu_stats.frequency, atol=1e-3)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.monosemanticity import monosemanticity, top_c
-from pipeline.scoring import ClipScores, clip_unit_stats, random_representatives, representatives, score_neurons
+from pipeline.scoring import ScoreAccumulator, clip_unit_stats, random_representatives, representatives, score_neurons
+from pipeline.selection import pair_keys, unit_bases
 
 
 def test_clip_unit_stats_by_hand():
@@ -20,10 +21,10 @@ def test_clip_unit_stats_by_hand():
 
 
 def _scores(pairs):
-    """pairs: {(clip, unit): (mu, c)}"""
+    """pairs: {(clip, unit): (mu, c)} -> parallel arrays (clip, unit, mu, c)"""
     items = sorted(pairs.items())
-    return ClipScores(np.array([k[0] for k, _ in items], np.int32), np.array([k[1] for k, _ in items], np.int32),
-                      np.array([v[0] for _, v in items], np.float32), np.array([v[1] for _, v in items], np.float32))
+    return (np.array([k[0] for k, _ in items], np.int32), np.array([k[1] for k, _ in items], np.int32),
+            np.array([v[0] for _, v in items], np.float32), np.array([v[1] for _, v in items], np.float32))
 
 
 def test_representatives_rank_by_r_and_break_zero_ties_reproducibly():
@@ -31,48 +32,93 @@ def test_representatives_rank_by_r_and_break_zero_ties_reproducibly():
     pairs = {(2, 0): (1.0, 0.5), (4, 0): (4.0, 0.5), (7, 0): (2.0, 0.5)}
     pairs.update({(i, 1): (float(i + 1), 1.0) for i in range(10)})
     s = _scores(pairs)
-    H, L = representatives(s, s.mu * s.c, n_units=2, n_clips=10, p=2, seed=7)
+    H, L = representatives(*s, n_units=2, n_clips=10, p=2, seed=7)
     assert H.clips[0].tolist() == [4, 7] and H.scores[0].tolist() == [2.0, 1.0]
     assert not H.tie_broken[0].any()
     # unit 0's lowest are 2 of its 7 zero-score clips, drawn at random, and marked as tie-broken
     assert set(L.clips[0]) <= {0, 1, 3, 5, 6, 8, 9} and L.tie_broken[0].all() and (L.scores[0] == 0).all()
     # unit 1 has no zeros: the lowest are clips 0 and 1, no tie
     assert L.clips[1].tolist() == [0, 1] and not L.tie_broken[1].any()
-    again = representatives(s, s.mu * s.c, 2, 10, 2, seed=7)[1]
+    again = representatives(*s, 2, 10, 2, seed=7)[1]
     assert np.array_equal(again.clips, L.clips)
-    draws = {tuple(sorted(representatives(s, s.mu * s.c, 2, 10, 2, seed=k)[1].clips[0])) for k in range(20)}
+    draws = {tuple(sorted(representatives(*s, 2, 10, 2, seed=k)[1].clips[0])) for k in range(20)}
     assert len(draws) > 1  # the seed matters
 
 
 def test_ties_at_the_top_are_drawn_at_random_not_in_corpus_order():
     """Coverage ties a lot: 12 clips with c = 1 for one unit. H^k must not be clips 0-3 every time."""
     s = _scores({(i, u): (1.0 + i, 1.0) for i in range(12) for u in range(30)})
-    H, _ = representatives(s, s.c, n_units=30, n_clips=12, p=4, seed=0)
+    H, _ = representatives(*s, n_units=30, n_clips=12, p=4, seed=0, method="coverage")
     assert H.tie_broken.all() and (H.scores == 1.0).all()
     picks = {tuple(sorted(row)) for row in H.clips.tolist()}
     assert len(picks) > 20  # 30 units, 495 possible sets: each unit draws its own
     assert np.bincount(H.clips.ravel(), minlength=12).max() < 30  # no clip is in every unit's set
-    again, _ = representatives(s, s.c, n_units=30, n_clips=12, p=4, seed=0)
+    again, _ = representatives(*s, n_units=30, n_clips=12, p=4, seed=0, method="coverage")
     assert np.array_equal(again.clips, H.clips)  # seeded per unit: reproducible
     # scores without ties keep their order: r ranks clips 11, 10, 9, 8
-    H_r, _ = representatives(s, s.mu * s.c, n_units=30, n_clips=12, p=4, seed=0)
+    H_r, _ = representatives(*s, n_units=30, n_clips=12, p=4, seed=0)
     assert (H_r.clips == [11, 10, 9, 8]).all() and not H_r.tie_broken.any()
 
 
 def test_baseline_scores_change_the_ranking():
     # clip 0: high mean, low coverage; clip 1: low mean, full coverage
     s = _scores({(0, 0): (10.0, 0.1), (1, 0): (2.0, 1.0), (2, 0): (1.0, 0.5)})
-    top = lambda score: representatives(s, score, 1, 3, 1, 0)[0].clips[0, 0]
-    assert top(s.mu * s.c) == 1 and top(s.mu) == 0 and top(s.c) == 1
+    top = lambda method: representatives(*s, 1, 3, 1, 0, method=method)[0].clips[0, 0]
+    assert top("sae") == 1 and top("mean_act") == 0 and top("coverage") == 1
 
 
 def test_poly_neurons_use_raw_values_including_negative():
     x0 = np.array([[1.0, -2.0], [3.0, -4.0]], np.float32)  # neuron 0 positive, neuron 1 negative
     x1 = np.array([[0.5, 1.0]], np.float32)
-    s = score_neurons([x0, x1])
-    H, L = representatives(s, s.mu * s.c, n_units=2, n_clips=2, p=1, seed=0)
+    H, L = score_neurons([x0, x1], p=1, seed=0)
     assert H.clips[0, 0] == 0 and H.clips[1, 0] == 1
     assert L.clips[1, 0] == 0 and L.scores[1, 0] == 0.0  # -3 * 0 coverage = 0 < 1.0 * 1.0
+
+
+def _by_full_sort(clip, unit, mu, c, n_units, n_clips, p, seed):
+    """H^k and L^k the slow way: every clip of every unit scored (0 where it does not fire) and sorted by
+    (score, pair key); a chosen clip won a tie when the first clip left out has its score."""
+    score = np.zeros((n_units, n_clips), np.float32)
+    score[unit, clip] = mu * c
+    out = []
+    for descending in (True, False):
+        clips, ties = np.zeros((n_units, p), int), np.zeros((n_units, p), bool)
+        for u in range(n_units):
+            keys = pair_keys(unit_bases(seed, [u]), np.arange(n_clips))
+            order = np.lexsort((keys, -score[u] if descending else score[u]))
+            clips[u], ties[u] = order[:p], score[u, order[:p]] == score[u, order[p]]
+        out.append((clips, ties))
+    return out
+
+
+def test_streamed_choice_equals_a_full_sort_however_clips_are_buffered_or_split():
+    """The bounded-memory choice (p + 1 candidates a unit, a zero sketch) gives exactly what sorting every
+    clip of every unit gives, with tiny buffers, and with the corpus split between two merged workers."""
+    rng = np.random.default_rng(1)
+    n_units, n_clips, p = 40, 60, 4
+    pairs = {(int(a), int(b)) for a, b in zip(rng.integers(0, n_clips, 900), rng.integers(0, n_units, 900))}
+    clip, unit = (np.array(col, np.int32) for col in zip(*sorted(pairs)))
+    mu = rng.choice([0.5, 1.0, 2.0], len(clip)).astype(np.float32)  # few values: many ties
+    c = rng.choice([0.25, 0.5, 1.0], len(clip)).astype(np.float32)
+    (h, h_tie), (l, l_tie) = _by_full_sort(clip, unit, mu, c, n_units, n_clips, p, seed=3)
+    assert h_tie.any() and l_tie.any() and not h_tie.all()  # the case is one with ties to break
+    H, L = representatives(clip, unit, mu, c, n_units, n_clips, p, seed=3)
+    a, b = ScoreAccumulator(n_units, p, 3, buffer_pairs=7), ScoreAccumulator(n_units, p, 3, buffer_pairs=5)
+    for row in rng.permutation(n_clips):  # any order, two workers
+        fired = clip == row
+        (a if row % 3 else b).add_pairs(int(row), unit[fired], mu[fired], c[fired])
+    a.merge(b)
+    H2, L2 = a.finish()[0]["sae"]
+    for got_h, got_l in ((H, L), (H2, L2)):
+        np.testing.assert_array_equal(got_h.clips, h)
+        np.testing.assert_array_equal(got_h.tie_broken, h_tie)
+        np.testing.assert_array_equal(got_l.clips, l)
+        np.testing.assert_array_equal(got_l.tie_broken, l_tie)
+    # each chosen pair carries its own mu and c (0 for a clip where the unit is silent)
+    lookup = {(int(k), int(u)): (m, cc) for k, u, m, cc in zip(clip, unit, mu, c)}
+    for u in range(n_units):
+        for j, k in enumerate(H.clips[u]):
+            assert (H.mu[u, j], H.c[u, j]) == lookup.get((int(k), u), (0.0, 0.0))
 
 
 def test_random_representatives_are_distinct_and_seeded():

@@ -9,17 +9,18 @@ from tqdm import tqdm
 
 from ..monosemanticity import monosemanticity
 from ..sae import Sae
-from ..scoring import SCORES, representatives, score_sae
+from ..scoring import ScoreAccumulator, score_sae
 from .context import EvalContext
 
 
 def table4(ctx: EvalContext) -> pd.DataFrame:
     acts, cfg = ctx.activations, ctx.cfg
-    rows, p, n_clips = [], cfg.scoring.p, len(acts.index)
+    rows, p = [], cfg.scoring.p
     for run in tqdm(ctx.saes, desc="ablation", unit="sae"):
         sae = Sae.load(run["folder"])
-        scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(run["layer"])))
-        H, L = representatives(scores, SCORES["sae"](scores), sae.spec.d_sae, n_clips, p, cfg.scoring.seed)
+        acc = ScoreAccumulator(sae.spec.d_sae, p, cfg.scoring.seed, buffer_pairs=cfg.scoring.buffer_pairs)
+        reps, stats = score_sae(sae, (x for _, x in acts.iter_clips(run["layer"])), acc).finish()
+        H, L = reps["sae"]
         ms = monosemanticity(H.clips, L.clips, ctx.embeddings).ms
         ms = np.where(stats.n_clips >= cfg.monosemanticity.min_clips, ms, np.nan)
         best = np.sort(ms[np.isfinite(ms)])[::-1]

@@ -14,7 +14,7 @@ from ..monosemanticity import eligible_units, monosemanticity, top_c
 from ..namers import make_backends
 from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner
 from ..sae import Sae
-from ..scoring import SCORES, random_representatives, representatives, score_neurons, score_sae
+from ..scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
 from .matching import match_scores
 from .retrieval import purity, retrieval_row
@@ -24,7 +24,8 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
     """Per method (random: one entry per seed): H, m^k and the top-C units."""
     acts, cfg = ctx.activations, ctx.cfg
     p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
-    scores, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)))
+    acc = ScoreAccumulator(sae.spec.d_sae, p, seed, ("sae", "mean_act", "coverage"), buffer_pairs=cfg.scoring.buffer_pairs)
+    reps, stats = score_sae(sae, (x for _, x in acts.iter_clips(ctx.layer)), acc).finish()
     eligible = eligible_units(cfg, stats.n_clips, stats.position_eta2)
     sets: dict[str, list[dict]] = {}
 
@@ -33,14 +34,12 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
         top = top_c(ms, ctx.ev.top_c, units_eligible, H, ctx.embeddings, cfg.monosemanticity.distinct)
         sets.setdefault(method, []).append({"H": H, "L": L, "ms": ms, "top": top})
 
-    for method in ("sae", "mean_act", "coverage"):
-        H, L = representatives(scores, SCORES[method](scores), sae.spec.d_sae, n_clips, p, seed)
+    for method, (H, L) in reps.items():
         add(method, H.clips, L.clips, eligible)
     for s in range(cfg.scoring.random_seeds):
         add("random", random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s).clips,
             random_representatives(sae.spec.d_sae, n_clips, p, seed * 1000 + 2 * s + 1).clips, eligible)
-    neurons = score_neurons(x for _, x in acts.iter_clips(ctx.layer))
-    H, L = representatives(neurons, SCORES["sae"](neurons), sae.spec.d_in, n_clips, p, seed)
+    H, L = score_neurons((x for _, x in acts.iter_clips(ctx.layer)), p, seed)
     add("poly", H.clips, L.clips, None)
     return sets
 

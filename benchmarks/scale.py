@@ -1,0 +1,140 @@
+"""Scoring and store at the paper's shape: wall time and peak memory as the corpus grows, local vs Ray.
+
+Synthetic sparse codes with the paper's shapes (d_sae 32,000, K = 250 per token, 25 tokens/s, 10-s clips:
+250 tokens a clip, about 27,500 fired units a clip) go through the scoring stage's own `ScoreAccumulator`
+(per-unit statistics, H^k / L^k for r, mu and c, fired pairs to Parquet parts), then the store stage's own
+copy of those parts into DuckDB's `clip_features`. Each size runs in a fresh process, so its peak RSS is its
+own. The SAE encode is left out (its speed per device: benchmarks/sae_device.py); Ray runs the clips as
+ranges in parallel tasks merged on the driver, as `ard score --engine ray` does.
+    python benchmarks/scale.py [--clips 1000,3000,10000] [--engines local,ray] [--buffer-pairs 2097152]
+Prints a table per engine and the fitted growth (seconds and MB per 1,000 clips) with the 118k-clip estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+D_SAE, K, TOKENS, P = 32_000, 250, 250, 10
+PAPER_CLIPS = 118_000
+
+
+def codes(row: int) -> tuple[np.ndarray, np.ndarray]:
+    """One clip's TopK codes: [TOKENS, K] values and unit indices, uniform over units (seeded by the clip row;
+    a unit drawn twice in one token, about one in 500 draws, only counts twice)."""
+    rng = np.random.default_rng(row)
+    return rng.exponential(1.0, (TOKENS, K)).astype(np.float32), rng.integers(0, D_SAE, (TOKENS, K))
+
+
+def score_range(lo: int, hi: int, pairs_dir: str, buffer_pairs: int):
+    from pipeline.scoring import ScoreAccumulator
+
+    acc = ScoreAccumulator(D_SAE, P, 0, ("sae", "mean_act", "coverage"), Path(pairs_dir), part=f"part-{lo:09d}",
+                           buffer_pairs=buffer_pairs)
+    for row in range(lo, hi):
+        acc.add_codes(row, *codes(row))
+    acc.flush()
+    return acc
+
+
+def child(n_clips: int, engine: str, buffer_pairs: int, work: Path) -> dict:
+    """One size in this process: score, then store; seconds and peak RSS of each."""
+    import duckdb
+
+    from pipeline import store
+
+    pairs = work / "pairs"
+    pairs.mkdir(parents=True)
+    start = time.perf_counter()
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        task = ray.remote(num_cpus=1)(score_range)
+        step = -(-n_clips // (os.cpu_count() * 4))
+        acc = None
+        for part in ray.get([task.remote(lo, min(lo + step, n_clips), str(pairs), buffer_pairs)
+                             for lo in range(0, n_clips, step)]):
+            acc = part if acc is None else (acc.merge(part) or acc)
+    else:
+        acc = score_range(0, n_clips, str(pairs), buffer_pairs)
+    reps, stats = acc.finish()
+    score_s = time.perf_counter() - start
+    score_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    with store.connect(work / "scale.duckdb") as con:
+        con.execute("SET memory_limit = '1GB'")
+        con.execute("BEGIN")
+        store._copy_pairs(con, "run", store.ClipPairs(pairs, np.array([f"clip{i}" for i in range(n_clips)])))
+        con.execute("COMMIT")
+        n_pairs = con.execute("SELECT count(*) FROM clip_features").fetchone()[0]
+    store_s = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    parquet_mb = sum(p.stat().st_size for p in pairs.glob("*.parquet")) / 2**20
+    return {"clips": n_clips, "engine": engine, "pairs": int(n_pairs), "score_s": round(score_s, 1),
+            "score_peak_mb": round(score_rss), "store_s": round(store_s, 1), "peak_mb": round(peak),
+            "parquet_mb": round(parquet_mb), "h_filled": float((reps["sae"][0].clips >= 0).mean()),
+            "duckdb_mb": round((work / "scale.duckdb").stat().st_size / 2**20)}
+
+
+def fit(rows: list[dict], column: str) -> tuple[float, float]:
+    """Least-squares line of `column` against clips: (per 1,000 clips, intercept)."""
+    x = np.array([r["clips"] for r in rows], float)
+    y = np.array([r[column] for r in rows], float)
+    slope, intercept = np.polyfit(x, y, 1)
+    return slope * 1000, intercept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", default="1000,3000,10000")
+    parser.add_argument("--engines", default="local,ray")
+    parser.add_argument("--buffer-pairs", type=int, default=2_097_152)
+    parser.add_argument("--child", nargs=3, metavar=("CLIPS", "ENGINE", "WORK"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        n, engine, work = args.child
+        print(json.dumps(child(int(n), engine, args.buffer_pairs, Path(work))))
+        return
+    results = []
+    for engine in args.engines.split(","):
+        for n in (int(v) for v in args.clips.split(",")):
+            work = Path(tempfile.mkdtemp(prefix="ard-scale-"))
+            try:
+                out = subprocess.run([sys.executable, __file__, "--child", str(n), engine, str(work),
+                                      "--buffer-pairs", str(args.buffer_pairs)],
+                                     capture_output=True, text=True, check=True).stdout
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            results.append(json.loads(out.strip().splitlines()[-1]))
+            r = results[-1]
+            print(f"{engine:5s} {n:>7,} clips  {r['pairs']:>13,} pairs  score {r['score_s']:>7.1f} s "
+                  f"(peak {r['score_peak_mb']:>6,} MB)  store {r['store_s']:>6.1f} s  peak {r['peak_mb']:>6,} MB  "
+                  f"parquet {r['parquet_mb']:>6,} MB  duckdb {r['duckdb_mb']:>6,} MB", flush=True)
+    print()
+    for engine in args.engines.split(","):
+        rows = [r for r in results if r["engine"] == engine]
+        if len(rows) < 2:
+            continue
+        (ts, ti), (ss, si), (ms, mi) = fit(rows, "score_s"), fit(rows, "store_s"), fit(rows, "peak_mb")
+        print(f"{engine}: score {ts:.1f} s / 1k clips, store {ss:.1f} s / 1k clips, peak memory {ms:+.1f} MB / 1k "
+              f"clips (intercept {mi:.0f} MB); at {PAPER_CLIPS:,} clips: score ~{(ts * PAPER_CLIPS / 1000 + ti) / 3600:.1f} h, "
+              f"store ~{(ss * PAPER_CLIPS / 1000 + si) / 3600:.1f} h, peak ~{ms * PAPER_CLIPS / 1000 + mi:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The Ray engine (`[engine] kind = "ray"`, `pip install '.[ray]'`): extraction and scoring across the GPUs
+and machines of a Ray cluster, giving the files and rows the local engine gives. Only this module imports
+Ray, and only when the engine is asked for.
+
+Extraction is a Ray Data pipeline. The usable clips are cut, in corpus order, into shards of
+`clips_per_shard` metadata rows (shard i always holds the same clips); CPU tasks decode and resample a
+shard; a pool of model actors (`gpus_per_worker` GPUs each, apart from the decoding so that Ray cannot fuse
+the two) runs the model and writes the shard's layer files and then its index file, each atomically: the
+index is the shard's commit marker. Ray retries a shard whose worker died; a rerun after a killed job skips
+the shards whose index exists. Scoring is one Ray task per range of clips, each an `ScoreAccumulator` that
+writes its own Parquet parts; the driver merges them (the choice of H^k / L^k does not depend on how the
+clips were split) and alone writes DuckDB.
+
+The work folder must be one filesystem for every node (local disk on one machine; NFS or similar across
+machines). Ray's object store lives in /dev/shm: with little room there, Ray spills to disk and slows down.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .activations import ActivationStore, _atomic_write_text, read_skipped, write_shard
+from .config import Config, CorpusConfig, ModelConfig
+from .corpus import Clip, load_clip
+
+log = logging.getLogger(__name__)
+SHM_WARN_BYTES = 2 << 30
+
+
+def start(cfg: Config):
+    """Connect to `[engine] address`, or start a local cluster of this machine's CPUs (and GPUs)."""
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("[engine] kind = 'ray' needs Ray: pip install '.[ray]' (or set kind = 'local')") from err
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
+    if not ray.is_initialized():
+        if not cfg.engine.address and Path("/dev/shm").is_dir():
+            free = shutil.disk_usage("/dev/shm").free
+            if free < SHM_WARN_BYTES:
+                log.warning("/dev/shm has %.1f GB free: Ray's object store will spill to disk and slow down "
+                            "(docker: --shm-size=8g)", free / 2**30)
+        ray.init(address=cfg.engine.address or None, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    return ray
+
+
+def shard_plan(clips: Sequence[Clip], per_shard: int) -> list[list[Clip]]:
+    """The clips of every shard, in corpus order: fixed by the clip list alone, so a rerun finds the same shards."""
+    return [list(clips[i : i + per_shard]) for i in range(0, len(clips), per_shard)]
+
+
+def _clip_record(clip: Clip) -> dict:
+    return {"id": clip.id, "path": str(clip.path), "label": clip.label, "domain": clip.domain, "meta": clip.meta}
+
+
+def _decode(row: dict, corpus: CorpusConfig) -> dict:
+    """CPU task: one shard's clips decoded, resampled and validated (long ones chunked)."""
+    ids, lengths, pieces, problems = [], [], [], []
+    for rec in json.loads(row["clips"]):
+        clip = Clip(rec["id"], Path(rec["path"]), rec["label"], rec["domain"], rec["meta"])
+        got, reason = load_clip(clip, corpus)
+        if reason:
+            problems.append({"clip": clip.id, "reason": reason})
+        for piece, audio in got:
+            ids.append(piece.id)
+            lengths.append(len(audio))
+            pieces.append(np.asarray(audio, np.float32))
+    audio = np.concatenate(pieces).tobytes() if pieces else b""
+    return {"shard": row["shard"], "ids": json.dumps(ids), "lengths": json.dumps(lengths), "audio": audio,
+            "problems": json.dumps(problems)}
+
+
+class _ShardWriter:
+    """Model actor: runs the model over a decoded shard and writes it (layer files, skips, then the index)."""
+
+    def __init__(self, model_cfg: ModelConfig, layers: list[str], folder: str):
+        from .models import load_model
+
+        self.model, self.layers, self.folder = load_model(model_cfg), layers, Path(folder)
+
+    def __call__(self, row: dict) -> dict:
+        shard, ids, lengths = row["shard"], json.loads(row["ids"]), json.loads(row["lengths"])
+        audio = np.frombuffer(row["audio"], np.float32)
+        clips = np.split(audio, np.cumsum(lengths)[:-1]) if lengths else []
+        arrays: dict[str, list[np.ndarray]] = {layer: [] for layer in self.layers}
+        entries, first = [], 0
+        batch = max(1, getattr(self.model, "batch_size", 1))
+        for start in range(0, len(clips), batch):
+            for cid, states in zip(ids[start : start + batch],
+                                   self.model.hidden_states_batch(clips[start : start + batch], self.layers)):
+                n = next(iter(states.values())).shape[0]
+                for layer in self.layers:
+                    arrays[layer].append(states[layer])
+                entries.append([cid, first, n])
+                first += n
+        _atomic_write_text(self.folder / f"skipped_{shard:05d}.json", row["problems"])
+        write_shard(self.folder, shard, self.layers, arrays, entries)
+        return {"shard": shard, "clips": len(entries)}
+
+
+def extract_on_ray(cfg: Config, clips: Sequence[Clip], folder: Path) -> ActivationStore:
+    """`activations.extract` on Ray: the same folder layout, one shard per `clips_per_shard` clips."""
+    ray = start(cfg)
+    import ray.data
+
+    folder, eng = Path(folder), cfg.engine
+    for layer in cfg.extract.layers:
+        (folder / layer).mkdir(parents=True, exist_ok=True)
+    plan = shard_plan(clips, eng.clips_per_shard)
+    _check_layout(folder, {"clips_per_shard": eng.clips_per_shard, "clips": [c.id for c in clips]})
+    todo = [i for i in range(len(plan)) if not (folder / f"index_{i:05d}.json").exists()]
+    if todo:
+        items = [{"shard": i, "clips": json.dumps([_clip_record(c) for c in plan[i]])} for i in todo]
+        ds = (ray.data.from_items(items, override_num_blocks=len(items))
+              .map(_decode, fn_kwargs={"corpus": cfg.corpus}, num_cpus=1)
+              .map(_ShardWriter, fn_constructor_kwargs={"model_cfg": cfg.model, "layers": list(cfg.extract.layers),
+                                                        "folder": str(folder)},
+                   compute=ray.data.ActorPoolStrategy(size=eng.workers), num_gpus=eng.gpus_per_worker,
+                   num_cpus=0.5,  # logical: a pool of actors must never hold every CPU the decoding needs
+                   max_restarts=4, max_task_retries=4))  # a dead actor is replaced and its shard redone
+        with tqdm(total=len(todo), desc="extract (ray)", unit="shard") as bar:
+            for _ in ds.iter_rows():
+                bar.update(1)
+    _gather_skips(folder, len(plan))
+    return ActivationStore(folder)
+
+
+def _check_layout(folder: Path, layout: dict) -> None:
+    """A resumed folder must have been cut into the same shards (the same clips and shard size)."""
+    path = folder / "ray_layout.json"
+    if path.exists():
+        if json.loads(path.read_text()) != layout:
+            raise RuntimeError(f"{folder}: a Ray extraction with other clips or another clips_per_shard is half done "
+                               "here; delete the folder to start again, or restore that setting")
+    elif any(folder.glob("index_*.json")):
+        raise RuntimeError(f"{folder}: holds shards of a local extraction; finish it with [engine] kind = 'local' "
+                           "(or delete the folder to start again on Ray)")
+    else:
+        _atomic_write_text(path, json.dumps(layout))
+
+
+def _gather_skips(folder: Path, n_shards: int) -> None:
+    """skipped.jsonl from every shard's list, rewritten whole (a rerun adds nothing twice)."""
+    seen = read_skipped(folder)
+    lines = []
+    for i in range(n_shards):
+        path = folder / f"skipped_{i:05d}.json"
+        for problem in json.loads(path.read_text()) if path.exists() else []:
+            if problem["clip"] not in seen:
+                seen.add(problem["clip"])
+                lines.append(json.dumps(problem))
+    if lines:
+        with (folder / "skipped.jsonl").open("a") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+
+
+def _score_range(sae_dir: str, device: str, acts_dir: str, layer: str, rows: tuple[int, int], methods: list[str],
+                 p: int, seed: int, pairs_dir: str, buffer_pairs: int):
+    """Ray task: one range of clip rows scored into an accumulator with its own Parquet parts."""
+    from .sae import Sae, torch_device
+    from .scoring import ScoreAccumulator, score_sae
+
+    sae = Sae.load(Path(sae_dir), device=torch_device(device))
+    acts = ActivationStore(acts_dir)
+    acc = ScoreAccumulator(sae.spec.d_sae, p, seed, methods, Path(pairs_dir), part=f"part-{rows[0]:09d}",
+                           buffer_pairs=buffer_pairs)
+    index = acts.index[rows[0] : rows[1]]
+    return score_sae(sae, (acts.clip(layer, r) for r in index), acc, rows=range(*rows))
+
+
+def score_on_ray(cfg: Config, acts: ActivationStore, layer: str, expansion: int, methods: list[str], pairs_dir: Path):
+    """`score_sae` over the corpus split into ranges, one Ray task each, merged on the driver."""
+    ray = start(cfg)
+    n, eng = len(acts.index), cfg.engine
+    step = max(1, -(-n // (eng.workers * 4)))
+    task = ray.remote(num_cpus=1, num_gpus=eng.gpus_per_worker, max_retries=4)(_score_range)
+    pending = [task.remote(str(cfg.sae_dir(layer, expansion)), cfg.sae.device, str(acts.folder), layer,
+                           (lo, min(lo + step, n)), methods, cfg.scoring.p, cfg.scoring.seed, str(pairs_dir),
+                           cfg.scoring.buffer_pairs) for lo in range(0, n, step)]
+    total = None
+    with tqdm(total=len(pending), desc=f"score {cfg.run_id(layer, expansion)} (ray)", unit="range") as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            part = ray.get(done[0])
+            if total is None:
+                total = copy.deepcopy(part)  # Ray hands back read-only arrays; the merge writes into these
+            else:
+                total.merge(part)
+            bar.update(1)
+    return total
