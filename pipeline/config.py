@@ -159,6 +159,7 @@ class EngineConfig:
 @dataclass
 class StoreConfig:
     db: str = "ard.duckdb"  # relative to the config file
+    memory_limit: str = "2GB"  # DuckDB's memory while it writes a run (it spills to disk beyond it); "" = its default
 
 
 @dataclass

@@ -321,6 +321,8 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
     sae_dir = cfg.sae_dir(layer, expansion)
     metrics = json.loads((sae_dir / "metrics.json").read_text())
     with store.connect(cfg.db_path) as con:
+        if cfg.store.memory_limit:
+            con.execute(f"SET memory_limit = '{cfg.store.memory_limit}'")
         store.write_clips(con, _clips_frame(acts, by_id))
         embed_clips(cfg, con, needed, lambda cid: clip_audio(by_id, cid, cfg.corpus))
         vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, needed)
