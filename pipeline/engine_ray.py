@@ -9,7 +9,7 @@ the two) runs the model and writes the shard's layer files and then its index fi
 index is the shard's commit marker. Ray retries a shard whose worker died; a rerun after a killed job skips
 the shards whose index exists. Scoring is one Ray task per range of clips, each an `ScoreAccumulator` that
 writes its own Parquet parts; the driver merges them (the choice of H^k / L^k does not depend on how the
-clips were split) and alone writes DuckDB.
+clips were split) and alone writes DuckDB. Clip embeddings (the store stage's) are a Ray Data pipeline too.
 
 The work folder must be one filesystem for every node (local disk on one machine; NFS or similar across
 machines). Ray's object store lives in /dev/shm: with little room there, Ray spills to disk and slows down.
@@ -64,14 +64,18 @@ def _clip_record(clip: Clip) -> dict:
 
 
 def _decode(row: dict, corpus: CorpusConfig) -> dict:
-    """CPU task: one shard's clips decoded, resampled and validated (long ones chunked)."""
+    """CPU task: one shard's clips decoded, resampled and validated (long ones chunked); with `want`, only
+    those clip (or chunk) ids are kept."""
     ids, lengths, pieces, problems = [], [], [], []
+    want = set(json.loads(row["want"])) if row.get("want") else None
     for rec in json.loads(row["clips"]):
         clip = Clip(rec["id"], Path(rec["path"]), rec["label"], rec["domain"], rec["meta"])
         got, reason = load_clip(clip, corpus)
         if reason:
             problems.append({"clip": clip.id, "reason": reason})
         for piece, audio in got:
+            if want is not None and piece.id not in want:
+                continue
             ids.append(piece.id)
             lengths.append(len(audio))
             pieces.append(np.asarray(audio, np.float32))
@@ -147,6 +151,44 @@ def _check_layout(folder: Path, layout: dict) -> None:
                            "(or delete the folder to start again on Ray)")
     else:
         _atomic_write_text(path, json.dumps(layout))
+
+
+class _Embedder:
+    """Embedding actor: one batch of decoded clips -> their vectors (float32 bytes, `dim` wide)."""
+
+    def __init__(self, name: str, device: str, rate: int):
+        from .embedding import make_embedder
+
+        self.embedder, self.rate = make_embedder(name, device), rate
+
+    def __call__(self, row: dict) -> dict:
+        lengths = json.loads(row["lengths"])
+        audio = np.frombuffer(row["audio"], np.float32)
+        vectors = np.asarray(self.embedder.embed(np.split(audio, np.cumsum(lengths)[:-1]), self.rate), np.float32)
+        return {"ids": row["ids"], "vectors": vectors.tobytes(), "dim": vectors.shape[1]}
+
+
+def embed_on_ray(cfg: Config, clip_ids: list[str], by_id: dict[str, Clip], batch: int = 64):
+    """Clip embeddings on Ray (decode tasks, then a pool of embedder actors): yields (ids, [n, dim] vectors)
+    per batch, for the driver to write."""
+    ray = start(cfg)
+    import ray.data
+
+    eng = cfg.engine
+    items = []
+    for lo in range(0, len(clip_ids), batch):
+        want = clip_ids[lo : lo + batch]
+        bases = dict.fromkeys(cid if cid in by_id else cid.rsplit("#", 1)[0] for cid in want)
+        items.append({"shard": lo, "want": json.dumps(want), "clips": json.dumps([_clip_record(by_id[b]) for b in bases])})
+    device = "cuda" if eng.gpus_per_worker else "cpu"
+    ds = (ray.data.from_items(items, override_num_blocks=len(items))
+          .map(_decode, fn_kwargs={"corpus": cfg.corpus}, num_cpus=1)
+          .map(_Embedder, fn_constructor_args=(cfg.monosemanticity.embedder, device, cfg.corpus.sample_rate),
+               compute=ray.data.ActorPoolStrategy(size=eng.workers), num_gpus=eng.gpus_per_worker, num_cpus=0.5,
+               max_restarts=4, max_task_retries=4))
+    for row in ds.iter_rows():
+        ids = json.loads(row["ids"])
+        yield ids, np.frombuffer(row["vectors"], np.float32).reshape(len(ids), row["dim"])
 
 
 def _gather_skips(folder: Path, n_shards: int) -> None:

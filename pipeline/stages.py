@@ -294,14 +294,22 @@ def score_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int) 
     os.replace(tmp, path)
 
 
-def embed_clips(cfg: Config, con, clip_ids: list[str], load_audio) -> None:
-    """Embed (once per embedder, cached in the store) the clips not embedded yet; load_audio(id) -> audio."""
+def embed_clips(cfg: Config, con, clip_ids: list[str], load_audio, by_id: dict[str, Clip] | None = None) -> None:
+    """Embed (once per embedder, cached in the store) the clips not embedded yet; load_audio(id) -> audio. With
+    the Ray engine and `by_id` (the corpus's clips: the ids are theirs or their chunks'), on the cluster."""
     from .embedding import make_embedder
 
     name = cfg.monosemanticity.embedder
     have = set(store.read_embeddings(con, name, clip_ids))
     todo = [cid for cid in dict.fromkeys(clip_ids) if cid not in have]
     if not todo:
+        return
+    if cfg.engine.kind == "ray" and by_id is not None:
+        from .engine_ray import embed_on_ray
+
+        for ids, vectors in tqdm(embed_on_ray(cfg, todo, by_id), total=-(-len(todo) // 64), desc=f"embed ({name}, ray)",
+                                 unit="batch"):
+            store.write_embeddings(con, name, ids, vectors)
         return
     embedder = make_embedder(name)
     for start in tqdm(range(0, len(todo), 64), desc=f"embed ({name})", unit="batch"):
@@ -324,7 +332,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         if cfg.store.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.store.memory_limit}'")
         store.write_clips(con, _clips_frame(acts, by_id))
-        embed_clips(cfg, con, needed, lambda cid: clip_audio(by_id, cid, cfg.corpus))
+        embed_clips(cfg, con, needed, lambda cid: clip_audio(by_id, cid, cfg.corpus), by_id)
         vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, needed)
         dim = len(next(iter(vectors.values())))
         table = np.zeros((len(ids), dim), np.float32)

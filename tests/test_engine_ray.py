@@ -64,6 +64,7 @@ def _tables(db) -> dict[str, pd.DataFrame]:
         tables = {t: con.execute(f"SELECT * EXCLUDE (run_id) FROM {t} ORDER BY ALL").df()
                   for t in ("representatives", "clip_features", "method_scores")}
         tables["clips"] = con.execute("SELECT * EXCLUDE (path) FROM clips ORDER BY ALL").df()
+        tables["embeddings"] = con.execute("SELECT clip_id, embedder, vector::VARCHAR AS v FROM embeddings ORDER BY clip_id").df()
         tables["features"] = con.execute("SELECT * EXCLUDE (run_id, naming) FROM features ORDER BY ALL").df()
         return tables
 
