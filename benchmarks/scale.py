@@ -6,7 +6,7 @@ Synthetic sparse codes with the paper's shapes (d_sae 32,000, K = 250 per token,
 copy of those parts into DuckDB's `clip_features`. Each size runs in a fresh process, so its peak RSS is its
 own. The SAE encode is left out (its speed per device: benchmarks/sae_device.py); Ray runs the clips as
 ranges in parallel tasks merged on the driver, as `ard score --engine ray` does.
-    python benchmarks/scale.py [--clips 1000,3000,10000] [--engines allpairs,local,ray] [--buffer-pairs 2097152]
+    python benchmarks/scale.py [--clips 1000,3000,10000] [--engines allpairs,local,ray] [--jobs 1]
 "allpairs" is the baseline: scoring as it was before (every fired pair in memory, one sort of them all).
 Prints a table per engine and the fitted growth (seconds and MB per 1,000 clips) with the 118k-clip estimate.
 """
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,27 +127,32 @@ def main() -> None:
     parser.add_argument("--engines", default="allpairs,local,ray",
                         help="allpairs: the old in-memory scoring (baseline); local; ray")
     parser.add_argument("--buffer-pairs", type=int, default=2_097_152)
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at once (on a machine with cores to spare)")
     parser.add_argument("--child", nargs=3, metavar=("CLIPS", "ENGINE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         n, engine, work = args.child
         print(json.dumps(child(int(n), engine, args.buffer_pairs, Path(work))))
         return
-    results = []
-    for engine in args.engines.split(","):
-        for n in (int(v) for v in args.clips.split(",")):
-            work = Path(tempfile.mkdtemp(prefix="ard-scale-"))
-            try:
-                out = subprocess.run([sys.executable, __file__, "--child", str(n), engine, str(work),
-                                      "--buffer-pairs", str(args.buffer_pairs)],
-                                     capture_output=True, text=True, check=True).stdout
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            results.append(json.loads(out.strip().splitlines()[-1]))
-            r = results[-1]
-            print(f"{engine:5s} {n:>7,} clips  {r['pairs']:>13,} pairs  score {r['score_s']:>7.1f} s "
-                  f"(peak {r['score_peak_mb']:>6,} MB)  store {r['store_s']:>6.1f} s  peak {r['peak_mb']:>6,} MB  "
-                  f"parquet {r['parquet_mb']:>6,} MB  duckdb {r['duckdb_mb']:>6,} MB", flush=True)
+    def one(case: tuple[str, int]) -> dict:
+        engine, n = case
+        work = Path(tempfile.mkdtemp(prefix="ard-scale-"))
+        try:
+            out = subprocess.run([sys.executable, __file__, "--child", str(n), engine, str(work),
+                                  "--buffer-pairs", str(args.buffer_pairs)], capture_output=True, text=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if out.returncode:
+            sys.exit(f"{engine} at {n} clips failed:\n{out.stderr[-3000:]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{engine:8s} {n:>7,} clips  {r['pairs']:>13,} pairs  score {r['score_s']:>7.1f} s "
+              f"(peak {r['score_peak_mb']:>6,} MB)  store {r['store_s']:>6.1f} s  peak {r['peak_mb']:>6,} MB  "
+              f"parquet {r['parquet_mb']:>6,} MB  duckdb {r['duckdb_mb']:>6,} MB", flush=True)
+        return r
+
+    cases = [(e, int(n)) for e in args.engines.split(",") for n in args.clips.split(",")]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each case is its own process: its own peak memory
+        results = list(pool.map(one, cases))
     print()
     for engine in args.engines.split(","):
         rows = [r for r in results if r["engine"] == engine]

@@ -57,8 +57,11 @@ class PositionStats:
         bins = np.minimum(np.arange(len(acts)) // POSITION_BIN, POSITION_BINS - 1)
         self.tokens += np.bincount(bins, minlength=POSITION_BINS)
         live = acts > 0
-        np.add.at(self.sums, (idx[live], np.broadcast_to(bins[:, None], acts.shape)[live]), acts[live])
-        np.add.at(self.squares, idx[live], acts[live].astype(np.float64) ** 2)
+        units, values = idx[live], acts[live].astype(np.float64)
+        cells = units * POSITION_BINS + np.broadcast_to(bins[:, None], acts.shape)[live]
+        n = len(self.squares)
+        self.sums += np.bincount(cells, weights=values, minlength=n * POSITION_BINS).reshape(n, POSITION_BINS)
+        self.squares += np.bincount(units, weights=values**2, minlength=n)
 
     def merge(self, other: "PositionStats") -> None:
         self.sums += other.sums
