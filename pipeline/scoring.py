@@ -215,18 +215,6 @@ def score_neurons(clips: Iterable[np.ndarray], p: int, seed: int) -> tuple[Repre
     return acc.finish()[0]["sae"]
 
 
-def representatives(clip: np.ndarray, unit: np.ndarray, mu: np.ndarray, c: np.ndarray, n_units: int, n_clips: int,
-                    p: int, seed: int, method: str = "sae") -> tuple[Representatives, Representatives]:
-    """(H, L) from a set of fired pairs held in memory (pairs not listed score 0): the streaming choice fed at once."""
-    acc = ScoreAccumulator(n_units, p, seed, methods=(method,))
-    order = np.argsort(clip, kind="stable")
-    clip, unit, mu, c = clip[order], unit[order], mu[order], c[order]
-    bounds = np.searchsorted(clip, np.arange(n_clips + 1))
-    for row in range(n_clips):
-        acc.add_pairs(row, unit[bounds[row] : bounds[row + 1]], mu[bounds[row] : bounds[row + 1]], c[bounds[row] : bounds[row + 1]])
-    return acc.finish()[0][method]
-
-
 def random_representatives(n_units: int, n_clips: int, p: int, seed: int) -> Representatives:
     """Rand. Rep. baseline: p random clips per unit."""
     rng = np.random.default_rng(seed)

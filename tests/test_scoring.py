@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.monosemanticity import monosemanticity, top_c
-from pipeline.scoring import ScoreAccumulator, clip_unit_stats, random_representatives, representatives, score_neurons
-from pipeline.selection import pair_keys, unit_bases
+from pipeline.scoring import ScoreAccumulator, clip_unit_stats, random_representatives, score_neurons
+from pipeline.selection import Representatives, pair_keys, unit_bases
 
 
 def test_clip_unit_stats_by_hand():
@@ -25,6 +25,19 @@ def _scores(pairs):
     items = sorted(pairs.items())
     return (np.array([k[0] for k, _ in items], np.int32), np.array([k[1] for k, _ in items], np.int32),
             np.array([v[0] for _, v in items], np.float32), np.array([v[1] for _, v in items], np.float32))
+
+
+def representatives(clip: np.ndarray, unit: np.ndarray, mu: np.ndarray, c: np.ndarray, n_units: int, n_clips: int,
+                    p: int, seed: int, method: str = "sae") -> tuple[Representatives, Representatives]:
+    """(H, L) from fired pairs held in memory (pairs not listed score 0), fed to the scoring stage's accumulator
+    clip by clip."""
+    acc = ScoreAccumulator(n_units, p, seed, methods=(method,))
+    order = np.argsort(clip, kind="stable")
+    clip, unit, mu, c = clip[order], unit[order], mu[order], c[order]
+    bounds = np.searchsorted(clip, np.arange(n_clips + 1))
+    for row in range(n_clips):
+        acc.add_pairs(row, unit[bounds[row] : bounds[row + 1]], mu[bounds[row] : bounds[row + 1]], c[bounds[row] : bounds[row + 1]])
+    return acc.finish()[0][method]
 
 
 def test_representatives_rank_by_r_and_break_zero_ties_reproducibly():
