@@ -156,6 +156,13 @@ def dry_run_checks(cfg: Config) -> list[dict]:
         status = source_found(source) if source else ("OpenAI-compatible server " + cfg.naming.base_url
                                                       if kind == "openai" else "built in")
         rows.append({"check": role, "value": backend, "status": status})
+    if cfg.engine.kind == "ray":
+        import importlib.util
+
+        ready = importlib.util.find_spec("ray") is not None
+        rows.append({"check": "engine (ray)", "value": cfg.engine.address or "a new local cluster",
+                     "status": f"{cfg.engine.workers} workers x {cfg.engine.gpus_per_worker:g} GPU" if ready
+                     else "NOT READY: Ray is not installed (pip install '.[ray]')"})
     runs = [cfg.run_id(layer, e) for layer in cfg.sae_layers for e in cfg.sae.expansions]
     rows.append({"check": "SAE runs", "value": f"{len(runs)}: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}",
                  "status": f"{cfg.sae.steps * cfg.sae.batch_size / 1e6:.0f}M tokens each"})

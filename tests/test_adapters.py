@@ -170,6 +170,8 @@ def test_example_configs_validate_and_dry_run(name):
     bundled = cfg.model.source.startswith("bundled:")
     assert checks[f"model ({cfg.model.family})"].startswith("bundled" if bundled else "NOT FOUND")
     assert checks["SAE runs"] == f"{cfg.sae.steps * cfg.sae.batch_size / 1e6:.0f}M tokens each"
+    if cfg.engine.kind == "ray":  # the paper-scale example runs on Ray: said, and whether Ray is installed
+        assert checks["engine (ray)"] == "8 workers x 1 GPU"
     plan = stages.run_all(cfg, None, dry_run=True)
     assert {row["stage"] for row in plan} >= {"extract"} | {f"train:{cfg.run_id(layer, e)}" for layer in cfg.sae_layers
                                                             for e in cfg.sae.expansions}
@@ -180,6 +182,8 @@ def test_example_configs_validate_and_dry_run(name):
     ('[model]\nfamily = "hubert"\n[extract]\nlayers = ["decoder.1"]', "not a hubert layer name"),
     ('[extract]\nlayers = ["encoder.1", "decoder.1"]', "mix encoder and decoder"),
     ('[model]\nfamily = "qwen2-audio"\npositions = "text"\n[extract]\nlayers = ["decoder.1"]', "positions must be"),
+    ('[engine]\nkind = "spark"', "engine. kind must be 'local' or 'ray'"),
+    ('[engine]\nworkers = 0', "workers and clips_per_shard must be at least 1"),
 ])
 def test_bad_model_sections_are_named_errors(tmp_path, bad, message):
     (tmp_path / "bad.toml").write_text(bad)
