@@ -397,8 +397,10 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
 
 
 def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
-    """UMAP map, decoder neighbours, timelines and mel patches for the explorer."""
+    """UMAP map, decoder neighbours, timelines and mel patches for the explorer; the cross-run matches of this
+    run's top-C features and of the other runs' top-C features in this run."""
     from . import atlas
+    from .matches import matches_with_others
     from .models import position_seconds
 
     run = cfg.run_id(layer, expansion)
@@ -413,9 +415,10 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         reps = con.execute("SELECT feature, clip_id, kind FROM representatives WHERE run_id = ? AND method = 'sae'",
                            [run]).df()
         heard = atlas.heard_map(_h_centroids(con, cfg, reps, len(coords)), cfg.sae.seed)
-        reps = reps[reps["feature"].isin(features)]
+        # a feature's rows side by side: its page then reads one vector of each table, not several
+        reps = reps[reps["feature"].isin(features)].sort_values(["feature", "kind", "clip_id"], ignore_index=True)
         clip_acts = {cid: acts.clip(layer, rows_of[cid]) for cid in reps["clip_id"].unique()}
-        lines = atlas.feature_timelines(sae, clip_acts, reps)
+        lines = atlas.feature_timelines(sae, clip_acts, reps).sort_values(["feature", "kind", "clip_id"], ignore_index=True)
         step = position_seconds(cfg.model, layer)
         if step and step > atlas.TOKEN_S:  # e.g. Qwen2-Audio's 40 ms tokens: on the 20 ms grid of the mel plots
             lines["values"] = [np.repeat(v, round(step / atlas.TOKEN_S)) for v in lines["values"]]
@@ -427,16 +430,18 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             patch = atlas.mel_patch([mels[c] for c in group["clip_id"]], list(group["values"]))
             if patch is not None:
                 patches.append({"feature": int(feature), "n_frames": patch.shape[0], "n_mels": patch.shape[1],
-                                "values": patch.astype(np.float32).tobytes()})
+                                "image": store.pack_image(patch)})
         store.write_atlas(con, run, {
             "feature_map": pd.DataFrame({"feature": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1],
                                          "hx": heard[:, 0], "hy": heard[:, 1]}),
             "feature_neighbours": atlas.decoder_neighbours(W_dec, features),
             "timelines": lines,
-            "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "values"]),
+            "mel_patches": pd.DataFrame(patches, columns=["feature", "n_frames", "n_mels", "image"]),
             "clip_mels": pd.DataFrame({"feature": reps["feature"].to_numpy(), "clip_id": reps["clip_id"].to_numpy(),
                                        "n_frames": [len(light[c]) for c in reps["clip_id"]], "n_mels": 40,
-                                       "values": [light[c].tobytes() for c in reps["clip_id"]]})})
+                                       "image": [store.pack_image(light[c]) for c in reps["clip_id"]]})})
+        selected_by_run = {r: store.features(con, r)["feature"].tolist() for r in store.runs(con)["run_id"]}
+        store.write_matches(con, run, matches_with_others(con, run, selected_by_run))
 
 
 def _h_centroids(con, cfg: Config, reps: pd.DataFrame, d_sae: int) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS representatives (
     clip_id VARCHAR, score DOUBLE, r DOUBLE, mu DOUBLE, c DOUBLE, tie_broken BOOLEAN);
 CREATE TABLE IF NOT EXISTS clip_features (
     run_id VARCHAR, clip_id VARCHAR, feature INTEGER, r DOUBLE, mu DOUBLE, c DOUBLE);
+-- the explorer reads these few rows per feature instead of every fired pair (billions at the paper's scale)
+CREATE TABLE IF NOT EXISTS feature_histograms (run_id VARCHAR, feature INTEGER, lo DOUBLE, hi DOUBLE, counts INTEGER[]);
+CREATE TABLE IF NOT EXISTS feature_matches (
+    run_id VARCHAR, feature INTEGER, other_run VARCHAR, other_feature INTEGER, cosine DOUBLE, rank INTEGER);
 CREATE TABLE IF NOT EXISTS method_scores (
     run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, e_h DOUBLE, e_l DOUBLE, ms DOUBLE);
 CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
@@ -42,14 +48,17 @@ CREATE TABLE IF NOT EXISTS captions (
 CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT, hx FLOAT, hy FLOAT);
 CREATE TABLE IF NOT EXISTS feature_neighbours (run_id VARCHAR, feature INTEGER, neighbour INTEGER, cosine FLOAT, rank INTEGER);
 CREATE TABLE IF NOT EXISTS timelines (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, kind VARCHAR, "values" FLOAT[]);
-CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
-CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, "values" BLOB);
+-- images (mel spectrograms for display) as pack_image() bytes: DuckDB reads a whole vector of a BLOB column (2,048
+-- rows) to return one row, so a feature's page costs 2,048 images' bytes: one byte a pixel, compressed
+CREATE TABLE IF NOT EXISTS mel_patches (run_id VARCHAR, feature INTEGER, n_frames INTEGER, n_mels INTEGER, image BLOB);
+CREATE TABLE IF NOT EXISTS clip_mels (run_id VARCHAR, feature INTEGER, clip_id VARCHAR, n_frames INTEGER, n_mels INTEGER, image BLOB);
 CREATE TABLE IF NOT EXISTS name_embeddings (run_id VARCHAR, feature INTEGER, embedder VARCHAR, vector FLOAT[]);
 CREATE TABLE IF NOT EXISTS steering_eval (run_id VARCHAR, experiment VARCHAR, result JSON, created TIMESTAMP);
 CREATE TABLE IF NOT EXISTS sae_metrics (run_id VARCHAR, metric VARCHAR, value DOUBLE);
 -- point lookups of one feature (the explorer's Feature page) must not scan whole tables
 CREATE INDEX IF NOT EXISTS representatives_feature ON representatives (run_id, feature);
-CREATE INDEX IF NOT EXISTS clip_features_feature ON clip_features (run_id, feature);
+CREATE INDEX IF NOT EXISTS histograms_feature ON feature_histograms (run_id, feature);
+CREATE INDEX IF NOT EXISTS matches_feature ON feature_matches (run_id, feature);
 CREATE INDEX IF NOT EXISTS timelines_feature ON timelines (run_id, feature);
 CREATE INDEX IF NOT EXISTS clip_mels_feature ON clip_mels (run_id, feature);
 CREATE INDEX IF NOT EXISTS mel_patches_feature ON mel_patches (run_id, feature);
@@ -58,6 +67,22 @@ CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, fea
 
 
 SCHEMA_HASH = hashlib.sha256(SCHEMA.encode()).hexdigest()[:12]  # part of the stage keys of what writes here
+
+
+def pack_image(values: np.ndarray) -> bytes:
+    """A 2-D array for display as bytes: its range (two float32) and zlib-compressed 8-bit levels across it
+    (256 levels: finer than a colour scale shows; about a quarter of float32's bytes)."""
+    values = np.asarray(values, np.float32)
+    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    levels = np.round((values - lo) / (hi - lo) * 255) if hi > lo else np.zeros(values.shape)
+    return struct.pack("<ff", lo, hi) + zlib.compress(levels.astype(np.uint8).tobytes(), 6)
+
+
+def unpack_image(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """pack_image's array back, float32, to within (highest - lowest) / 510."""
+    lo, hi = struct.unpack("<ff", data[:8])
+    levels = np.frombuffer(zlib.decompress(data[8:]), np.uint8).reshape(shape)
+    return (lo + levels * (hi - lo) / 255).astype(np.float32)  # in float64: the ends come back exactly
 
 
 def _columns(con) -> dict[str, list[tuple[str, str]]]:
@@ -181,6 +206,7 @@ def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.D
                              ("method_scores", method_scores)):
             _replace(con, table, run_id, frame.assign(run_id=run_id))
         _copy_pairs(con, run_id, pairs)
+        _write_histograms(con, run_id)
         _replace(con, "sae_metrics", run_id,
                  pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
         con.execute("DELETE FROM name_embeddings WHERE run_id = ?", [run_id])  # the names are gone with them
@@ -196,11 +222,46 @@ def _copy_pairs(con, run_id: str, pairs: ClipPairs) -> None:
     if not parts:
         return
     con.register("_ids", pd.DataFrame({"row": np.arange(len(pairs.clip_ids), dtype=np.int32), "clip_id": pairs.clip_ids}))
-    try:  # sorted by feature: zone maps then prune a feature's reads to few row groups
+    try:  # sorted by feature: zone maps prune a range of features to few row groups (no index: at the paper's
+        # scale, billions of rows, an index would not fit in memory)
         con.execute("""INSERT INTO clip_features SELECT ?, i.clip_id, p.feature, p.mu * p.c, p.mu, p.c
                        FROM read_parquet(?) p JOIN _ids i ON i.row = p.clip ORDER BY p.feature""", [run_id, parts])
     finally:
         con.unregister("_ids")
+
+
+HISTOGRAM_BINS = 30
+
+
+def _write_histograms(con, run_id: str, bins: int = HISTOGRAM_BINS) -> None:
+    """Each feature's histogram of mu over the clips where it fires: `bins` equal bins from its lowest to its
+    highest mu, the last one closed (as numpy.histogram); one aggregation in DuckDB over the run's pairs."""
+    con.execute("DELETE FROM feature_histograms WHERE run_id = ?", [run_id])
+    con.execute("""
+        INSERT INTO feature_histograms
+        WITH span AS (SELECT feature, min(mu) AS lo, max(mu) AS hi FROM clip_features WHERE run_id = $run GROUP BY feature),
+        binned AS (
+            SELECT f.feature, CASE WHEN s.hi > s.lo
+                                   THEN least(CAST(floor((f.mu - s.lo) / (s.hi - s.lo) * $bins) AS INTEGER), $bins - 1)
+                                   ELSE 0 END AS bin, count(*) AS n
+            FROM clip_features f JOIN span s USING (feature) WHERE f.run_id = $run GROUP BY ALL)
+        SELECT $run, s.feature, s.lo, s.hi, list(coalesce(b.n, 0)::INTEGER ORDER BY g.bin)
+        FROM span s CROSS JOIN range($bins) g(bin) LEFT JOIN binned b ON b.feature = s.feature AND b.bin = g.bin
+        GROUP BY s.feature, s.lo, s.hi""", {"run": run_id, "bins": bins})
+
+
+def write_matches(con, run_id: str, matches: pd.DataFrame) -> None:
+    """Replace every cross-run match that involves `run_id`, in either direction, with `matches` (run_id,
+    feature, other_run, other_feature, cosine, rank), in one transaction."""
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM feature_matches WHERE run_id = ? OR other_run = ?", [run_id, run_id])
+        if len(matches):
+            _insert(con, "feature_matches", matches)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
 
 
 def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
@@ -325,20 +386,12 @@ def feature_map(con, run_id: str) -> pd.DataFrame:
         LEFT JOIN dom ON dom.feature = m.feature WHERE m.run_id = ? ORDER BY m.feature""", [run_id, run_id]).df()
 
 
-def other_runs_matches(con, run_id: str, feature: int, top: int = 3) -> pd.DataFrame:
-    """A feature's best matches in every other run (another layer, expansion or seed), by co-activation: the
-    cosine between the two features' clip scores r over the corpus (clips where neither fires count 0)."""
-    return con.execute("""
-        WITH a AS (SELECT clip_id, r FROM clip_features WHERE run_id = ? AND feature = ?),
-        dots AS (SELECT f.run_id, f.feature, sum(f.r * a.r) AS dot FROM clip_features f JOIN a USING (clip_id)
-                 WHERE f.run_id <> ? GROUP BY f.run_id, f.feature),
-        norms AS (SELECT f.run_id, f.feature, sqrt(sum(f.r * f.r)) AS n FROM clip_features f
-                  SEMI JOIN dots USING (run_id, feature) GROUP BY f.run_id, f.feature)
-        SELECT d.run_id AS run, d.feature, d.dot / (n.n * (SELECT sqrt(sum(r * r)) FROM a)) AS cosine, f.name, f.ms
-        FROM dots d JOIN norms n USING (run_id, feature)
-        JOIN features f ON f.run_id = d.run_id AND f.feature = d.feature
-        QUALIFY row_number() OVER (PARTITION BY d.run_id ORDER BY cosine DESC, d.feature) <= ?
-        ORDER BY d.run_id, cosine DESC""", [run_id, feature, run_id, top]).df()
+def other_runs_matches(con, run_id: str, feature: int) -> pd.DataFrame:
+    """A top-C feature's best matches in every other run (another layer, expansion or seed), by co-activation
+    over the corpus (pipeline/matches.py; stored by the atlas stage)."""
+    return con.execute("""SELECT m.other_run AS run, m.other_feature AS feature, m.cosine, f.name, f.ms
+                          FROM feature_matches m JOIN features f ON f.run_id = m.other_run AND f.feature = m.other_feature
+                          WHERE m.run_id = ? AND m.feature = ? ORDER BY m.other_run, m.rank""", [run_id, feature]).df()
 
 
 def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
@@ -349,10 +402,10 @@ def neighbours(con, run_id: str, feature: int) -> pd.DataFrame:
 
 def clip_mels(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
     """Light mel spectrograms [frames, n_mels] of a feature's representative clips, stored by the atlas
-    stage per feature (float16 bytes: a list column costs more to read back than the rest of the page)."""
-    rows = con.execute('SELECT clip_id, n_frames, n_mels, "values" FROM clip_mels WHERE run_id = ? AND feature = ?',
+    stage per feature (packed images: a list column costs more to read back than the rest of the page)."""
+    rows = con.execute("SELECT clip_id, n_frames, n_mels, image FROM clip_mels WHERE run_id = ? AND feature = ?",
                        [run_id, feature]).fetchall()
-    return {cid: np.frombuffer(v, np.float16).astype(np.float32).reshape(f, m) for cid, f, m, v in rows}
+    return {cid: unpack_image(v, (f, m)) for cid, f, m, v in rows}
 
 
 def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
@@ -362,9 +415,9 @@ def timelines(con, run_id: str, feature: int) -> dict[str, np.ndarray]:
 
 
 def mel_patch(con, run_id: str, feature: int) -> np.ndarray | None:
-    row = con.execute('SELECT n_frames, n_mels, "values" FROM mel_patches WHERE run_id = ? AND feature = ?',
+    row = con.execute("SELECT n_frames, n_mels, image FROM mel_patches WHERE run_id = ? AND feature = ?",
                       [run_id, feature]).fetchone()
-    return None if row is None else np.frombuffer(row[2], np.float32).reshape(row[0], row[1])
+    return None if row is None else unpack_image(row[2], (row[0], row[1]))
 
 
 def name_embeddings(con, run_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -376,10 +429,11 @@ def name_embeddings(con, run_id: str | None = None) -> tuple[pd.DataFrame, np.nd
     return frame, vectors
 
 
-def clip_activations(con, run_id: str, feature: int) -> pd.DataFrame:
-    """The feature's (clip, mu, c, r) over every clip where it fires (for its histogram)."""
-    return con.execute("SELECT clip_id, mu, c, r FROM clip_features WHERE run_id = ? AND feature = ?",
-                       [run_id, feature]).df()
+def histogram(con, run_id: str, feature: int) -> tuple[float, float, np.ndarray] | None:
+    """(lowest mu, highest mu, counts per equal bin) of the feature's clips, None where it never fires."""
+    row = con.execute("SELECT lo, hi, counts FROM feature_histograms WHERE run_id = ? AND feature = ?",
+                      [run_id, feature]).fetchone()
+    return None if row is None else (row[0], row[1], np.asarray(row[2], np.int64))
 
 
 def feature_row(con, run_id: str, feature: int) -> dict | None:
@@ -388,17 +442,28 @@ def feature_row(con, run_id: str, feature: int) -> dict | None:
 
 
 def concepts(con) -> pd.DataFrame:
-    """Every selected feature of every run, with its run's layer and expansion and its H^k domain mix."""
+    """Every selected feature of every run, with its run's layer and expansion and its H^k domains: as a list
+    (`domains`, by rank), as counts ('speech 3/4, music 1/4', most first) and the majority, if one has more
+    than half (`majority`)."""
     return con.execute("""
-        WITH mix AS (
-            SELECT r.run_id, r.feature,
-                   string_agg(c.domain, ',' ORDER BY r.rank) AS domains
+        WITH h AS (
+            SELECT r.run_id, r.feature, r.rank, c.domain
             FROM representatives r JOIN clips c USING (clip_id)
-            WHERE r.method = 'sae' AND r.kind = 'H' GROUP BY r.run_id, r.feature)
+            JOIN features f ON f.run_id = r.run_id AND f.feature = r.feature AND f.selected
+            WHERE r.method = 'sae' AND r.kind = 'H' AND c.domain IS NOT NULL),
+        counts AS (
+            SELECT run_id, feature, domain, count(*) AS n, sum(count(*)) OVER (PARTITION BY run_id, feature) AS total
+            FROM h GROUP BY run_id, feature, domain),
+        mix AS (
+            SELECT run_id, feature, string_agg(domain || ' ' || n || '/' || total, ', ' ORDER BY n DESC, domain) AS domain_mix,
+                   max(domain) FILTER (WHERE 2 * n > total) AS majority
+            FROM counts GROUP BY run_id, feature),
+        listed AS (SELECT run_id, feature, string_agg(domain, ',' ORDER BY rank) AS domains FROM h GROUP BY run_id, feature)
         SELECT f.run_id, ru.layer, ru.expansion, f.feature, f.name, f.description, f.ms, f.ms_rank,
-               f.frequency, f.max_act, f.n_clips, mix.domains
-        FROM features f JOIN runs ru USING (run_id) LEFT JOIN mix USING (run_id, feature)
-        WHERE f.selected ORDER BY f.ms DESC""").df()
+               f.frequency, f.max_act, f.n_clips, listed.domains, mix.domain_mix, mix.majority
+        FROM features f JOIN runs ru USING (run_id) LEFT JOIN listed USING (run_id, feature)
+        LEFT JOIN mix USING (run_id, feature)
+        WHERE f.selected ORDER BY f.ms DESC, f.run_id, f.feature""").df()
 
 
 def clip_paths(con) -> set[str]:

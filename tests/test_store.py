@@ -36,27 +36,123 @@ def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
             pass
 
 
-def test_other_runs_matches_are_co_activation_cosines_over_clips(tmp_path):
+def _runs_of_scores(con, scores: dict, clips: list[str]) -> None:
+    """clip_features, clips and features rows for dense clip-score matrices (run -> [clips, features])."""
     import numpy as np
     import pandas as pd
+
+    store._insert(con, "clips", pd.DataFrame({"clip_id": clips}))
+    for run, r in scores.items():
+        i, f = np.nonzero(r)
+        store._insert(con, "clip_features", pd.DataFrame({"run_id": run, "clip_id": np.array(clips)[i], "feature": f,
+                                                          "r": r[i, f], "mu": r[i, f], "c": 1.0}))
+        store._insert(con, "features", pd.DataFrame({"run_id": run, "feature": np.arange(r.shape[1]),
+                                                     "name": [f"{run}{k}" for k in range(r.shape[1])]}))
+
+
+def test_other_runs_matches_are_co_activation_cosines_over_clips(tmp_path):
+    """Stored by the atlas stage for the top-C features of each run, both ways, read back per feature: the
+    cosine of two features' clip scores over the corpus, best first (numpy on the dense matrices decides)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.matches import co_activation_matches, matches_with_others
 
     rng = np.random.default_rng(0)
     clips = [f"c{i}" for i in range(12)]
     scores = {"a": rng.random((12, 3)) * (rng.random((12, 3)) < 0.6), "b": rng.random((12, 5)) * (rng.random((12, 5)) < 0.6),
               "c": rng.random((12, 2)) * (rng.random((12, 2)) < 0.6)}
     with store.connect(tmp_path / "x.duckdb") as con:
-        for run, r in scores.items():
-            i, f = np.nonzero(r)
-            store._insert(con, "clip_features", pd.DataFrame({"run_id": run, "clip_id": np.array(clips)[i], "feature": f,
-                                                              "r": r[i, f], "mu": r[i, f], "c": 1.0}))
-            store._insert(con, "features", pd.DataFrame({"run_id": run, "feature": np.arange(r.shape[1]),
-                                                         "name": [f"{run}{k}" for k in range(r.shape[1])]}))
-        got = store.other_runs_matches(con, "a", 1, top=2)
-    a = scores["a"][:, 1]
-    for run in ("b", "c"):
-        cos = scores[run].T @ a / (np.linalg.norm(scores[run], axis=0) * np.linalg.norm(a))
-        best = np.argsort(-cos)[:2]
-        part = got[got["run"] == run]
-        assert part["feature"].tolist() == best.tolist()
-        np.testing.assert_allclose(part["cosine"], cos[best], rtol=1e-6)
-    assert set(got["run"]) == {"b", "c"}
+        _runs_of_scores(con, scores, clips)
+        selected = {"a": [1, 2], "b": [0, 3, 4], "c": [1]}
+        store.write_matches(con, "b", matches_with_others(con, "b", selected))  # as b's atlas stage, a and c first
+        store.write_matches(con, "c", matches_with_others(con, "c", selected))
+        store.write_matches(con, "a", matches_with_others(con, "a", selected))  # a again: nothing doubled
+        for run, feature in (("a", 1), ("b", 3), ("c", 1)):
+            got = store.other_runs_matches(con, run, feature)
+            mine = scores[run][:, feature]
+            assert set(got["run"]) == set(scores) - {run}
+            for other in set(scores) - {run}:
+                cos = scores[other].T @ mine / (np.linalg.norm(scores[other], axis=0) * np.linalg.norm(mine))
+                best = np.argsort(-cos, kind="stable")[:3]
+                part = got[got["run"] == other]
+                assert part["feature"].tolist() == best.tolist()
+                np.testing.assert_allclose(part["cosine"], cos[best], rtol=1e-5)
+        assert store.other_runs_matches(con, "a", 0).empty  # not in a's top C
+        # blocks of one feature (the paper-scale path: a few features of each run dense at a time) agree
+        pd.testing.assert_frame_equal(co_activation_matches(con, "b", "a", [0, 3, 4]),
+                                      co_activation_matches(con, "b", "a", [0, 3, 4], block=1), rtol=1e-6)
+
+
+def test_matches_break_ties_to_the_lower_feature_and_skip_features_that_never_fire_together(tmp_path):
+    import numpy as np
+
+    from pipeline.matches import co_activation_matches
+
+    clips = ["x", "y", "z"]
+    a = np.array([[1.0], [0.0], [0.0]])
+    b = np.array([[0.0, 2.0, 0.0, 3.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0]])  # 1 and 3 both cosine 1
+    with store.connect(tmp_path / "t.duckdb") as con:
+        _runs_of_scores(con, {"a": a, "b": b}, clips)
+        got = co_activation_matches(con, "a", "b", [0], top=3)
+    assert got["other_feature"].tolist() == [1, 3] and got["rank"].tolist() == [1, 2]
+    np.testing.assert_allclose(got["cosine"], [1.0, 1.0])
+
+
+def test_histograms_of_mu_equal_numpys_over_each_features_clips(tmp_path):
+    """Stored with the scores (the explorer reads 30 counts, not every clip): equal bins from the lowest to
+    the highest mu, last bin closed, as numpy.histogram; one bin for a feature whose clips all share one mu."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    mu = {0: rng.gamma(2.0, 1.0, 500), 1: np.array([0.5, 0.5, 0.5]), 2: np.array([0.0, 1.0, 2.0, 3.0])}
+    frame = pd.concat([pd.DataFrame({"run_id": "r", "clip_id": [f"c{i}" for i in range(len(m))], "feature": f,
+                                     "r": m, "mu": m, "c": 1.0}) for f, m in mu.items()])
+    with store.connect(tmp_path / "h.duckdb") as con:
+        store._insert(con, "clip_features", frame)
+        store._write_histograms(con, "r")
+        for feature, values in mu.items():
+            lo, hi, counts = store.histogram(con, "r", feature)
+            assert (lo, hi) == (values.min(), values.max())
+            if hi > lo:
+                np.testing.assert_array_equal(counts, np.histogram(values, store.HISTOGRAM_BINS, (lo, hi))[0])
+            else:
+                assert counts[0] == len(values) and counts[1:].sum() == 0
+        assert store.histogram(con, "r", 2)[2][[0, 10, 20, 29]].tolist() == [1, 1, 1, 1]  # 0, 1, 2 | 3 closed
+        assert store.histogram(con, "r", 7) is None
+
+
+def test_concepts_count_the_domains_of_each_selected_features_h_clips(tmp_path):
+    import pandas as pd
+
+    domains = {"s1": "speech", "s2": "speech", "s3": "speech", "m1": "music", "m2": "music", "n1": "sound", "n2": "sound"}
+    h = {0: ["s1", "m1", "s2", "s3"], 1: ["m1", "n1", "m2", "n2"], 2: ["s1", "s2", "s3", "m1"]}
+    with store.connect(tmp_path / "c.duckdb") as con:
+        store._insert(con, "runs", pd.DataFrame({"run_id": ["a"], "layer": ["L1"], "expansion": [8]}))
+        store._insert(con, "clips", pd.DataFrame({"clip_id": list(domains), "domain": list(domains.values())}))
+        store._insert(con, "features", pd.DataFrame({"run_id": "a", "feature": [0, 1, 2], "ms": [2.0, 3.0, 9.0],
+                                                     "selected": [True, True, False]}))
+        store._insert(con, "representatives", pd.DataFrame(
+            [{"run_id": "a", "method": m, "kind": "H", "feature": f, "rank": k + 1, "clip_id": c}
+             for f, clips in h.items() for k, c in enumerate(clips) for m in ("sae", "mean_act")]))
+        got = store.concepts(con).set_index("feature")
+    assert got.index.tolist() == [1, 0]  # selected only, highest MS first
+    assert got.loc[0, "domain_mix"] == "speech 3/4, music 1/4" and got.loc[0, "majority"] == "speech"
+    assert got.loc[1, "domain_mix"] == "music 2/4, sound 2/4" and pd.isna(got.loc[1, "majority"])  # half is no majority
+    assert got.loc[0, "domains"] == "speech,music,speech,speech"  # by rank
+
+
+def test_packed_images_come_back_within_half_a_level():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    mel = rng.normal(-4, 2, (281, 40)).astype(np.float32)
+    packed = store.pack_image(mel)
+    back = store.unpack_image(packed, mel.shape)
+    assert back.dtype == np.float32 and back.shape == mel.shape
+    assert np.abs(back - mel).max() <= (mel.max() - mel.min()) / 510 + 1e-5
+    assert (back.min(), back.max()) == (mel.min(), mel.max())  # the range itself is kept exactly
+    assert len(packed) < mel.nbytes / 3  # a byte a value at most, and compressed
+    flat = store.unpack_image(store.pack_image(np.full((3, 2), 7.5)), (3, 2))
+    assert (flat == 7.5).all()
