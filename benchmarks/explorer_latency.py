@@ -1,6 +1,10 @@
-"""How fast the Feature page opens: median and p95 over random selected features, through the real app
-(gradio_client against a server started here), next to the bare store reads it is built from.
+"""How fast the explorer answers, tab by tab, through the real app (gradio_client and plain HTTP against a server
+started here): the page itself (its config carries every tab's first contents: the Concepts table, the first
+run's Map, the Evaluation report), a search in Concepts, a feature page (head, then its figures, next to the bare
+store reads they are built from), a redraw of the Map, the next concept to rate. Median and p95 over --n tries.
+The Analyze and Steer tabs run the model on audio; their time is the model's (benchmarks/extract_speed.py).
     .venv/bin/python benchmarks/explorer_latency.py [--db data/demo/ard.duckdb] [--n 40]
+At the paper's scale: python benchmarks/paper_db.py --out /tmp/paper.duckdb, then --db /tmp/paper.duckdb.
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ import argparse
 import os
 import socket
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +26,26 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def serve(db: str):
+def serve(db: str, ratings_db: str | None = None):
     """The explorer on a free local port, in this process: (app, url); exits with the reason if it cannot show db."""
     from explorer.app import launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = launch(db, port=port, prevent_thread_lock=True, quiet=True)
+    app = launch(db, port=port, ratings_db=ratings_db, prevent_thread_lock=True, quiet=True)
     if app.explorer.problem():
         sys.exit(app.explorer.problem())
     return app, f"http://127.0.0.1:{port}/"
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - start)
+    return out
 
 
 def main() -> None:
@@ -41,30 +56,55 @@ def main() -> None:
 
     from gradio_client import Client
 
-    app, url = serve(args.db)
+    started = time.perf_counter()
+    app, url = serve(args.db, str(Path(tempfile.mkdtemp()) / "ratings.duckdb"))
+    start_s = time.perf_counter() - started
     client = Client(url, verbose=False, download_files=False)  # as a browser: files load lazily
-    concepts = app.explorer.concepts().sample(n=args.n, random_state=0, replace=True)
-    targets = [f"{r}:{int(f)}" for r, f in zip(concepts["run_id"], concepts["feature"])]
-    client.predict(targets[0], api_name="/open_feature")  # warm-up
-    head, page, reads = [], [], []
+    explorer = app.explorer
+    concepts = explorer.concepts()
+    picks = concepts.sample(n=args.n, random_state=0, replace=True)
+    targets = [f"{r}:{int(f)}" for r, f in zip(picks["run_id"], picks["feature"])]
+    runs = explorer.runs()["run_id"].tolist()
+    words = [w for name in concepts["name"].dropna().head(200) for w in name.split()[:1]] or ["speech"]
+    lowest = float(np.floor(np.nanmin(concepts["ms"].to_numpy(float), initial=0.0)))
+    rows: list[tuple[str, list[float]]] = []
+    sizes = []
+
+    def page(_):
+        with urllib.request.urlopen(f"{url}config") as resp:
+            sizes.append(len(resp.read()))
+
+    rows.append(("page: config, every tab's first contents", timed(page, args.n)))
+    client.predict("all runs", "any domain", lowest, words[0], False, api_name="/search")  # warm-up
+    rows.append(("Concepts: search a word", timed(lambda i: client.predict(
+        "all runs", "any domain", lowest, words[i % len(words)], False, api_name="/search"), args.n)))
+    client.predict(targets[0], api_name="/open_feature")
+    head, page_s, reads = [], [], []
     for t in targets:
         start = time.perf_counter()
         client.predict(t, api_name="/open_feature")
         head.append(time.perf_counter() - start)
         client.predict(t, api_name="/feature_plots")
-        page.append(time.perf_counter() - start)
+        page_s.append(time.perf_counter() - start)
         run, feature = t.rsplit(":", 1)
         start = time.perf_counter()
-        app.explorer.feature(run, int(feature))
+        explorer.feature(run, int(feature))
         reads.append(time.perf_counter() - start)
+    rows += [("Feature: head (first paint)", head), ("Feature: head + figures", page_s), ("Feature: store reads only", reads)]
+    rows.append(("Map: draw a run, a feature ringed", timed(lambda i: client.predict(
+        runs[i % len(runs)], "H label", "what it hears", targets[i], api_name="/map"), args.n)))
+    rows.append(("Rate: next concept", timed(lambda i: client.predict(
+        f"rater{i}", runs[i % len(runs)], True, True, api_name="/next_concept"), args.n)))
     app.close()
+
     ms = lambda xs, q: 1000 * float(np.percentile(xs, q))
-    print(f"Feature page, {len(targets)} random selected features of {args.db}")
-    print(f"{'':<28}{'median ms':>10}{'p95 ms':>10}")
-    print(f"{'head (HTTP round trip)':<28}{ms(head, 50):>10.0f}{ms(head, 95):>10.0f}")
-    print(f"{'head + figures':<28}{ms(page, 50):>10.0f}{ms(page, 95):>10.0f}")
-    print(f"{'store reads only':<28}{ms(reads, 50):>10.0f}{ms(reads, 95):>10.0f}")
-    print(f"page / store-read ratio (median): {np.median(page) / np.median(reads):.1f}x")
+    n_features = sum(len(explorer.feature_map(r)) for r in runs)
+    print(f"{args.db}: {len(runs)} runs, {n_features:,} features, {len(concepts):,} selected, "
+          f"server start (every tab built) {start_s:.1f} s, page config {np.median(sizes) / 1e6:.2f} MB")
+    print(f"{'':<44}{'median ms':>10}{'p95 ms':>10}")
+    for label, xs in rows:
+        print(f"{label:<44}{ms(xs, 50):>10.0f}{ms(xs, 95):>10.0f}")
+    print(f"feature page / store-read ratio (median): {np.median(page_s) / np.median(reads):.1f}x")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
               background: Background | None = None) -> gr.Blocks:
     """The explorer; with `background` (pipeline work still running in this process), every tab refreshes as
     its steps land."""
-    explorer = Explorer(db_path, ratings_db, shared=background is not None)
+    explorer = Explorer(db_path, ratings_db, shared=background is not None,
+                        version=(lambda: background.version) if background else None)
     problem = explorer.problem()
     # uploads and exports older than an hour are swept from Gradio's cache every hour
     with gr.Blocks(title="AR&D explorer", delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S)) as app:

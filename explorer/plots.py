@@ -25,14 +25,22 @@ def _layout(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
     return fig
 
 
+def _levels(image: np.ndarray) -> np.ndarray:
+    """An image as 0-255 levels across its own range: what a colour scale without a colour bar shows of it.
+    Arrays, not lists, throughout these figures: plotly sends them as base64 typed arrays (a byte a level here),
+    where lists cost a deep copy and JSON of every number (eight mels make a feature page)."""
+    lo, hi = float(image.min(initial=0.0)), float(image.max(initial=0.0))
+    return np.round((image - lo) * (255 / (hi - lo)) if hi > lo else np.zeros(image.shape)).astype(np.uint8)
+
+
 def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title: str) -> go.Figure:
     """The clip's mel spectrogram with the feature's activation over time drawn on top (second axis)."""
     traces = []
     if mel is not None:
-        traces.append({"type": "heatmap", "z": mel.T.tolist(), "x": (np.arange(len(mel)) * TOKEN_S).tolist(),
+        traces.append({"type": "heatmap", "z": _levels(mel.T), "x0": 0, "dx": TOKEN_S,
                        "colorscale": "Greys", "reversescale": True, "showscale": False, "hoverinfo": "skip"})
     if values is not None:
-        traces.append({"type": "scatter", "x": (np.arange(len(values)) * TOKEN_S).tolist(), "y": values.tolist(),
+        traces.append({"type": "scatter", "x0": 0, "dx": TOKEN_S, "y": np.asarray(values, np.float32),
                        "yaxis": "y2", "mode": "lines", "line": {"color": "crimson", "width": 2}, "name": "activation"})
     layout = {"xaxis": {"title": {"text": "s"}}, "yaxis": {"title": {"text": "mel band"}, "showticklabels": False},
               "yaxis2": {"overlaying": "y", "side": "right", "title": {"text": "act"}, "rangemode": "tozero"},
@@ -44,7 +52,8 @@ def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the 
     traces = []
     if patch is not None:
         half = len(patch) / 2 * MEL_HOP_S
-        traces.append({"type": "heatmap", "z": patch.T.tolist(), "x": np.linspace(-half, half, len(patch)).tolist(),
+        traces.append({"type": "heatmap", "z": np.ascontiguousarray(patch.T, np.float32),
+                       "x0": -half, "dx": 2 * half / max(len(patch) - 1, 1),
                        "colorscale": "Viridis", "colorbar": {"title": {"text": "log mel"}}})
     layout = {"xaxis": {"title": {"text": "s from peak"}}, "yaxis": {"title": {"text": "mel band"}},
               "shapes": [{"type": "line", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "yref": "paper",
@@ -52,14 +61,21 @@ def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the 
     return _figure(traces, layout, title, 260)
 
 
-def histogram(values: np.ndarray, title: str = "Mean activation over the clips where it fires") -> go.Figure:
-    traces = [{"type": "histogram", "x": np.asarray(values, float).tolist(), "nbinsx": 30, "marker": {"color": "steelblue"}}]
-    layout = {"xaxis": {"title": {"text": "mu (clip mean activation)"}}, "yaxis": {"title": {"text": "clips"}}}
+def histogram(binned: tuple[float, float, np.ndarray] | None,
+              title: str = "Mean activation over the clips where it fires") -> go.Figure:
+    """binned: (lowest, highest, counts of equal bins) as the store keeps it; None: the feature never fires."""
+    lo, hi, counts = binned if binned is not None else (0.0, 0.0, np.zeros(0))
+    width = (hi - lo) / max(len(counts), 1) or 1.0
+    traces = [{"type": "bar", "x": (lo + width * (np.arange(len(counts)) + 0.5)).tolist(), "y": counts.tolist(),
+               "width": width, "marker": {"color": "steelblue"}}]
+    layout = {"xaxis": {"title": {"text": "mu (clip mean activation)"}}, "yaxis": {"title": {"text": "clips"}},
+              "bargap": 0}
     return _figure(traces, layout, title, 260)
 
 
 LAYOUTS = {"what it hears": ("hx", "hy"), "decoder direction": ("x", "y")}
 TOP_LABELS = 12  # labels with their own colour on the map; the rest are "other"
+WEBGL_FROM = 10_000  # points: SVG markers slow the browser beyond this (paper-scale runs have 32k features)
 
 
 def label_cohesion(frame: pd.DataFrame, layout: str) -> float:
@@ -83,6 +99,7 @@ def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", 
     frame = frame.dropna(subset=[xc, yc]).copy()
     frame["text"] = frame["name"].fillna("(unnamed)") + " · H: " + frame["label"].fillna(frame["domain"]).fillna("-")
     hover = "#%{customdata[0]} %{text}<extra></extra>"
+    scatter = go.Scattergl if len(frame) >= WEBGL_FROM else go.Scatter
     fig = go.Figure()
     if color in ("H label", "dominant domain"):
         column = "label" if color == "H label" else "domain"
@@ -93,13 +110,13 @@ def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", 
         palette = iter(px.colors.qualitative.Dark24)  # one distinct colour a group; "other" and "none" grey
         for group, part in frame.groupby(groups):
             colour = "lightgrey" if group in ("other", "none") else next(palette)
-            fig.add_trace(go.Scatter(x=part[xc], y=part[yc], mode="markers", name=f"{group} ({len(part)})",
+            fig.add_trace(scatter(x=part[xc], y=part[yc], mode="markers", name=f"{group} ({len(part)})",
                                        marker=dict(size=6, opacity=0.8, color=colour), customdata=part[["feature"]],
                                        text=part["text"], hovertemplate=hover))
     else:
         values, title, scale = ((np.log10(frame["frequency"].clip(lower=1e-7)), "log10 freq", "Viridis")
                                 if color == "log frequency" else (frame["ms"].fillna(0), "MS", "Plasma"))
-        fig.add_trace(go.Scatter(x=frame[xc], y=frame[yc], mode="markers", customdata=frame[["feature"]],
+        fig.add_trace(scatter(x=frame[xc], y=frame[yc], mode="markers", customdata=frame[["feature"]],
                                    text=frame["text"], hovertemplate=hover, showlegend=False,
                                    marker=dict(color=values, colorscale=scale, showscale=True,
                                                colorbar=dict(title=title), size=6)))

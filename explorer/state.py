@@ -7,6 +7,7 @@ import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,14 @@ MAX_UPLOAD_MB = 25
 class Explorer:
     """One per app: the database path, the ratings database, and models loaded on first use."""
 
-    def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None, shared: bool = False):
+    def __init__(self, db_path: str | Path, ratings_db: str | Path | None = None, shared: bool = False,
+                 version: Callable[[], int] | None = None):
+        """`shared` with `version`: pipeline stages write the database from this process while the app serves,
+        and `version()` moves each time one lands (what is cached from the database is read again then)."""
         self.db_path = Path(db_path)
-        self.shared = shared  # pipeline stages write the database from this process while the app serves
+        self.shared = shared
+        self.version = version or (lambda: 0)  # read-only: no other process can write while this one reads
+        self._cache: dict[tuple, tuple[int, object]] = {}
         self.ratings_db = Path(ratings_db) if ratings_db else ratings_path(self.db_path)
         self._lock = threading.Lock()
         self._models: dict = {}
@@ -52,6 +58,7 @@ class Explorer:
     def close(self) -> None:
         """Release the shared connection (DuckDB lets no process write the file while this one holds it)."""
         with self._lock:
+            self._cache.clear()  # another process may write it now
             if self._con is not None:
                 self._con.close()
                 self._con = None
@@ -73,9 +80,25 @@ class Explorer:
         with self.read() as con:
             return store.runs(con)
 
+    def cached(self, key: tuple, compute: Callable[[], object]):
+        """compute(), read once per version of the database (whole-run reads: every concept, a run's map; at the
+        paper's scale they take longer than a request may). Callers must not modify what it returns."""
+        version = self.version()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (version, value)
+        return value
+
     def concepts(self) -> pd.DataFrame:
-        with self.read() as con:
-            return store.concepts(con)
+        def read():
+            with self.read() as con:
+                return store.concepts(con)
+
+        return self.cached(("concepts",), read)
 
     def feature_head(self, run_id: str, feature: int) -> dict | None:
         """What a feature page shows first: its row, naming provenance and representative clips."""
@@ -88,7 +111,8 @@ class Explorer:
             return row
 
     def feature(self, run_id: str, feature: int) -> dict | None:
-        """Everything a feature page shows: the head, plus timelines, mels, activations and neighbours."""
+        """Everything a feature page shows: the head, plus timelines, mels, the histogram of mu, neighbours and
+        matches in the other runs (a few indexed rows each, whatever the size of the corpus)."""
         row = self.feature_head(run_id, feature)
         if row is None:
             return None
@@ -96,7 +120,7 @@ class Explorer:
             row["timelines"] = store.timelines(con, run_id, feature)
             row["mels"] = store.clip_mels(con, run_id, feature)
             row["mel_patch"] = store.mel_patch(con, run_id, feature)
-            row["activations"] = store.clip_activations(con, run_id, feature)
+            row["histogram"] = store.histogram(con, run_id, feature)
             row["neighbours"] = store.neighbours(con, run_id, feature)
             row["other_runs"] = store.other_runs_matches(con, run_id, feature)
             return row
@@ -115,8 +139,11 @@ class Explorer:
             return store.neighbours(con, run_id, feature)["neighbour"].astype(int).tolist()
 
     def feature_map(self, run_id: str) -> pd.DataFrame:
-        with self.read() as con:
-            return store.feature_map(con, run_id)
+        def read():
+            with self.read() as con:
+                return store.feature_map(con, run_id)
+
+        return self.cached(("feature_map", run_id), read)
 
     def name_index(self) -> tuple[pd.DataFrame, np.ndarray]:
         with self.read() as con:

@@ -493,3 +493,28 @@ def test_make_demo_leaves_to_the_background_exactly_what_is_not_current(demo_db,
             f"names of {first}", f"run {second}", "the evaluation (report and Evaluation tab)"]
     finally:
         log.write_text(saved)
+
+
+def test_whole_run_reads_are_cached_until_the_database_moves_on(tmp_path):
+    """Every concept and a run's map are read once per version of the database (at the paper's scale they
+    take longer than a request may); a write landed by the background work is seen once its version moves."""
+    from explorer.state import Explorer
+    from pipeline import store
+
+    db = tmp_path / "v.duckdb"
+    with store.connect(db) as con:
+        store._insert(con, "runs", pd.DataFrame({"run_id": ["a"], "layer": ["L1"], "expansion": [8]}))
+        store._insert(con, "features", pd.DataFrame({"run_id": "a", "feature": [0, 1], "ms": [1.0, 2.0],
+                                                     "selected": [True, False]}))
+    version = [0]
+    explorer = Explorer(db, shared=True, version=lambda: version[0])
+    try:
+        first = explorer.concepts()
+        assert first["feature"].tolist() == [0]
+        with store.connect(db) as con:  # the background thread's write, through the same database instance
+            con.execute("UPDATE features SET selected = true WHERE feature = 1")
+        assert explorer.concepts() is first  # not read again: nothing said it moved
+        version[0] += 1
+        assert explorer.concepts()["feature"].tolist() == [1, 0]
+    finally:
+        explorer.close()

@@ -14,14 +14,6 @@ TYPES = ["number", "str", "number", "number", "str", "str", "number", "str"]
 WIDTHS = ["8%", "27%", "7%", "8%", "18%", "10%", "5%", "17%"]  # all of it on a 1,300-px window
 
 
-def domain_mix(domains: str | None) -> str:
-    if not domains:
-        return ""
-    parts = domains.split(",")
-    counts = pd.Series(parts).value_counts()
-    return ", ".join(f"{d} {n}/{len(parts)}" for d, n in counts.items())
-
-
 def with_names(explorer, frame: pd.DataFrame) -> pd.DataFrame:
     """Features not named yet (naming runs after a run is browsable) read as what their top clips are."""
     missing = frame["name"].isna()
@@ -37,7 +29,7 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
     if run != "all runs":
         frame = frame[frame["run_id"] == run]
     if domain != "any domain":
-        frame = frame[frame["domains"].fillna("").str.split(",").map(lambda d: d.count(domain) * 2 > len(d))]
+        frame = frame[frame["majority"] == domain]
     frame = frame[frame["ms"].fillna(-np.inf) >= ms_min]
     query = (query or "").strip()
     if query and semantic:
@@ -50,7 +42,7 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
         frame = frame[text.map(lambda t: all(w in t for w in query.lower().split()))]
     frame = with_names(explorer, frame)
     return pd.DataFrame({"feature": frame["feature"], "name": frame["name"].fillna(""), "MS": frame["ms"].round(2),
-                         "freq %": (100 * frame["frequency"]).round(3), "H domains": frame["domains"].map(domain_mix),
+                         "freq %": (100 * frame["frequency"]).round(3), "H domains": frame["domain_mix"].fillna(""),
                          "layer": frame["layer"], "e": frame["expansion"], "run": frame["run_id"]}, columns=COLUMNS)
 
 

@@ -104,7 +104,7 @@ def build(explorer, nav):
         outs = [plots.mel_with_activation(row["mels"].get(r["clip_id"]), row["timelines"].get(r["clip_id"]),
                                           f"{kind}{int(r['rank'])}: activation over the mel") if r is not None else None
                 for kind, r in shown(row["representatives"])]
-        return outs + [plots.mel_patch(row["mel_patch"]), plots.histogram(row["activations"]["mu"].to_numpy()),
+        return outs + [plots.mel_patch(row["mel_patch"]), plots.histogram(row["histogram"]),
                        row["other_runs"].astype({"cosine": float}).round(3),
                        row["neighbours"].astype({"cosine": float}).round(3)]
 

@@ -58,7 +58,7 @@ def build(explorer, nav, tab) -> Refresh:
     inputs = [run, colour, layout, nav.target]
     for control in (run, colour, layout):
         control.change(lambda *a: draw(explorer, *a), inputs, plot)
-    tab.select(lambda *a: draw(explorer, *a), inputs, plot, show_progress="hidden")
+    tab.select(lambda *a: draw(explorer, *a), inputs, plot, show_progress="hidden", api_name="map")
 
     def refresh(r, c, lay, target):
         runs = explorer.runs()["run_id"].tolist()

@@ -35,8 +35,7 @@ STRENGTH = 10  # the slider goes to 10x the feature's observed maximum: Whisper'
 
 def feature_choices(explorer, run_id: str) -> list[tuple[str, str]]:
     """Features by MS, those whose H clips are mostly not speech first (they steer speech visibly)."""
-    frame = explorer.concepts().query("run_id == @run_id").copy()
-    frame["speechy"] = frame["domains"].fillna("").map(lambda d: d.split(",").count("speech") * 2 > len(d.split(",")))
+    frame = explorer.concepts().query("run_id == @run_id").assign(speechy=lambda f: f["majority"] == "speech")
     frame = frame.sort_values(["speechy", "ms"], ascending=[True, False])
     return [(f"#{int(f)} {n or ''}", str(int(f))) for f, n in zip(frame["feature"], frame["name"])]
 
