@@ -3,7 +3,8 @@
 Synthetic sparse codes with the paper's shapes (d_sae 32,000, K = 250 per token, 25 tokens/s, 10-s clips:
 250 tokens a clip, about 27,500 fired units a clip) go through the scoring stage's own `ScoreAccumulator`
 (per-unit statistics, H^k / L^k for r, mu and c, fired pairs to Parquet parts), then the store stage's own
-copy of those parts into DuckDB's `clip_features`. Each size runs in a fresh process, so its peak RSS is its
+copy of those parts into the run's clip scores file (one Parquet file sorted by feature) and the histograms
+of mu from it. Each size runs in a fresh process, so its peak RSS is its
 own. The SAE encode is left out (its speed per device: benchmarks/sae_device.py); Ray runs the clips as
 ranges in parallel tasks merged on the driver, as `ard score --engine ray` does.
     python benchmarks/scale.py [--clips 1000,3000,10000] [--engines allpairs,local,ray] [--jobs 1]
@@ -70,8 +71,6 @@ def all_pairs(n_clips: int) -> None:
 
 def child(n_clips: int, engine: str, buffer_pairs: int, work: Path) -> dict:
     """One size in this process: score, then store; seconds and peak RSS of each."""
-    import duckdb
-
     from pipeline import store
 
     pairs = work / "pairs"
@@ -81,7 +80,7 @@ def child(n_clips: int, engine: str, buffer_pairs: int, work: Path) -> dict:
         all_pairs(n_clips)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {"clips": n_clips, "engine": engine, "pairs": 0, "score_s": round(time.perf_counter() - start, 1),
-                "score_peak_mb": round(peak), "store_s": 0.0, "peak_mb": round(peak), "parquet_mb": 0, "duckdb_mb": 0}
+                "score_peak_mb": round(peak), "store_s": 0.0, "peak_mb": round(peak), "parquet_mb": 0, "scores_mb": 0}
     if engine == "ray":
         import ray
 
@@ -100,17 +99,18 @@ def child(n_clips: int, engine: str, buffer_pairs: int, work: Path) -> dict:
     start = time.perf_counter()
     with store.connect(work / "scale.duckdb") as con:
         con.execute("SET memory_limit = '2GB'")  # [store] memory_limit's default
-        con.execute("BEGIN")
-        store._copy_pairs(con, "run", store.ClipPairs(pairs, np.array([f"clip{i}" for i in range(n_clips)])))
-        con.execute("COMMIT")
-        n_pairs = con.execute("SELECT count(*) FROM clip_features").fetchone()[0]
+        out = store.pairs_file(con, "run")
+        out.parent.mkdir()
+        store._copy_pairs(con, "run", store.ClipPairs(pairs, np.array([f"clip{i}" for i in range(n_clips)])), out)
+        store._write_histograms(con, "run", out)
+        (n_pairs,), = con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchall()
     store_s = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     parquet_mb = sum(p.stat().st_size for p in pairs.glob("*.parquet")) / 2**20
     return {"clips": n_clips, "engine": engine, "pairs": int(n_pairs), "score_s": round(score_s, 1),
             "score_peak_mb": round(score_rss), "store_s": round(store_s, 1), "peak_mb": round(peak),
             "parquet_mb": round(parquet_mb), "h_filled": float((reps["sae"][0].clips >= 0).mean()),
-            "duckdb_mb": round((work / "scale.duckdb").stat().st_size / 2**20)}
+            "scores_mb": round(out.stat().st_size / 2**20)}
 
 
 def fit(rows: list[dict], column: str) -> tuple[float, float]:
@@ -147,7 +147,7 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{engine:8s} {n:>7,} clips  {r['pairs']:>13,} pairs  score {r['score_s']:>7.1f} s "
               f"(peak {r['score_peak_mb']:>6,} MB)  store {r['store_s']:>6.1f} s  peak {r['peak_mb']:>6,} MB  "
-              f"parquet {r['parquet_mb']:>6,} MB  duckdb {r['duckdb_mb']:>6,} MB", flush=True)
+              f"parts {r['parquet_mb']:>6,} MB  clip scores file {r['scores_mb']:>6,} MB", flush=True)
         return r
 
     cases = [(e, int(n)) for e in args.engines.split(",") for n in args.clips.split(",")]

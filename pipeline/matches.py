@@ -5,13 +5,19 @@ read every fired pair of the other runs (billions at the paper's scale).
 
 Blocks of features, dense over the clips: memory is about 2 x clips x `block` x 4 bytes (about 1.9 GB at 118k
 clips and the default block), whatever d_sae and C are; the other run is read ceil(C / block) times, each block
-by a range of features, which the feature-sorted `clip_features` prunes to its own row groups.
+by a range of features, which the run's feature-sorted clip scores file prunes to its own row groups.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
+
+from . import store
+
+log = logging.getLogger(__name__)
 
 BLOCK = 2048
 CHUNK_VECTORS = 512  # DuckDB vectors of 2,048 rows
@@ -82,10 +88,14 @@ def co_activation_matches(con, run_id: str, other: str, features: list[int], top
 
 def matches_with_others(con, run_id: str, selected: dict[str, list[int]], top: int = 3) -> pd.DataFrame:
     """Every match that involves `run_id`, both ways, against every other run in `selected` (run -> its top-C
-    features): what store.write_matches replaces when this run's scores change."""
+    features) whose clip scores file is here: what store.write_matches replaces when this run's scores change."""
     parts = []
     for other, theirs in selected.items():
         if other == run_id:
+            continue
+        if not store.pairs_file(con, other).is_file():
+            log.warning("no clip scores file for run %s (%s): no matches with it; `ard store` on its config "
+                        "writes it", other, store.pairs_file(con, other))
             continue
         parts.append(co_activation_matches(con, run_id, other, selected.get(run_id, []), top))
         parts.append(co_activation_matches(con, other, run_id, theirs, top))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import zlib
 from contextlib import contextmanager
@@ -34,8 +35,6 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS representatives (
     run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, kind VARCHAR, rank INTEGER,
     clip_id VARCHAR, score DOUBLE, r DOUBLE, mu DOUBLE, c DOUBLE, tie_broken BOOLEAN);
-CREATE TABLE IF NOT EXISTS clip_features (
-    run_id VARCHAR, clip_id VARCHAR, feature INTEGER, r DOUBLE, mu DOUBLE, c DOUBLE);
 -- the explorer reads these few rows per feature instead of every fired pair (billions at the paper's scale)
 CREATE TABLE IF NOT EXISTS feature_histograms (run_id VARCHAR, feature INTEGER, lo DOUBLE, hi DOUBLE, counts INTEGER[]);
 CREATE TABLE IF NOT EXISTS feature_matches (
@@ -94,6 +93,12 @@ def _columns(con) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+def _legacy_tables(con) -> list[str]:
+    """Tables older versions kept that now live elsewhere (clip_features: in Parquet files, see `pairs_folder`)."""
+    return [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                                      "AND NOT temporary AND table_name = 'clip_features'").fetchall()]
+
+
 def stale_tables(con) -> list[str]:
     """Tables whose columns differ from this version's SCHEMA (a database written by an older version)."""
     fresh = duckdb.connect()
@@ -137,10 +142,12 @@ def connect(db_path: str | Path, read_only: bool = False, schema: str | None = S
                                "DuckDB allows one writer: stop it, then run this again") from err
     try:
         if not read_only and schema == SCHEMA:
-            for table in stale_tables(con):  # an older layout: drop it; its stages re-run (SCHEMA_HASH)
+            for table in stale_tables(con) + _legacy_tables(con):  # an older layout: its stages re-run (SCHEMA_HASH)
                 con.execute(f"DROP TABLE {table}")
         if not read_only and schema:
             con.execute(schema)
+        if schema == SCHEMA:
+            _pairs_view(con)
         yield con
     finally:
         con.close()
@@ -191,41 +198,79 @@ def write_run(con, run: dict) -> None:
 
 class ClipPairs(NamedTuple):
     """A run's fired (clip, feature, mu, c) pairs on disk: the score stage's Parquet parts (clip = a row of
-    `clip_ids`). Copied into `clip_features` by DuckDB itself, streaming, never as one frame in memory."""
+    `clip_ids`), written by `write_scores` as the run's clip scores file by DuckDB itself, streaming."""
 
     folder: Path
     clip_ids: np.ndarray
 
 
+# Every fired (clip, feature) pair of a run: about 3 billion rows a run at the paper's scale (15 GB of Parquet,
+# against 72 GB as a DuckDB table). They live beside the database, one Parquet file a run sorted by feature (a
+# range of features reads its own row groups), and each connection from `connect` sees them all as the view
+# `clip_features` (run_id, clip_id, feature, r, mu, c). The explorer does not read them (see feature_histograms
+# and feature_matches).
+PAIRS_COLUMNS = {"run_id": "VARCHAR", "clip_id": "VARCHAR", "feature": "INTEGER", "r": "DOUBLE", "mu": "DOUBLE",
+                 "c": "DOUBLE"}
+NO_PAIRS = "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in PAIRS_COLUMNS.items()) + " WHERE false"
+
+
+def pairs_folder(con) -> Path:
+    """`<database>.pairs/` beside the database file: move or copy the two together."""
+    (path,), = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return Path(path).with_suffix(".pairs")
+
+
+def pairs_file(con, run_id: str) -> Path:
+    return pairs_folder(con) / f"{run_id.replace('/', '_').replace(os.sep, '_')}.parquet"
+
+
+def _sql_path(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _pairs_view(con) -> None:
+    """(Re)make this connection's `clip_features` view over the runs' files (empty when there are none)."""
+    files = sorted(pairs_folder(con).glob("*.parquet"))
+    source = f"read_parquet([{', '.join(_sql_path(f) for f in files)}])" if files else f"({NO_PAIRS})"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW clip_features AS SELECT {', '.join(PAIRS_COLUMNS)} FROM {source}")
+
+
 def write_scores(con, run_id: str, features: pd.DataFrame, representatives: pd.DataFrame,
                  pairs: ClipPairs, method_scores: pd.DataFrame, metrics: dict[str, float]) -> None:
-    """One run's scoring and monosemanticity results, replacing earlier ones, in one transaction."""
+    """One run's scoring and monosemanticity results, replacing earlier ones, in one transaction; its clip
+    scores file replaces the old one once that transaction has committed."""
+    final = pairs_file(con, run_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    written = final.with_name(final.name + ".tmp")
+    _copy_pairs(con, run_id, pairs, written)
     con.execute("BEGIN")
     try:
         for table, frame in (("features", features), ("representatives", representatives),
                              ("method_scores", method_scores)):
             _replace(con, table, run_id, frame.assign(run_id=run_id))
-        _copy_pairs(con, run_id, pairs)
-        _write_histograms(con, run_id)
+        _write_histograms(con, run_id, written)
         _replace(con, "sae_metrics", run_id,
                  pd.DataFrame({"run_id": run_id, "metric": list(metrics), "value": [float(v) for v in metrics.values()]}))
         con.execute("DELETE FROM name_embeddings WHERE run_id = ?", [run_id])  # the names are gone with them
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
+        written.unlink(missing_ok=True)
         raise
+    os.replace(written, final)
+    _pairs_view(con)
 
 
-def _copy_pairs(con, run_id: str, pairs: ClipPairs) -> None:
-    con.execute("DELETE FROM clip_features WHERE run_id = ?", [run_id])
+def _copy_pairs(con, run_id: str, pairs: ClipPairs, out: Path) -> None:
+    """The score stage's parts as one Parquet file of (run_id, clip_id, feature, r, mu, c), sorted by feature
+    (DuckDB sorts out of core within its memory_limit)."""
     parts = sorted(str(p) for p in Path(pairs.folder).glob("*.parquet"))
-    if not parts:
-        return
+    query = ("SELECT ?::VARCHAR AS run_id, i.clip_id, p.feature::INTEGER AS feature, p.mu * p.c AS r, p.mu, p.c "
+             "FROM read_parquet(?) p JOIN _ids i ON i.row = p.clip ORDER BY p.feature, i.clip_id") if parts else NO_PAIRS
     con.register("_ids", pd.DataFrame({"row": np.arange(len(pairs.clip_ids), dtype=np.int32), "clip_id": pairs.clip_ids}))
-    try:  # sorted by feature: zone maps prune a range of features to few row groups (no index: at the paper's
-        # scale, billions of rows, an index would not fit in memory)
-        con.execute("""INSERT INTO clip_features SELECT ?, i.clip_id, p.feature, p.mu * p.c, p.mu, p.c
-                       FROM read_parquet(?) p JOIN _ids i ON i.row = p.clip ORDER BY p.feature""", [run_id, parts])
+    try:
+        con.execute(f"COPY ({query}) TO {_sql_path(out)} (FORMAT parquet, COMPRESSION zstd)",
+                    [run_id, parts] if parts else []).fetchall()  # DuckDB 2 wants COPY's count read
     finally:
         con.unregister("_ids")
 
@@ -233,18 +278,19 @@ def _copy_pairs(con, run_id: str, pairs: ClipPairs) -> None:
 HISTOGRAM_BINS = 30
 
 
-def _write_histograms(con, run_id: str, bins: int = HISTOGRAM_BINS) -> None:
+def _write_histograms(con, run_id: str, pairs: Path, bins: int = HISTOGRAM_BINS) -> None:
     """Each feature's histogram of mu over the clips where it fires: `bins` equal bins from its lowest to its
-    highest mu, the last one closed (as numpy.histogram); one aggregation in DuckDB over the run's pairs."""
+    highest mu, the last one closed (as numpy.histogram); one aggregation in DuckDB over the run's pairs file."""
     con.execute("DELETE FROM feature_histograms WHERE run_id = ?", [run_id])
-    con.execute("""
+    con.execute(f"""
         INSERT INTO feature_histograms
-        WITH span AS (SELECT feature, min(mu) AS lo, max(mu) AS hi FROM clip_features WHERE run_id = $run GROUP BY feature),
+        WITH pairs AS (SELECT feature, mu FROM read_parquet({_sql_path(pairs)})),
+        span AS (SELECT feature, min(mu) AS lo, max(mu) AS hi FROM pairs GROUP BY feature),
         binned AS (
             SELECT f.feature, CASE WHEN s.hi > s.lo
                                    THEN least(CAST(floor((f.mu - s.lo) / (s.hi - s.lo) * $bins) AS INTEGER), $bins - 1)
                                    ELSE 0 END AS bin, count(*) AS n
-            FROM clip_features f JOIN span s USING (feature) WHERE f.run_id = $run GROUP BY ALL)
+            FROM pairs f JOIN span s USING (feature) GROUP BY ALL)
         SELECT $run, s.feature, s.lo, s.hi, list(coalesce(b.n, 0)::INTEGER ORDER BY g.bin)
         FROM span s CROSS JOIN range($bins) g(bin) LEFT JOIN binned b ON b.feature = s.feature AND b.bin = g.bin
         GROUP BY s.feature, s.lo, s.hi""", {"run": run_id, "bins": bins})

@@ -36,16 +36,27 @@ def test_a_database_held_by_another_process_is_a_clear_error(tmp_path):
             pass
 
 
+def _write_pairs(con, run: str, frame) -> None:
+    """A run's clip scores file, as write_scores leaves it (sorted by feature), and the view over them."""
+    path = store.pairs_file(con, run)
+    path.parent.mkdir(exist_ok=True)
+    con.register("_p", frame)
+    con.execute(f"COPY (SELECT run_id, clip_id, feature::INTEGER AS feature, r, mu, c FROM _p ORDER BY feature) "
+                f"TO '{path}' (FORMAT parquet)").fetchall()
+    con.unregister("_p")
+    store._pairs_view(con)
+
+
 def _runs_of_scores(con, scores: dict, clips: list[str]) -> None:
-    """clip_features, clips and features rows for dense clip-score matrices (run -> [clips, features])."""
+    """Clip scores files, clips and features rows for dense clip-score matrices (run -> [clips, features])."""
     import numpy as np
     import pandas as pd
 
     store._insert(con, "clips", pd.DataFrame({"clip_id": clips}))
     for run, r in scores.items():
         i, f = np.nonzero(r)
-        store._insert(con, "clip_features", pd.DataFrame({"run_id": run, "clip_id": np.array(clips)[i], "feature": f,
-                                                          "r": r[i, f], "mu": r[i, f], "c": 1.0}))
+        _write_pairs(con, run, pd.DataFrame({"run_id": run, "clip_id": np.array(clips)[i], "feature": f,
+                                             "r": r[i, f], "mu": r[i, f], "c": 1.0}))
         store._insert(con, "features", pd.DataFrame({"run_id": run, "feature": np.arange(r.shape[1]),
                                                      "name": [f"{run}{k}" for k in range(r.shape[1])]}))
 
@@ -110,8 +121,8 @@ def test_histograms_of_mu_equal_numpys_over_each_features_clips(tmp_path):
     frame = pd.concat([pd.DataFrame({"run_id": "r", "clip_id": [f"c{i}" for i in range(len(m))], "feature": f,
                                      "r": m, "mu": m, "c": 1.0}) for f, m in mu.items()])
     with store.connect(tmp_path / "h.duckdb") as con:
-        store._insert(con, "clip_features", frame)
-        store._write_histograms(con, "r")
+        _write_pairs(con, "r", frame)
+        store._write_histograms(con, "r", store.pairs_file(con, "r"))
         for feature, values in mu.items():
             lo, hi, counts = store.histogram(con, "r", feature)
             assert (lo, hi) == (values.min(), values.max())
