@@ -94,13 +94,19 @@ def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", 
                 neighbours: list[int] = ()) -> go.Figure:
     """UMAP scatter of a run's features, laid out by what they hear (their H^k clips' embedding centroid) or by
     decoder direction; customdata carries the feature id for clicks; the open feature and its decoder
-    neighbours are ringed."""
+    neighbours are ringed. Plain traces of arrays (unvalidated): a paper-scale run has 32,000 points."""
     xc, yc = LAYOUTS.get(layout, ("x", "y"))
-    frame = frame.dropna(subset=[xc, yc]).copy()
-    frame["text"] = frame["name"].fillna("(unnamed)") + " · H: " + frame["label"].fillna(frame["domain"]).fillna("-")
-    hover = "#%{customdata[0]} %{text}<extra></extra>"
-    scatter = go.Scattergl if len(frame) >= WEBGL_FROM else go.Scatter
-    fig = go.Figure()
+    frame = frame.dropna(subset=[xc, yc])
+    text = (frame["name"].fillna("(unnamed)") + " · H: " + frame["label"].fillna(frame["domain"]).fillna("-")).to_numpy()
+    kind = "scattergl" if len(frame) >= WEBGL_FROM else "scatter"
+
+    def points(rows: np.ndarray, **style) -> dict:
+        part = frame[rows]
+        return {"type": kind, "mode": "markers", "x": part[xc].to_numpy(np.float32), "y": part[yc].to_numpy(np.float32),
+                "customdata": part[["feature"]].to_numpy(np.int32), "text": text[rows].tolist(),
+                "hovertemplate": "#%{customdata[0]} %{text}<extra></extra>", **style}
+
+    traces = []
     if color in ("H label", "dominant domain"):
         column = "label" if color == "H label" else "domain"
         groups = frame[column].fillna("none")
@@ -108,29 +114,27 @@ def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", 
             common = groups.value_counts().index[:TOP_LABELS]
             groups = groups.where(groups.isin(common), "other")
         palette = iter(px.colors.qualitative.Dark24)  # one distinct colour a group; "other" and "none" grey
-        for group, part in frame.groupby(groups):
+        for group in sorted(groups.unique()):
+            rows = (groups == group).to_numpy()
             colour = "lightgrey" if group in ("other", "none") else next(palette)
-            fig.add_trace(scatter(x=part[xc], y=part[yc], mode="markers", name=f"{group} ({len(part)})",
-                                       marker=dict(size=6, opacity=0.8, color=colour), customdata=part[["feature"]],
-                                       text=part["text"], hovertemplate=hover))
+            traces.append(points(rows, name=f"{group} ({int(rows.sum())})",
+                                 marker={"size": 6, "opacity": 0.8, "color": colour}))
     else:
         values, title, scale = ((np.log10(frame["frequency"].clip(lower=1e-7)), "log10 freq", "Viridis")
                                 if color == "log frequency" else (frame["ms"].fillna(0), "MS", "Plasma"))
-        fig.add_trace(scatter(x=frame[xc], y=frame[yc], mode="markers", customdata=frame[["feature"]],
-                                   text=frame["text"], hovertemplate=hover, showlegend=False,
-                                   marker=dict(color=values, colorscale=scale, showscale=True,
-                                               colorbar=dict(title=title), size=6)))
-    for ids, name, style in ((list(neighbours), "decoder neighbours", dict(size=13, color="rgba(0,0,0,0)",
-                                                                          line=dict(width=2, color="black"))),
+        traces.append(points(np.ones(len(frame), bool), showlegend=False,
+                             marker={"color": values.to_numpy(np.float32), "colorscale": scale, "showscale": True,
+                                     "colorbar": {"title": {"text": title}}, "size": 6}))
+    for ids, name, style in ((list(neighbours), "decoder neighbours", {"size": 13, "color": "rgba(0,0,0,0)",
+                                                                       "line": {"width": 2, "color": "black"}}),
                              ([selected] if selected is not None else [], "open feature",
-                              dict(size=18, symbol="star", color="gold", line=dict(width=1, color="black")))):
-        part = frame[frame["feature"].isin(ids)]
-        if len(part):
-            fig.add_trace(go.Scatter(x=part[xc], y=part[yc], mode="markers", name=name, marker=style,
-                                     customdata=part[["feature"]], text=part["text"], hovertemplate=hover))
-    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), clickmode="event",
-                      legend=dict(itemsizing="constant"))
-    return _layout(fig, f"Features by {layout} (UMAP); click a point to open it", 600)
+                              {"size": 18, "symbol": "star", "color": "gold", "line": {"width": 1, "color": "black"}})):
+        rows = frame["feature"].isin(ids).to_numpy()
+        if rows.any():
+            traces.append({**points(rows, name=name, marker=style), "type": "scatter"})
+    axes = {"xaxis": {"visible": False}, "yaxis": {"visible": False}, "clickmode": "event",
+            "legend": {"itemsizing": "constant"}}
+    return _figure(traces, axes, f"Features by {layout} (UMAP); click a point to open it", 600)
 
 
 def features_over_time(z: np.ndarray, features: list[int], names: list[str]) -> go.Figure:

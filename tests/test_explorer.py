@@ -518,3 +518,13 @@ def test_whole_run_reads_are_cached_until_the_database_moves_on(tmp_path):
         assert explorer.concepts()["feature"].tolist() == [1, 0]
     finally:
         explorer.close()
+
+
+def test_the_concepts_table_sends_at_most_its_cap_and_says_how_many_there_are():
+    from explorer.views import concepts
+
+    many = pd.DataFrame({"feature": np.arange(concepts.MAX_ROWS + 500)})
+    grid = concepts.shown(many)
+    assert len(grid.value["data"]) == concepts.MAX_ROWS and grid.value["data"][0][0] == 0  # the first rows, in order
+    assert f"{concepts.MAX_ROWS:,} of {len(many):,}" in grid.label
+    assert concepts.shown(many.head(3)).label == "3 concepts"

@@ -12,6 +12,7 @@ from ..background import Refresh
 COLUMNS = ["feature", "name", "MS", "freq %", "H domains", "layer", "e", "run"]
 TYPES = ["number", "str", "number", "number", "str", "str", "number", "str"]
 WIDTHS = ["8%", "27%", "7%", "8%", "18%", "10%", "5%", "17%"]  # all of it on a 1,300-px window
+MAX_ROWS = 2_000  # sent to the page at once (the paper's scale is 15,000 concepts: 2 MB, and a browser that lags)
 
 
 def with_names(explorer, frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,6 +47,16 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
                          "layer": frame["layer"], "e": frame["expansion"], "run": frame["run_id"]}, columns=COLUMNS)
 
 
+def count(frame: pd.DataFrame) -> str:
+    return (f"{len(frame):,} concepts" if len(frame) <= MAX_ROWS else
+            f"the first {MAX_ROWS:,} of {len(frame):,} concepts: search or filter to narrow them")
+
+
+def shown(frame: pd.DataFrame) -> gr.Dataframe:
+    """The table's first MAX_ROWS rows (highest MS, or closest to a semantic search), saying how many there are."""
+    return gr.Dataframe(frame.head(MAX_ROWS), label=count(frame))
+
+
 def lowest_ms(explorer) -> float:
     return float(np.floor(np.nanmin(explorer.concepts()["ms"].to_numpy(float), initial=0.0)))
 
@@ -61,15 +72,15 @@ def build(explorer, nav) -> Refresh:
         domain = gr.Dropdown(["any domain", "speech", "music", "sound"], value="any domain", label="Mostly this domain in H")
         lowest = lowest_ms(explorer)
         ms_min = gr.Slider(lowest, 20, value=lowest, step=0.5, label="Minimum monosemanticity")
-    frame = table(explorer, "all runs", "any domain", lowest, "", False)
-    grid = gr.Dataframe(frame, interactive=False, wrap=True, elem_id="concepts-table", max_height=600,
-                        datatype=TYPES, column_widths=WIDTHS)
+    first = table(explorer, "all runs", "any domain", lowest, "", False)
+    grid = gr.Dataframe(first.head(MAX_ROWS), label=count(first), show_label=True, interactive=False, wrap=True,
+                        elem_id="concepts-table", max_height=600, datatype=TYPES, column_widths=WIDTHS)
     gr.Markdown("Select a row to open the feature; click a column's header to sort by it. "
                 "freq %: the share of the corpus's tokens on which the feature fires.")
     inputs = [run, domain, ms_min, query, semantic]
     for control in (run, domain, ms_min, semantic):
-        control.change(lambda *a: table(explorer, *a), inputs, grid, api_name=False)
-    query.submit(lambda *a: table(explorer, *a), inputs, grid, api_name="search")
+        control.change(lambda *a: shown(table(explorer, *a)), inputs, grid, api_name=False)
+    query.submit(lambda *a: shown(table(explorer, *a)), inputs, grid, api_name="search")
 
     def open_row(evt: gr.SelectData):
         row = dict(zip(COLUMNS, evt.row_value))  # the row as shown (sorting reorders it client-side)
@@ -79,6 +90,6 @@ def build(explorer, nav) -> Refresh:
 
     def refresh(*values):
         return [gr.Dropdown(choices=["all runs"] + explorer.runs()["run_id"].tolist()),
-                gr.Slider(minimum=min(lowest_ms(explorer), values[2])), table(explorer, *values)]
+                gr.Slider(minimum=min(lowest_ms(explorer), values[2])), shown(table(explorer, *values))]
 
     return Refresh(refresh, [run, ms_min, grid], inputs)

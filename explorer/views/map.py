@@ -50,7 +50,7 @@ def build(explorer, nav, tab) -> Refresh:
         run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run", elem_id="map-run")
         layout = gr.Radio(list(plots.LAYOUTS), value="what it hears", label="Lay out by", elem_id="map-layout")
         colour = gr.Radio(COLOURS, value="H label", label="Colour by", elem_id="map-colour")
-    plot = gr.Plot(draw(explorer, run.value, colour.value, layout.value, None), elem_id="map-plot", show_label=False)
+    plot = gr.Plot(elem_id="map-plot", show_label=False)  # drawn when the tab is shown: not in every page load
     gr.Markdown("Every feature of the run is a point. *What it hears*: features whose most representative clips "
                 "sound alike sit together (UMAP of their H clips' mean embedding); *decoder direction*: features "
                 "that write similar directions into the model. Hover for the name and the H clips' commonest label, "
