@@ -7,8 +7,9 @@ copy of those parts into the run's clip scores file (one Parquet file sorted by 
 of mu from it. Each size runs in a fresh process, so its peak RSS is its
 own. The SAE encode is left out (its speed per device: benchmarks/sae_device.py); Ray runs the clips as
 ranges in parallel tasks merged on the driver, as `ard score --engine ray` does.
-    python benchmarks/scale.py [--clips 1000,3000,10000] [--engines allpairs,local,ray] [--jobs 1]
-"allpairs" is the baseline: scoring as it was before (every fired pair in memory, one sort of them all).
+    python benchmarks/scale.py [--clips 1000,3000,10000] [--engines allpairs,local,ray,table] [--jobs 1]
+"allpairs" is the baseline of scoring as it was before (every fired pair in memory, one sort of them all);
+"table" the baseline of the store as it was (every pair copied into a DuckDB table, against one Parquet file).
 Prints a table per engine and the fitted growth (seconds and MB per 1,000 clips) with the 118k-clip estimate.
 """
 
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -97,13 +99,23 @@ def child(n_clips: int, engine: str, buffer_pairs: int, work: Path) -> dict:
     score_s = time.perf_counter() - start
     score_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
+    ids = np.array([f"clip{i}" for i in range(n_clips)])
     with store.connect(work / "scale.duckdb") as con:
         con.execute("SET memory_limit = '2GB'")  # [store] memory_limit's default
-        out = store.pairs_file(con, "run")
-        out.parent.mkdir()
-        store._copy_pairs(con, "run", store.ClipPairs(pairs, np.array([f"clip{i}" for i in range(n_clips)])), out)
-        store._write_histograms(con, "run", out)
-        (n_pairs,), = con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchall()
+        if engine == "table":  # the baseline: the store as it was, every pair copied into a DuckDB table
+            con.register("_ids", pd.DataFrame({"row": np.arange(n_clips, dtype=np.int32), "clip_id": ids}))
+            con.execute("""CREATE TABLE pairs AS SELECT 'run' AS run_id, i.clip_id, p.feature, p.mu * p.c AS r, p.mu, p.c
+                           FROM read_parquet(?) p JOIN _ids i ON i.row = p.clip ORDER BY p.feature""",
+                        [sorted(str(p) for p in pairs.glob("*.parquet"))])
+            (n_pairs,), = con.execute("SELECT count(*) FROM pairs").fetchall()
+            con.execute("CHECKPOINT")
+            out = work / "scale.duckdb"
+        else:
+            out = store.pairs_file(con, "run")
+            out.parent.mkdir()
+            store._copy_pairs(con, "run", store.ClipPairs(pairs, ids), out)
+            store._write_histograms(con, "run", out)
+            (n_pairs,), = con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchall()
     store_s = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     parquet_mb = sum(p.stat().st_size for p in pairs.glob("*.parquet")) / 2**20
@@ -125,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="1000,3000,10000")
     parser.add_argument("--engines", default="allpairs,local,ray",
-                        help="allpairs: the old in-memory scoring (baseline); local; ray")
+                        help="allpairs: the old in-memory scoring (baseline); local; ray; table: local scoring, then "
+                             "the old store (every pair copied into a DuckDB table; baseline of the clip scores file)")
     parser.add_argument("--buffer-pairs", type=int, default=2_097_152)
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (on a machine with cores to spare)")
     parser.add_argument("--child", nargs=3, metavar=("CLIPS", "ENGINE", "WORK"), help=argparse.SUPPRESS)
@@ -147,7 +160,7 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{engine:8s} {n:>7,} clips  {r['pairs']:>13,} pairs  score {r['score_s']:>7.1f} s "
               f"(peak {r['score_peak_mb']:>6,} MB)  store {r['store_s']:>6.1f} s  peak {r['peak_mb']:>6,} MB  "
-              f"parts {r['parquet_mb']:>6,} MB  clip scores file {r['scores_mb']:>6,} MB", flush=True)
+              f"parts {r['parquet_mb']:>6,} MB  clip scores on disk {r['scores_mb']:>6,} MB", flush=True)
         return r
 
     cases = [(e, int(n)) for e in args.engines.split(",") for n in args.clips.split(",")]

@@ -203,7 +203,8 @@ def cmd_steer_eval(args) -> int:
     concepts = concepts[concepts["run_id"] == run]
     speech_audio = [a for _, a in ts_pieces]  # held-out speech: clips the SAE never saw
     for domain in ("music", "sound"):
-        features = concepts[concepts["majority"] == domain].sort_values("ms", ascending=False)["feature"].head(args.concept_features).tolist()
+        mostly = concepts[concepts["majority"] == domain].sort_values("ms", ascending=False)
+        features = mostly["feature"].head(args.concept_features).tolist()
         if not features:
             continue
         result = sensitivity_eval(model, sae, layer, speech_audio, features, max_acts, probe=domain)
