@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -11,12 +14,37 @@ TOKEN_S = 0.02  # Whisper encoder positions are 20 ms apart
 MEL_HOP_S = 0.01
 
 
-def _figure(traces: list[dict], layout: dict, title: str, height: int = 220) -> go.Figure:
-    """A figure from plain dicts, unvalidated: plotly's validators cost more than the page's store reads,
-    and these traces are ours. No named template either (copying one costs ~50 ms a figure)."""
+class Figure:
+    """A plotly figure as plain data (traces and layout dicts): what Gradio's Plot sends, through to_json().
+    plotly's own Figure deep-copies every trace on the way (13 ms a mel spectrogram, and a feature page has
+    eight); numpy arrays go as plotly.js typed arrays (base64: a byte a mel level), other values as JSON."""
+
+    def __init__(self, data: list[dict], layout: dict):
+        self.data, self.layout = data, layout
+
+    def to_json(self) -> str:
+        return json.dumps({"data": self.data, "layout": self.layout}, default=_typed_array)
+
+
+TYPED = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4", "float32": "f4",
+         "float64": "f8"}  # plotly.js typed arrays; 64-bit integers and strings go as lists
+
+
+def _typed_array(value):
+    if isinstance(value, np.ndarray) and value.dtype.name in TYPED:
+        array = np.ascontiguousarray(value)
+        out = {"dtype": TYPED[array.dtype.name], "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
+        return out | ({"shape": ", ".join(map(str, array.shape))} if array.ndim > 1 else {})
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in a figure: give plots arrays, lists or numbers")
+
+
+def _figure(traces: list[dict], layout: dict, title: str, height: int = 220) -> Figure:
+    """A figure of our own traces, in the explorer's style (no named template, no validation)."""
     layout = {"title": {"text": title, "font": {"size": 13}}, "height": height, "plot_bgcolor": "white",
               "paper_bgcolor": "white", "margin": {"l": 40, "r": 10, "t": 30, "b": 30}, **layout}
-    return go.Figure(data=traces, layout=layout, _validate=False)
+    return Figure(traces, layout)
 
 
 def _layout(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
@@ -33,7 +61,7 @@ def _levels(image: np.ndarray) -> np.ndarray:
     return np.round((image - lo) * (255 / (hi - lo)) if hi > lo else np.zeros(image.shape)).astype(np.uint8)
 
 
-def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title: str) -> go.Figure:
+def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title: str) -> Figure:
     """The clip's mel spectrogram with the feature's activation over time drawn on top (second axis)."""
     traces = []
     if mel is not None:
@@ -48,7 +76,7 @@ def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title
     return _figure(traces, layout, title)
 
 
-def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the strongest frames") -> go.Figure:
+def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the strongest frames") -> Figure:
     traces = []
     if patch is not None:
         half = len(patch) / 2 * MEL_HOP_S
@@ -62,11 +90,11 @@ def mel_patch(patch: np.ndarray | None, title: str = "Mean mel patch around the 
 
 
 def histogram(binned: tuple[float, float, np.ndarray] | None,
-              title: str = "Mean activation over the clips where it fires") -> go.Figure:
+              title: str = "Mean activation over the clips where it fires") -> Figure:
     """binned: (lowest, highest, counts of equal bins) as the store keeps it; None: the feature never fires."""
     lo, hi, counts = binned if binned is not None else (0.0, 0.0, np.zeros(0))
     width = (hi - lo) / max(len(counts), 1) or 1.0
-    traces = [{"type": "bar", "x": (lo + width * (np.arange(len(counts)) + 0.5)).tolist(), "y": counts.tolist(),
+    traces = [{"type": "bar", "x": lo + width * (np.arange(len(counts)) + 0.5), "y": counts.astype(np.int32),
                "width": width, "marker": {"color": "steelblue"}}]
     layout = {"xaxis": {"title": {"text": "mu (clip mean activation)"}}, "yaxis": {"title": {"text": "clips"}},
               "bargap": 0}
@@ -91,10 +119,10 @@ def label_cohesion(frame: pd.DataFrame, layout: str) -> float:
 
 
 def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", selected: int | None = None,
-                neighbours: list[int] = ()) -> go.Figure:
+                neighbours: list[int] = ()) -> Figure:
     """UMAP scatter of a run's features, laid out by what they hear (their H^k clips' embedding centroid) or by
-    decoder direction; customdata carries the feature id for clicks; the open feature and its decoder
-    neighbours are ringed. Plain traces of arrays (unvalidated): a paper-scale run has 32,000 points."""
+    decoder direction; customdata carries each point's feature id for clicks; the open feature and its decoder
+    neighbours are ringed. Plain traces of arrays: a paper-scale run has 32,000 points."""
     xc, yc = LAYOUTS.get(layout, ("x", "y"))
     frame = frame.dropna(subset=[xc, yc])
     text = (frame["name"].fillna("(unnamed)") + " · H: " + frame["label"].fillna(frame["domain"]).fillna("-")).to_numpy()
@@ -103,8 +131,8 @@ def feature_map(frame: pd.DataFrame, color: str, layout: str = "what it hears", 
     def points(rows: np.ndarray, **style) -> dict:
         part = frame[rows]
         return {"type": kind, "mode": "markers", "x": part[xc].to_numpy(np.float32), "y": part[yc].to_numpy(np.float32),
-                "customdata": part[["feature"]].to_numpy(np.int32), "text": text[rows].tolist(),
-                "hovertemplate": "#%{customdata[0]} %{text}<extra></extra>", **style}
+                "customdata": part["feature"].to_numpy(np.int32), "text": text[rows].tolist(),
+                "hovertemplate": "#%{customdata} %{text}<extra></extra>", **style}
 
     traces = []
     if color in ("H label", "dominant domain"):

@@ -433,11 +433,11 @@ def test_map_lays_out_what_features_hear_and_rings_the_open_feature(server):
     # the open feature is the star, its decoder neighbours are ringed, each group has its own colour
     selected = int(explorer.concepts().query("run_id == @run")["feature"].iloc[0])
     fig = draw(explorer, run, "H label", "what it hears", f"{run}:{selected}")
-    traces = {t.name: t for t in fig.data}
-    assert [int(c[0]) for c in traces["open feature"].customdata] == [selected]
+    traces = {t["name"]: t for t in fig.data}
+    assert traces["open feature"]["customdata"].tolist() == [selected]
     near = set(explorer.feature(run, selected)["neighbours"]["neighbour"])
-    assert {int(c[0]) for c in traces["decoder neighbours"].customdata} == near
-    colours = [t.marker.color for t in fig.data if t.name not in ("open feature", "decoder neighbours")]
+    assert set(traces["decoder neighbours"]["customdata"].tolist()) == near
+    colours = [t["marker"]["color"] for t in fig.data if t["name"] not in ("open feature", "decoder neighbours")]
     assert len(colours) == len(set(colours)) == plots.TOP_LABELS + 1  # the top labels and "other"
 
 
@@ -518,6 +518,29 @@ def test_whole_run_reads_are_cached_until_the_database_moves_on(tmp_path):
         assert explorer.concepts()["feature"].tolist() == [1, 0]
     finally:
         explorer.close()
+
+
+def test_figures_send_arrays_as_plotly_typed_arrays_that_decode_to_the_same_values():
+    """What the browser's plotly.js decodes (dtype, base64 bytes, shape "rows, cols") is the array itself."""
+    import base64
+    import json
+
+    from explorer import plots
+
+    mel = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)
+    values = np.linspace(0, 1, 30, dtype=np.float32)
+    sent = json.loads(plots.mel_with_activation(mel, values, "t").to_json())
+    heat, line = sent["data"]
+    z = np.frombuffer(base64.b64decode(heat["z"]["bdata"]), np.uint8).reshape(
+        [int(n) for n in heat["z"]["shape"].split(",")])
+    assert heat["z"]["dtype"] == "u1" and z.shape == (40, 30)  # mel bands down, frames across
+    assert z.min() == 0 and z.max() == 255 and np.corrcoef(z.ravel(), mel.T.ravel())[0, 1] > 0.999
+    assert line["y"]["dtype"] == "f4" and (np.frombuffer(base64.b64decode(line["y"]["bdata"]), np.float32) == values).all()
+    assert sent["layout"]["title"]["text"] == "t" and line["dx"] == plots.TOKEN_S
+    hist = json.loads(plots.histogram((0.0, 3.0, np.array([2, 0, 1]))).to_json())["data"][0]
+    assert np.frombuffer(base64.b64decode(hist["x"]["bdata"]), np.float64).tolist() == [0.5, 1.5, 2.5]
+    with pytest.raises(TypeError, match="give plots arrays"):
+        plots.Figure([{"x": pd.Series([1])}], {}).to_json()
 
 
 def test_the_concepts_table_sends_at_most_its_cap_and_says_how_many_there_are():

@@ -67,11 +67,12 @@ def build(explorer, nav):
         return run_id, int(feature)
 
     def shown(reps: pd.DataFrame):
-        """The representatives in slot order: (kind, row), row None for an empty slot."""
+        """The representatives in slot order: (kind, row as a dict), row None for an empty slot."""
+        records = reps.sort_values(["kind", "rank"]).to_dict("records")
         for kind in ("H", "L"):
-            group = reps[reps["kind"] == kind].sort_values("rank")
+            group = [r for r in records if r["kind"] == kind]
             for i in range(SLOTS // 2):
-                yield kind, (group.iloc[i] if i < len(group) else None)
+                yield kind, (group[i] if i < len(group) else None)
 
     def load(target: str):
         """First paint: title, name, numbers and the clips' players (one small read)."""

@@ -16,7 +16,7 @@ CLICK_JS = """
       plot.dataset.ardClick = '1';
       plot.on('plotly_click', (ev) => {
         const run = document.querySelector('#map-run input')?.value;
-        const feature = ev.points[0].customdata[0];
+        const feature = ev.points[0].customdata;
         const box = document.querySelector('#nav-target textarea');
         box.value = `${run}:${feature}`;
         box.dispatchEvent(new Event('input', {bubbles: true}));
