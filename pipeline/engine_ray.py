@@ -9,7 +9,8 @@ the two) runs the model and writes the shard's layer files and then its index fi
 index is the shard's commit marker. Ray retries a shard whose worker died; a rerun after a killed job skips
 the shards whose index exists. Scoring is one Ray task per range of clips, each an `ScoreAccumulator` that
 writes its own Parquet parts; the driver merges them (the choice of H^k / L^k does not depend on how the
-clips were split) and alone writes DuckDB. Clip embeddings (the store stage's) are a Ray Data pipeline too.
+clips were split) and alone writes DuckDB. Clip embeddings (the store stage's) and captions (the name stage's)
+are Ray Data pipelines too: decode tasks, then a pool of embedder or captioner actors.
 
 The work folder must be one filesystem for every node (local disk on one machine; NFS or similar across
 machines). Ray's object store lives in /dev/shm: with little room there, Ray spills to disk and slows down.
@@ -81,7 +82,7 @@ def _decode(row: dict, corpus: CorpusConfig) -> dict:
             pieces.append(np.asarray(audio, np.float32))
     audio = np.concatenate(pieces).tobytes() if pieces else b""
     return {"shard": row["shard"], "ids": json.dumps(ids), "lengths": json.dumps(lengths), "audio": audio,
-            "problems": json.dumps(problems)}
+            "problems": json.dumps(problems), "extra": row.get("extra", "")}  # extra: the next step's, as it came
 
 
 class _ShardWriter:
@@ -93,9 +94,8 @@ class _ShardWriter:
         self.model, self.layers, self.folder = load_model(model_cfg), layers, Path(folder)
 
     def __call__(self, row: dict) -> dict:
-        shard, ids, lengths = row["shard"], json.loads(row["ids"]), json.loads(row["lengths"])
-        audio = np.frombuffer(row["audio"], np.float32)
-        clips = np.split(audio, np.cumsum(lengths)[:-1]) if lengths else []
+        shard = row["shard"]
+        ids, clips = _split(row)
         arrays: dict[str, list[np.ndarray]] = {layer: [] for layer in self.layers}
         entries, first = [], 0
         batch = max(1, getattr(self.model, "batch_size", 1))
@@ -162,9 +162,8 @@ class _Embedder:
         self.embedder, self.rate = make_embedder(name, device), rate
 
     def __call__(self, row: dict) -> dict:
-        lengths = json.loads(row["lengths"])
-        audio = np.frombuffer(row["audio"], np.float32)
-        vectors = np.asarray(self.embedder.embed(np.split(audio, np.cumsum(lengths)[:-1]), self.rate), np.float32)
+        _, audios = _split(row)
+        vectors = np.asarray(self.embedder.embed(audios, self.rate), np.float32)
         return {"ids": row["ids"], "vectors": vectors.tobytes(), "dim": vectors.shape[1]}
 
 
@@ -175,11 +174,7 @@ def embed_on_ray(cfg: Config, clip_ids: list[str], by_id: dict[str, Clip], batch
     import ray.data
 
     eng = cfg.engine
-    items = []
-    for lo in range(0, len(clip_ids), batch):
-        want = clip_ids[lo : lo + batch]
-        bases = dict.fromkeys(cid if cid in by_id else cid.rsplit("#", 1)[0] for cid in want)
-        items.append({"shard": lo, "want": json.dumps(want), "clips": json.dumps([_clip_record(by_id[b]) for b in bases])})
+    items = _batches(clip_ids, by_id, batch)
     device = "cuda" if eng.gpus_per_worker else "cpu"
     ds = (ray.data.from_items(items, override_num_blocks=len(items))
           .map(_decode, fn_kwargs={"corpus": cfg.corpus}, num_cpus=1)
@@ -189,6 +184,89 @@ def embed_on_ray(cfg: Config, clip_ids: list[str], by_id: dict[str, Clip], batch
     for row in ds.iter_rows():
         ids = json.loads(row["ids"])
         yield ids, np.frombuffer(row["vectors"], np.float32).reshape(len(ids), row["dim"])
+
+
+def _batches(clip_ids: list[str], by_id: dict[str, Clip], batch: int, extra=None) -> list[dict]:
+    """Ray Data items: `batch` clip (or chunk) ids each, with the records of the clips to decode for them."""
+    items = []
+    for lo in range(0, len(clip_ids), batch):
+        want = clip_ids[lo : lo + batch]
+        bases = dict.fromkeys(cid if cid in by_id else cid.rsplit("#", 1)[0] for cid in want)
+        items.append({"shard": lo, "want": json.dumps(want), "clips": json.dumps([_clip_record(by_id[b]) for b in bases]),
+                      "extra": json.dumps(extra(want)) if extra else ""})
+    return items
+
+
+def _split(row: dict) -> tuple[list[str], list[np.ndarray]]:
+    """A decoded batch back into its ids and their audio."""
+    ids, lengths = json.loads(row["ids"]), json.loads(row["lengths"])
+    audio = np.frombuffer(row["audio"], np.float32)
+    return ids, (np.split(audio, np.cumsum(lengths)[:-1]) if lengths else [])
+
+
+class _CaptionWorker:
+    """Captioning actor: the configured captioner (or its contrast variant), built here, never on the driver."""
+
+    def __init__(self, cfg: Config, contrast: bool):
+        from .models import load_model
+        from .namers import make_captioner
+        from .naming import contrast_captioner
+
+        captioner = make_captioner(cfg, lambda: load_model(cfg.model))
+        self.captioner = contrast_captioner(captioner) if contrast else captioner
+        self.rate = cfg.corpus.sample_rate
+
+    def __call__(self, row: dict) -> dict:
+        from .reference import Origin
+
+        ids, audios = _split(row)
+        origins = json.loads(row["extra"])
+        captions = self.captioner.caption(audios, self.rate, [Origin(*origins[cid]) for cid in ids])
+        return {"ids": row["ids"], "captions": json.dumps([[c.text, c.terms] for c in captions])}
+
+
+def _captioner_ids(cfg: Config) -> tuple[str, str, str]:
+    """Ray task: (id, prompt, contrast captioner's id) of the configured captioner, built on a worker."""
+    from .models import load_model
+    from .namers import make_captioner
+    from .naming import contrast_captioner
+
+    captioner = make_captioner(cfg, lambda: load_model(cfg.model))
+    return captioner.id, captioner.prompt, contrast_captioner(captioner).id
+
+
+class RayCaptioner:
+    """The configured captioner, run by a pool of `workers` actors (`gpus_per_worker` each) after CPU decode
+    tasks: naming.caption_clips hands it the clip ids to caption and writes what comes back. The driver learns
+    the captioner's id (the captions' cache key) from a Ray task and never loads its model."""
+
+    def __init__(self, cfg: Config, by_id: dict[str, Clip], contrast: bool = False, ids: tuple | None = None):
+        ray = start(cfg)
+        self.cfg, self.by_id, self.contrast = cfg, by_id, contrast
+        self.ids = ids or ray.get(ray.remote(num_cpus=1, num_gpus=cfg.engine.gpus_per_worker)(_captioner_ids)
+                                  .remote(cfg))
+        self.id = self.ids[2] if contrast else self.ids[0]
+        self.prompt = self.ids[1]
+
+    def for_contrast(self) -> "RayCaptioner":
+        return RayCaptioner(self.cfg, self.by_id, True, self.ids)
+
+    def caption_clips(self, clip_ids: list[str], batch: int = 16):
+        """Yields (ids, [(text, terms)]) per batch, in no particular order."""
+        import ray.data
+        from dataclasses import astuple
+
+        from .reference import clip_origin
+
+        eng = self.cfg.engine
+        items = _batches(clip_ids, self.by_id, batch, lambda want: {c: astuple(clip_origin(self.by_id, c)) for c in want})
+        ds = (ray.data.from_items(items, override_num_blocks=len(items))
+              .map(_decode, fn_kwargs={"corpus": self.cfg.corpus}, num_cpus=1)
+              .map(_CaptionWorker, fn_constructor_args=(self.cfg, self.contrast),
+                   compute=ray.data.ActorPoolStrategy(size=eng.workers), num_gpus=eng.gpus_per_worker, num_cpus=0.5,
+                   max_restarts=4, max_task_retries=4))
+        for row in ds.iter_rows():
+            yield json.loads(row["ids"]), [tuple(c) for c in json.loads(row["captions"])]
 
 
 def _gather_skips(folder: Path, n_shards: int) -> None:

@@ -33,38 +33,52 @@ def stored_embeddings(config):
     return lookup
 
 
-def make_backends(config, model_loader) -> tuple[Captioner, Summariser]:
-    """Captioner and summariser from a config's [naming] section (its reference library embedded with the
-    [monosemanticity] embedder, cached in the work dir)."""
-    cfg, endpoint = config.naming, None
-    if "openai" in (cfg.captioner, cfg.summariser):
-        endpoint = ChatEndpoint(cfg.base_url, cfg.model, os.environ.get(cfg.api_key_env, ""), cfg.timeout, cfg.retries)
-    if cfg.captioner == "offline":
-        library = embedder = None
-        if cfg.reference:
-            from .embedding import make_embedder
-            from .reference import load_library
+def reference_library(config):
+    """(library, embedder) of [naming] reference (cached in <work>/reference), or (None, None) without one."""
+    if not config.naming.reference:
+        return None, None
+    from .embedding import make_embedder
+    from .reference import load_library
 
-            embedder = make_embedder(config.monosemanticity.embedder)
-            library = load_library([config.resolve(r) for r in cfg.reference], embedder, config.corpus.sample_rate,
-                                   config.work_dir / "reference", known=stored_embeddings(config))
-        captioner = OfflineCaptioner(model_loader(), library, embedder, cfg.neighbours)
-    elif cfg.captioner == "openai":
-        captioner = EndpointCaptioner(endpoint)
-    elif cfg.captioner.startswith("qwen2-audio:"):
+    embedder = make_embedder(config.monosemanticity.embedder)
+    library = load_library([config.resolve(r) for r in config.naming.reference], embedder, config.corpus.sample_rate,
+                           config.work_dir / "reference", known=stored_embeddings(config))
+    return library, embedder
+
+
+def _endpoint(cfg) -> ChatEndpoint:
+    return ChatEndpoint(cfg.base_url, cfg.model, os.environ.get(cfg.api_key_env, ""), cfg.timeout, cfg.retries)
+
+
+def make_captioner(config, model_loader) -> Captioner:
+    """The captioner a config's [naming] section asks for (its reference library embedded with the
+    [monosemanticity] embedder)."""
+    cfg = config.naming
+    if cfg.captioner == "offline":
+        library, embedder = reference_library(config)
+        return OfflineCaptioner(model_loader(), library, embedder, cfg.neighbours)
+    if cfg.captioner == "openai":
+        return EndpointCaptioner(_endpoint(cfg))
+    if cfg.captioner.startswith("qwen2-audio:"):
         from .naming_local import Qwen2AudioCaptioner  # transformers' audio model classes: loaded only when asked
 
-        captioner = Qwen2AudioCaptioner(cfg.captioner.split(":", 1)[1])
-    else:
-        raise ValueError(f"[naming] captioner {cfg.captioner!r}: use 'offline', 'openai' or 'qwen2-audio:<path>'")
+        return Qwen2AudioCaptioner(cfg.captioner.split(":", 1)[1])
+    raise ValueError(f"[naming] captioner {cfg.captioner!r}: use 'offline', 'openai' or 'qwen2-audio:<path>'")
+
+
+def make_summariser(config) -> Summariser:
+    cfg = config.naming
     if cfg.summariser == "offline":
-        summariser = OfflineSummariser()
-    elif cfg.summariser == "openai":
-        summariser = EndpointSummariser(endpoint)
-    elif cfg.summariser.startswith("transformers:"):
+        return OfflineSummariser()
+    if cfg.summariser == "openai":
+        return EndpointSummariser(_endpoint(cfg))
+    if cfg.summariser.startswith("transformers:"):
         from .naming_local import TransformersSummariser
 
-        summariser = TransformersSummariser(cfg.summariser.split(":", 1)[1])
-    else:
-        raise ValueError(f"[naming] summariser {cfg.summariser!r}: use 'offline', 'openai' or 'transformers:<path>'")
-    return captioner, summariser
+        return TransformersSummariser(cfg.summariser.split(":", 1)[1])
+    raise ValueError(f"[naming] summariser {cfg.summariser!r}: use 'offline', 'openai' or 'transformers:<path>'")
+
+
+def make_backends(config, model_loader) -> tuple[Captioner, Summariser]:
+    """Captioner and summariser from a config's [naming] section."""
+    return make_captioner(config, model_loader), make_summariser(config)

@@ -379,12 +379,19 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
 
 def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     from .embedding import TextEmbedder
-    from .namers import make_backends
+    from .namers import make_captioner, make_summariser, reference_library
     from .naming import name_features
     from .reference import clip_origin
 
-    captioner, summariser = make_backends(cfg, model_loader)
     by_id = {c.id: c for c in clips}
+    if cfg.engine.kind == "ray":  # captioned by actors; the library built here first, so they only read its cache
+        from .engine_ray import RayCaptioner
+
+        reference_library(cfg)
+        captioner = RayCaptioner(cfg, by_id)
+    else:
+        captioner = make_captioner(cfg, model_loader)
+    summariser = make_summariser(cfg)
     with store.connect(cfg.db_path) as con:
         n = name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
                           cfg.corpus.sample_rate, progress=tqdm, origin=lambda cid: clip_origin(by_id, cid),

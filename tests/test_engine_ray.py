@@ -180,3 +180,30 @@ def test_a_killed_ray_extraction_resumes_without_redoing_finished_shards(local, 
     assert list(mine) == list(theirs)
     for cid in mine:
         np.testing.assert_array_equal(mine[cid], theirs[cid])
+
+
+def test_captions_made_on_ray_give_the_local_engines_names(local, cluster, tmp_path, whisper):
+    """The name stage on Ray: the captioner is built and run by actors after decode tasks (the driver never
+    loads a model, not even to learn the captioner's id), and the captions and names equal the local run's."""
+    from pipeline.corpus import read_metadata
+
+    here, there = tmp_path / "local", tmp_path / "ray"
+    for folder in (here, there):
+        shutil.copytree(local, folder, symlinks=True)
+    clips = read_metadata(local / "corpus")
+    cfg = load_config(here / "p.toml")
+    run = cfg.run_id("encoder.3", 2)
+    n = stages.name_stage(cfg, run, clips, lambda: whisper)
+    assert n == stages.name_stage(_ray_config(there), run, clips,
+                                  lambda: pytest.fail("the Ray engine captions in its actors, not here"))
+    assert n > 0
+
+    def named(folder):
+        with store.connect(folder / "ard.duckdb", read_only=True) as con:
+            return (con.execute("SELECT feature, name, description FROM features WHERE name IS NOT NULL ORDER BY 1").df(),
+                    con.execute("SELECT clip_id, captioner, caption, terms FROM captions ORDER BY ALL").df())
+
+    (names_a, captions_a), (names_b, captions_b) = named(here), named(there)
+    assert len(names_a) == n and len(captions_a) > 0
+    pd.testing.assert_frame_equal(names_a, names_b)
+    pd.testing.assert_frame_equal(captions_a, captions_b)
