@@ -62,12 +62,19 @@ def cmd_check(args) -> int:
 
 
 def with_engine(cfg, args):
-    """The config's [engine], as overridden by --engine / --address / --workers / --gpus-per-worker."""
+    """The config's [engine], as overridden by --engine / --address / --workers / --gpus-per-worker (checked as
+    the config's own values are)."""
     from dataclasses import replace
+
+    from .config import check_engine
 
     given = {name: getattr(args, arg) for name, arg in (("kind", "engine"), ("address", "address"),
              ("workers", "workers"), ("gpus_per_worker", "gpus_per_worker")) if getattr(args, arg, None) is not None}
-    return replace(cfg, engine=replace(cfg.engine, **given)) if given else cfg
+    if not given:
+        return cfg
+    cfg = replace(cfg, engine=replace(cfg.engine, **given))
+    check_engine(cfg, "the command line (--workers, --gpus-per-worker)")
+    return cfg
 
 
 def _engine_arguments(p) -> None:

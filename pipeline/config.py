@@ -269,11 +269,12 @@ def load_config(path: str | Path | None = None) -> Config:
     if config.sae.kind not in ("topk", "batchtopk"):
         raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
     _check_evaluation(config, path)
-    _check_engine(config, path)
+    check_engine(config, path)
     return config
 
 
-def _check_engine(config: Config, path: Path) -> None:
+def check_engine(config: Config, path: Path | str) -> None:
+    """[engine] values (also as --engine / --workers / --gpus-per-worker override them), before any work."""
     eng = config.engine
     if eng.kind not in ("local", "ray"):
         raise ValueError(f"{path}: [engine] kind must be 'local' or 'ray', not {eng.kind!r}")

@@ -189,3 +189,14 @@ def test_bad_model_sections_are_named_errors(tmp_path, bad, message):
     (tmp_path / "bad.toml").write_text(bad)
     with pytest.raises(ValueError, match=message):
         load_config(tmp_path / "bad.toml")
+
+
+def test_engine_overrides_on_the_command_line_are_checked_like_the_config(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.toml").write_text('[corpus]\nroot = "corpus"\n')
+    for flag, value in (("--workers", "0"), ("--gpus-per-worker", "-1")):
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(tmp_path / "p.toml"), "--dry-run",
+                              flag, value], capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0 and "the command line (--workers, --gpus-per-worker): [engine] workers" in out.stderr
