@@ -67,6 +67,7 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
         if background is not None:
             follow(background, status, refreshes)
         app.load(None, js=map_view.CLICK_JS)
+    explorer.warm()
     return app
 
 
