@@ -48,13 +48,10 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
 
 
 def count(frame: pd.DataFrame) -> str:
+    """How many concepts the table holds, and whether it shows them all (it shows the first MAX_ROWS)."""
     return (f"{len(frame):,} concepts" if len(frame) <= MAX_ROWS else
-            f"the first {MAX_ROWS:,} of {len(frame):,} concepts: search or filter to narrow them")
-
-
-def shown(frame: pd.DataFrame) -> gr.Dataframe:
-    """The table's first MAX_ROWS rows (highest MS, or closest to a semantic search), saying how many there are."""
-    return gr.Dataframe(frame.head(MAX_ROWS), label=count(frame))
+            f"The first {MAX_ROWS:,} of {len(frame):,} concepts (highest MS, or closest to the search): "
+            "search or filter to narrow them")
 
 
 def lowest_ms(explorer) -> float:
@@ -73,14 +70,22 @@ def build(explorer, nav) -> Refresh:
         lowest = lowest_ms(explorer)
         ms_min = gr.Slider(lowest, 20, value=lowest, step=0.5, label="Minimum monosemanticity")
     first = table(explorer, "all runs", "any domain", lowest, "", False)
-    grid = gr.Dataframe(first.head(MAX_ROWS), label=count(first), show_label=True, interactive=False, wrap=True,
-                        elem_id="concepts-table", max_height=600, datatype=TYPES, column_widths=WIDTHS)
+    grid = gr.Dataframe(first.head(MAX_ROWS), interactive=False, wrap=True, elem_id="concepts-table", max_height=600,
+                        datatype=TYPES, column_widths=WIDTHS)
+    note = gr.Markdown(count(first), elem_id="concepts-count")
     gr.Markdown("Select a row to open the feature; click a column's header to sort by it. "
                 "freq %: the share of the corpus's tokens on which the feature fires.")
     inputs = [run, domain, ms_min, query, semantic]
+
+    def rows(*values):
+        return table(explorer, *values).head(MAX_ROWS)
+
+    def how_many(*values):  # a step of its own after the rows: the search API answers with the table alone
+        return count(table(explorer, *values))
+
     for control in (run, domain, ms_min, semantic):
-        control.change(lambda *a: shown(table(explorer, *a)), inputs, grid, api_name=False)
-    query.submit(lambda *a: shown(table(explorer, *a)), inputs, grid, api_name="search")
+        control.change(rows, inputs, grid, api_name=False).then(how_many, inputs, note, api_name=False)
+    query.submit(rows, inputs, grid, api_name="search").then(how_many, inputs, note, api_name=False)
 
     def open_row(evt: gr.SelectData):
         row = dict(zip(COLUMNS, evt.row_value))  # the row as shown (sorting reorders it client-side)
@@ -89,7 +94,8 @@ def build(explorer, nav) -> Refresh:
     grid.select(open_row, None, nav.target)
 
     def refresh(*values):
+        frame = table(explorer, *values)
         return [gr.Dropdown(choices=["all runs"] + explorer.runs()["run_id"].tolist()),
-                gr.Slider(minimum=min(lowest_ms(explorer), values[2])), shown(table(explorer, *values))]
+                gr.Slider(minimum=min(lowest_ms(explorer), values[2])), frame.head(MAX_ROWS), count(frame)]
 
-    return Refresh(refresh, [run, ms_min, grid], inputs)
+    return Refresh(refresh, [run, ms_min, grid, note], inputs)
