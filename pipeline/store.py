@@ -204,8 +204,9 @@ class ClipPairs(NamedTuple):
     clip_ids: np.ndarray
 
 
-# Every fired (clip, feature) pair of a run: about 3 billion rows a run at the paper's scale (15 GB of Parquet,
-# against 72 GB as a DuckDB table). They live beside the database, one Parquet file a run sorted by feature (a
+# Every fired (clip, feature) pair of a run: about 3 billion rows a run at the paper's scale (~25 GB of Parquet,
+# against ~33 GB as a DuckDB table and ~70 GB with the index it had: benchmarks/scale.py, 1,000 clips times 118).
+# They live beside the database, one Parquet file a run sorted by feature (a
 # range of features reads its own row groups), and each connection from `connect` sees them all as the view
 # `clip_features` (run_id, clip_id, feature, r, mu, c). The explorer does not read them (see feature_histograms
 # and feature_matches).
