@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratin
            background: Background | None = None, **kwargs) -> gr.Blocks:
     """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
     app = build_app(db_path, ratings_db, background)
+    gc.freeze()  # what start-up built (every tab, the cached maps) is never collected: no full-heap GC pauses
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
     app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS,
                max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)  # refused by the server, before it is stored
