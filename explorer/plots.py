@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from pipeline import store
+
 TOKEN_S = 0.02  # Whisper encoder positions are 20 ms apart
 MEL_HOP_S = 0.01
 
@@ -53,19 +55,12 @@ def _layout(fig: go.Figure, title: str, height: int = 220) -> go.Figure:
     return fig
 
 
-def _levels(image: np.ndarray) -> np.ndarray:
-    """An image as 0-255 levels across its own range: what a colour scale without a colour bar shows of it.
-    Arrays, not lists, throughout these figures: plotly sends them as base64 typed arrays (a byte a level here),
-    where lists cost a deep copy and JSON of every number (eight mels make a feature page)."""
-    lo, hi = float(image.min(initial=0.0)), float(image.max(initial=0.0))
-    return np.round((image - lo) * (255 / (hi - lo)) if hi > lo else np.zeros(image.shape)).astype(np.uint8)
-
-
 def mel_with_activation(mel: np.ndarray | None, values: np.ndarray | None, title: str) -> Figure:
     """The clip's mel spectrogram with the feature's activation over time drawn on top (second axis)."""
     traces = []
     if mel is not None:
-        traces.append({"type": "heatmap", "z": _levels(mel.T), "x0": 0, "dx": TOKEN_S,
+        # arrays, not lists, throughout these figures (see Figure); the mel as the 256 levels the store keeps
+        traces.append({"type": "heatmap", "z": store.levels(mel.T)[2], "x0": 0, "dx": TOKEN_S,
                        "colorscale": "Greys", "reversescale": True, "showscale": False, "hoverinfo": "skip"})
     if values is not None:
         traces.append({"type": "scatter", "x0": 0, "dx": TOKEN_S, "y": np.asarray(values, np.float32),

@@ -68,13 +68,20 @@ CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, fea
 SCHEMA_HASH = hashlib.sha256(SCHEMA.encode()).hexdigest()[:12]  # part of the stage keys of what writes here
 
 
+def levels(values: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(lowest, highest, the values as 0-255 levels across that range, uint8): an image as a colour scale
+    without a colour bar shows it."""
+    values = np.asarray(values, np.float32)
+    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    scaled = np.round((values - lo) / (hi - lo) * 255) if hi > lo else np.zeros(values.shape)
+    return lo, hi, scaled.astype(np.uint8)
+
+
 def pack_image(values: np.ndarray) -> bytes:
     """A 2-D array for display as bytes: its range (two float32) and zlib-compressed 8-bit levels across it
     (256 levels: finer than a colour scale shows; about a quarter of float32's bytes)."""
-    values = np.asarray(values, np.float32)
-    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
-    levels = np.round((values - lo) / (hi - lo) * 255) if hi > lo else np.zeros(values.shape)
-    return struct.pack("<ff", lo, hi) + zlib.compress(levels.astype(np.uint8).tobytes(), 6)
+    lo, hi, scaled = levels(values)
+    return struct.pack("<ff", lo, hi) + zlib.compress(scaled.tobytes(), 6)
 
 
 def unpack_image(data: bytes, shape: tuple[int, int]) -> np.ndarray:
