@@ -55,12 +55,18 @@ def _best(cos: np.ndarray, ids: np.ndarray, top: int) -> tuple[np.ndarray, np.nd
 
 
 def co_activation_matches(con, run_id: str, other: str, features: list[int], top: int = 3,
-                          block: int = BLOCK) -> pd.DataFrame:
+                          block: int = BLOCK, norms: dict[str, dict[int, float]] | None = None) -> pd.DataFrame:
     """The best `top` features of `other` for each of `features` of `run_id` (positive cosines only: a feature
-    that never fires with it is no match). Columns: run_id, feature, other_run, other_feature, cosine, rank."""
+    that never fires with it is no match). Columns: run_id, feature, other_run, other_feature, cosine, rank.
+    `norms` (run -> feature -> norm of its clip scores) is filled as runs are read, for the next call to reuse:
+    each is a pass over a whole run's pairs."""
     features = np.unique(np.asarray(features, np.int64))
     n = _clip_rows(con)
-    norms_a, norms_b = _norms(con, run_id), _norms(con, other)
+    norms = {} if norms is None else norms
+    for run in (run_id, other):
+        if run not in norms:
+            norms[run] = _norms(con, run)
+    norms_a, norms_b = norms[run_id], norms[other]
     candidates = np.array(sorted(norms_b), np.int64)  # the other run's features that fire at all
     parts = []
     for a_start in range(0, len(features), block):
@@ -89,7 +95,7 @@ def co_activation_matches(con, run_id: str, other: str, features: list[int], top
 def matches_with_others(con, run_id: str, selected: dict[str, list[int]], top: int = 3) -> pd.DataFrame:
     """Every match that involves `run_id`, both ways, against every other run in `selected` (run -> its top-C
     features) whose clip scores file is here: what store.write_matches replaces when this run's scores change."""
-    parts = []
+    parts, norms = [], {}
     for other, theirs in selected.items():
         if other == run_id:
             continue
@@ -97,6 +103,6 @@ def matches_with_others(con, run_id: str, selected: dict[str, list[int]], top: i
             log.warning("no clip scores file for run %s (%s): no matches with it; `ard store` on its config "
                         "writes it", other, store.pairs_file(con, other))
             continue
-        parts.append(co_activation_matches(con, run_id, other, selected.get(run_id, []), top))
-        parts.append(co_activation_matches(con, other, run_id, theirs, top))
+        parts.append(co_activation_matches(con, run_id, other, selected.get(run_id, []), top, norms=norms))
+        parts.append(co_activation_matches(con, other, run_id, theirs, top, norms=norms))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
