@@ -204,16 +204,21 @@ def _split(row: dict) -> tuple[list[str], list[np.ndarray]]:
     return ids, (np.split(audio, np.cumsum(lengths)[:-1]) if lengths else [])
 
 
+def _captioners(cfg: Config):
+    """(the configured captioner, its contrast variant for L^k clips), built where this runs, on a worker."""
+    from .models import load_model
+    from .namers import make_captioner
+    from .naming import contrast_captioner
+
+    captioner = make_captioner(cfg, lambda: load_model(cfg.model))
+    return captioner, contrast_captioner(captioner)
+
+
 class _CaptionWorker:
     """Captioning actor: the configured captioner (or its contrast variant), built here, never on the driver."""
 
     def __init__(self, cfg: Config, contrast: bool):
-        from .models import load_model
-        from .namers import make_captioner
-        from .naming import contrast_captioner
-
-        captioner = make_captioner(cfg, lambda: load_model(cfg.model))
-        self.captioner = contrast_captioner(captioner) if contrast else captioner
+        self.captioner = _captioners(cfg)[1 if contrast else 0]
         self.rate = cfg.corpus.sample_rate
 
     def __call__(self, row: dict) -> dict:
@@ -227,12 +232,8 @@ class _CaptionWorker:
 
 def _captioner_ids(cfg: Config) -> tuple[str, str, str]:
     """Ray task: (id, prompt, contrast captioner's id) of the configured captioner, built on a worker."""
-    from .models import load_model
-    from .namers import make_captioner
-    from .naming import contrast_captioner
-
-    captioner = make_captioner(cfg, lambda: load_model(cfg.model))
-    return captioner.id, captioner.prompt, contrast_captioner(captioner).id
+    captioner, contrast = _captioners(cfg)
+    return captioner.id, captioner.prompt, contrast.id
 
 
 class RayCaptioner:
