@@ -334,12 +334,16 @@ def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sa
 
     cached = store.read_captions(con, captioner.id, clip_ids)
     todo = [c for c in clip_ids if c not in cached]
+    def here():
+        for start in range(0, len(todo), batch):
+            ids = todo[start : start + batch]
+            yield ids, captioner.caption([load_audio(c) for c in ids], sample_rate,
+                                         [origin(c) for c in ids] if origin else None)
+
     if hasattr(captioner, "caption_clips"):  # it captions clips by id itself (engine_ray.RayCaptioner: on a cluster)
         batches = ((ids, [Caption(*c) for c in caps]) for ids, caps in captioner.caption_clips(todo, batch))
     else:
-        batches = ((todo[i : i + batch], captioner.caption([load_audio(c) for c in todo[i : i + batch]], sample_rate,
-                                                           [origin(c) for c in todo[i : i + batch]] if origin else None))
-                   for i in range(0, len(todo), batch))
+        batches = here()
     for ids, caps in (progress(batches, total=-(-len(todo) // batch), desc=desc, unit="batch") if progress else batches):
         store.write_captions(con, captioner.id, ids, [c.text for c in caps], [c.terms for c in caps])
     return store.read_captions(con, captioner.id, clip_ids)
