@@ -1,7 +1,9 @@
-"""How fast the explorer answers, tab by tab, through the real app (gradio_client and plain HTTP against a server
-started here): the page itself (its config carries every tab's first contents: the Concepts table, the first
-run's Map, the Evaluation report), a search in Concepts, a feature page (head, then its figures, next to the bare
-store reads they are built from), a redraw of the Map, the next concept to rate. Median and p95 over --n tries.
+"""How fast the explorer answers, tab by tab, through the real app over HTTP as one browser tab calls it (one
+session, Gradio's queue, results streamed back) against a server started here: the page itself (its config carries
+every tab's first contents: the Concepts table, the first run's Map, the Evaluation report), a search in Concepts,
+a feature page (its head, then its figures, next to the bare store reads they are built from), a redraw of the Map,
+the next concept to rate. Median and p95 over --n tries. (gradio_client adds ~100 ms a call of its own, and a
+call without a session builds a new one, ~75 ms here: neither is what a browser waits for.)
 The Analyze and Steer tabs run the model on audio; their time is the model's (benchmarks/extract_speed.py).
     .venv/bin/python benchmarks/explorer_latency.py [--db data/demo/ard.duckdb] [--n 40]
 At the paper's scale: python benchmarks/paper_db.py --out /tmp/paper.duckdb, then --db /tmp/paper.duckdb.
@@ -14,8 +16,10 @@ import os
 import socket
 import sys
 import tempfile
+import json
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,28 @@ def serve(db: str, ratings_db: str | None = None):
     return app, f"http://127.0.0.1:{port}/"
 
 
+class Tab:
+    """The app's API over HTTP as one browser tab calls it: one session (its gr.State kept between calls), the
+    queue, the result streamed back."""
+
+    def __init__(self, url: str):
+        self.url, self.session = url, uuid.uuid4().hex
+
+    def call(self, api: str, *data) -> None:
+        body = json.dumps({"data": list(data), "session_hash": self.session}).encode()
+        request = urllib.request.Request(f"{self.url}gradio_api/call/{api}", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as resp:
+            event = json.load(resp)["event_id"]
+        with urllib.request.urlopen(f"{self.url}gradio_api/call/{api}/{event}") as resp:
+            for line in resp:
+                if line.startswith(b"event: error"):
+                    raise RuntimeError(f"/{api}{data} failed: {resp.read(500)!r}")
+                if line.startswith(b"event: complete"):
+                    return
+        raise RuntimeError(f"/{api} ended without completing")
+
+
 def timed(fn, n: int) -> list[float]:
     out = []
     for i in range(n):
@@ -54,12 +80,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     args = parser.parse_args()
 
-    from gradio_client import Client
-
     started = time.perf_counter()
     app, url = serve(args.db, str(Path(tempfile.mkdtemp()) / "ratings.duckdb"))
     start_s = time.perf_counter() - started
-    client = Client(url, verbose=False, download_files=False)  # as a browser: files load lazily
+    tab = Tab(url)
     explorer = app.explorer
     concepts = explorer.concepts()
     picks = concepts.sample(n=args.n, random_state=0, replace=True)
@@ -75,26 +99,26 @@ def main() -> None:
             sizes.append(len(resp.read()))
 
     rows.append(("page: config, every tab's first contents", timed(page, args.n)))
-    client.predict("all runs", "any domain", lowest, words[0], False, api_name="/search")  # warm-up
-    rows.append(("Concepts: search a word", timed(lambda i: client.predict(
-        "all runs", "any domain", lowest, words[i % len(words)], False, api_name="/search"), args.n)))
-    client.predict(targets[0], api_name="/open_feature")
+    tab.call("search", "all runs", "any domain", lowest, words[0], False)  # warm-up
+    rows.append(("Concepts: search a word", timed(lambda i: tab.call(
+        "search", "all runs", "any domain", lowest, words[i % len(words)], False), args.n)))
+    tab.call("open_feature", targets[-1])
     head, page_s, reads = [], [], []
-    for t in targets:
+    for t in targets:  # as the page does: the head, then (chained) its figures
         start = time.perf_counter()
-        client.predict(t, api_name="/open_feature")
+        tab.call("open_feature", t)
         head.append(time.perf_counter() - start)
-        client.predict(t, api_name="/feature_plots")
+        tab.call("feature_figures", t)
         page_s.append(time.perf_counter() - start)
         run, feature = t.rsplit(":", 1)
         start = time.perf_counter()
         explorer.feature(run, int(feature))
         reads.append(time.perf_counter() - start)
     rows += [("Feature: head (first paint)", head), ("Feature: head + figures", page_s), ("Feature: store reads only", reads)]
-    rows.append(("Map: draw a run, a feature ringed", timed(lambda i: client.predict(
-        runs[i % len(runs)], "H label", "what it hears", targets[i], api_name="/map"), args.n)))
-    rows.append(("Rate: next concept", timed(lambda i: client.predict(
-        f"rater{i}", runs[i % len(runs)], True, True, api_name="/next_concept"), args.n)))
+    rows.append(("Map: draw a run, a feature ringed", timed(lambda i: tab.call(
+        "map", runs[i % len(runs)], "H label", "what it hears", targets[i]), args.n)))
+    rows.append(("Rate: next concept", timed(lambda i: tab.call(
+        "next_concept", f"rater{i}", runs[i % len(runs)], True, True), args.n)))
     app.close()
 
     ms = lambda xs, q: 1000 * float(np.percentile(xs, q))

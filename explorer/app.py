@@ -51,8 +51,8 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
         with gr.Tabs() as tabs:
             with gr.Tab("Concepts", id="concepts"):
                 refreshes.append(concepts.build(explorer, nav))
-            with gr.Tab("Feature", id="feature"):
-                outputs, load, plot_outputs, load_plots = feature.build(explorer, nav)
+            with gr.Tab("Feature", id="feature", elem_id="feature-tab"):
+                feature.build(explorer, nav)
             with gr.Tab("Map", id="map") as map_tab:
                 refreshes.append(map_view.build(explorer, nav, map_tab))
             with gr.Tab("Analyze", id="analyze"):
@@ -63,8 +63,6 @@ def build_app(db_path: str | Path, ratings_db: str | Path | None = None,
                 refreshes.append(rate.build(explorer, nav))
             with gr.Tab("Evaluation", id="evaluation"):
                 refreshes.append(evaluation.build(explorer, nav))
-        nav.target.change(lambda t: load(t) + [gr.Tabs(selected="feature")], nav.target, outputs + [tabs],
-                          api_name="open_feature").then(load_plots, nav.target, plot_outputs, api_name="feature_plots")
         if background is not None:
             follow(background, status, refreshes)
         app.load(None, js=map_view.CLICK_JS)
@@ -100,6 +98,9 @@ def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratin
     app = build_app(db_path, ratings_db, background)
     gc.freeze()  # what start-up built (every tab, the cached maps) is never collected: no full-heap GC pauses
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
+    # the clips are served from where they are: Gradio neither checks, hashes nor copies each player's file into
+    # its cache on every page (half the server's time on a feature's head); only these folders are served
+    gr.set_static_paths(folders)
     app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS,
                max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)  # refused by the server, before it is stored
     return app

@@ -116,20 +116,19 @@ class Explorer:
             row["representatives"] = store.representatives(con, run_id, feature)
             return row
 
-    def feature(self, run_id: str, feature: int) -> dict | None:
-        """Everything a feature page shows: the head, plus timelines, mels, the histogram of mu, neighbours and
-        matches in the other runs (a few indexed rows each, whatever the size of the corpus)."""
-        row = self.feature_head(run_id, feature)
-        if row is None:
-            return None
+    def feature_figures(self, run_id: str, feature: int) -> dict:
+        """What a feature page draws after its head: timelines, mels, the histogram of mu, neighbours and matches
+        in the other runs (a few indexed rows each, whatever the size of the corpus)."""
         with self.read() as con:
-            row["timelines"] = store.timelines(con, run_id, feature)
-            row["mels"] = store.clip_mels(con, run_id, feature)
-            row["mel_patch"] = store.mel_patch(con, run_id, feature)
-            row["histogram"] = store.histogram(con, run_id, feature)
-            row["neighbours"] = store.neighbours(con, run_id, feature)
-            row["other_runs"] = store.other_runs_matches(con, run_id, feature)
-            return row
+            return {"timelines": store.timelines(con, run_id, feature), "mels": store.clip_mels(con, run_id, feature),
+                    "mel_patch": store.mel_patch(con, run_id, feature), "histogram": store.histogram(con, run_id, feature),
+                    "neighbours": store.neighbours(con, run_id, feature),
+                    "other_runs": store.other_runs_matches(con, run_id, feature)}
+
+    def feature(self, run_id: str, feature: int) -> dict | None:
+        """Everything a feature page shows: its head and its figures."""
+        row = self.feature_head(run_id, feature)
+        return None if row is None else row | self.feature_figures(run_id, feature)
 
     def describe(self, run_id: str, features: list[int]) -> list[str]:
         """A name for every feature: the namer's where it has one, else what its most representative clips

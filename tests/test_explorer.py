@@ -6,6 +6,7 @@ import io
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -59,6 +60,11 @@ def tone_file(tmp_path_factory):
     return path
 
 
+def open_feature(client, target: str) -> tuple[tuple, tuple]:
+    """The Feature page as a browser gets it: its head, then its figures."""
+    return client.predict(target, api_name="/open_feature"), client.predict(target, api_name="/feature_figures")
+
+
 def test_search_finds_concepts_by_word(server, client):
     concepts = server[0].explorer.concepts().set_index(["run_id", "feature"])
     lowest = float(np.floor(concepts["ms"].min()))  # the slider's minimum: every concept passes
@@ -72,13 +78,13 @@ def test_opening_a_feature_returns_its_page(server, client):
     app = server[0]
     concepts = app.explorer.concepts()
     first = concepts.iloc[0]
-    out = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/open_feature")
-    header = out[2]
+    head, figures = open_feature(client, f"{first['run_id']}:{int(first['feature'])}")
+    header = head[2]
     assert f"#{int(first['feature'])}" in header and "monosemanticity" in header
-    # then its figures: a plot per shown clip, the mean patch, the histogram and the neighbours
-    figures = client.predict(f"{first['run_id']}:{int(first['feature'])}", api_name="/feature_plots")
-    players = [o for o in out[3::2] if o]  # per slot: the player's file (none for an empty slot), its caption
-    assert sum(f is not None for f in figures[:8]) == len(players) > 0
+    # its figures: a plot per shown clip, the mean patch, the histogram and the neighbours
+    cards = [o for o in head[3:] if o]  # per slot: the clip's card with its player (empty for an empty slot)
+    assert all("<audio" in card for card in cards)
+    assert sum(f is not None for f in figures[:8]) == len(cards) > 0
     row = app.explorer.feature(first["run_id"], int(first["feature"]))
     assert figures[9] is not None and len(figures[11]["data"]) == len(row["neighbours"]) > 0
     # its best matches in the other layers' runs, by co-activation over the corpus's clips
@@ -121,8 +127,8 @@ def test_analyze_api_ranks_features_of_an_upload(server, client, tone_file):
             top = max({lab for (lab,) in labels}, key=[lab for (lab,) in labels].count)
             assert rows[f].startswith("[top clips] ") and f"{top} " in rows[f] and f"/{len(labels)}" in rows[f]
     # and opens its Feature page
-    page = client.predict(f"{run}:{unnamed[0]}", api_name="/open_feature")
-    assert f"#{unnamed[0]}" in page[2]
+    head, _ = open_feature(client, f"{run}:{unnamed[0]}")
+    assert f"#{unnamed[0]}" in head[2]
 
 
 def test_missing_database_page_says_what_to_run(tmp_path):
@@ -190,9 +196,9 @@ def test_browser_walkthrough(server, tone_file):
         page.locator("#neighbours-table").get_by_role("gridcell").first.wait_for()  # the figures follow the head
         page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
 
-        # a clip's player gets a source that returns audio bytes
-        src = page.locator(".clip-audio a[data-testid=download-link]").first.get_attribute("href")
-        audio, rate = sf.read(io.BytesIO(page.request.get(src).body()))
+        # a clip's player has a source that returns audio bytes (fetched when played)
+        src = page.locator("audio.clip-audio").first.get_attribute("src")
+        audio, rate = sf.read(io.BytesIO(page.request.get(urllib.parse.urljoin(page.url, src)).body()))
         assert rate == 16_000 and len(audio) > 0
 
         # Map: click a point, the feature opens

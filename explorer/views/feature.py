@@ -5,6 +5,7 @@ histogram; the nearest features by decoder cosine."""
 from __future__ import annotations
 
 import html
+from urllib.parse import quote
 
 import gradio as gr
 import pandas as pd
@@ -31,24 +32,42 @@ def header(row: dict, run_id: str) -> str:
                                                         if captions else ""))
 
 
-def build(explorer, nav):
-    """Returns (outputs, load, plot_outputs, load_plots) so the app can open a feature from any tab: `load` paints
-    the page's head at once, `load_plots` fills the figures in after it."""
+# Shows the Feature tab in the browser. Each gr.update (gr.skip too) of an output makes Gradio rebuild that component
+# and its config on the server (~1.4 ms a Plot, ~0.35 ms a Row, a Tabs too): the page sends plain values, a row's
+# visibility only when it changes, and switches tabs here.
+SHOW_TAB_JS = "() => { document.getElementById('feature-tab-button')?.click(); }"
+
+
+def clip_card(slot: str, r: dict, path: str) -> str:
+    """A representative clip: its slot (H1..L4), id, r, mu, c, label, and a plain audio player that fetches the file
+    only when played (Gradio's player decodes and draws every clip's waveform as the page opens: ~100 ms a page of
+    the browser's time, and its file goes through Gradio's cache on the server)."""
+    tie = " · tie broken at random" if r["tie_broken"] else ""
+    duration = "" if pd.isna(r.get("duration")) else f" · {r['duration']:.1f} s"
+    return (f"<div class='clip-card'><b>{slot}</b> <code>{html.escape(str(r['clip_id']))}</code>{duration}<br>"
+            f"r = {r['r']:.4f} · μ = {r['mu']:.3f} · c = {r['c']:.2f}{tie}<br>"
+            f"label: {html.escape(str(r['label'] or '-'))} ({html.escape(str(r['domain'] or '-'))})<br>"
+            f"<audio class='clip-audio' controls preload='none' src='gradio_api/file={quote(path)}'></audio></div>")
+
+
+def build(explorer, nav) -> None:
+    """The Feature tab; any tab opens a feature by writing 'run:feature' to `nav.target`: one event paints the
+    page's head at once (title, name, numbers, players), a second draws its figures."""
     with gr.Row():
         run = gr.Dropdown(explorer.runs()["run_id"].tolist(), label="Run", scale=2)
         number = gr.Number(label="Feature", precision=0, scale=1, elem_id="feature-number")
         go = gr.Button("Open", scale=1)
     title = gr.HTML("<p>Pick a concept in the Concepts or Map tab, or a feature number here.</p>", elem_id="feature-header")
+    # the clip each row shows now ("H1", clip id), None where the row is hidden; the figures are drawn for these
+    showing = gr.State([None] * SLOTS)
     slots = []
     for kind, label in (("H", "Most representative (H)"), ("L", "Least representative (L)")):
         gr.Markdown(f"### {label}")
         for _ in range(SLOTS // 2):
             with gr.Row(visible=False) as row:
-                with gr.Column(scale=1):
-                    audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_classes=["clip-audio"])
-                    info = gr.Markdown()
+                card = gr.HTML(min_width=220)
                 plot = gr.Plot(scale=2, show_label=False)
-            slots.append((row, audio, info, plot))
+            slots.append((row, card, plot))
     with gr.Row():
         patch = gr.Plot(show_label=False)
         hist = gr.Plot(show_label=False)
@@ -74,53 +93,50 @@ def build(explorer, nav):
             for i in range(SLOTS // 2):
                 yield kind, (group[i] if i < len(group) else None)
 
-    def load(target: str):
-        """First paint: title, name, numbers and the clips' players (one small read)."""
+    head_outputs = [run, number, title, showing] + [c for row, card, _ in slots for c in (row, card)]
+    figure_outputs = [plot for *_, plot in slots] + [patch, hist, others, neighbours]  # neighbours last: the page is done
+
+    def open_head(target: str, before: list):
+        """Run, number, title, the clips shown, then (row, clip card) a slot."""
         parsed = parse(target)
         if parsed is None:
-            return [gr.update()] * (3 + 3 * SLOTS)
+            return [gr.skip()] * len(head_outputs)
         run_id, feature = parsed
         row = explorer.feature_head(run_id, feature)
-        if row is None:
-            return [gr.update(value=run_id), gr.update(value=feature),
-                    f"<p>Feature {feature} is not in run {html.escape(run_id)}.</p>"] + \
-                   [gr.update(visible=False), None, ""] * SLOTS
-        outs = [gr.update(value=run_id), gr.update(value=feature), header(row, run_id)]
-        for kind, r in shown(row["representatives"]):
-            if r is None:
-                outs += [gr.update(visible=False), None, ""]
-                continue
-            tie = " · tie broken at random" if r["tie_broken"] else ""
-            info = (f"**{kind}{int(r['rank'])}** `{r['clip_id']}`  \nr = {r['r']:.4f} · μ = {r['mu']:.3f} · "
-                    f"c = {r['c']:.2f}{tie}  \nlabel: {r['label'] or '-'} ({r['domain'] or '-'})")
-            outs += [gr.update(visible=True), explorer.safe_path(r["path"]), info]
+        message = header(row, run_id) if row is not None else f"<p>Feature {feature} is not in run {html.escape(run_id)}.</p>"
+        slot_rows = list(shown(row["representatives"])) if row is not None else [("H", None)] * SLOTS
+        now = [(f"{kind}{int(r['rank'])}", r["clip_id"]) if r is not None else None for kind, r in slot_rows]
+        outs = [run_id, feature, message, now]
+        for (_, r), clip, was in zip(slot_rows, now, before):
+            visible = gr.skip() if (clip is None) == (was is None) else gr.update(visible=clip is not None)
+            outs += [visible, clip_card(clip[0], r, explorer.safe_path(r["path"])) if r is not None else ""]
         return outs
 
-    def load_plots(target: str):
-        """Then the figures: activation over each clip's mel, the mean patch, the histogram, the neighbours."""
+    def open_figures(target: str, clips: list):
+        """Activation over each shown clip's mel, the mean patch, the histogram, the other runs' matches and the
+        neighbours."""
         parsed = parse(target)
-        row = explorer.feature(*parsed) if parsed else None
-        if row is None:
-            return [None] * SLOTS + [None, None, None, None]
-        outs = [plots.mel_with_activation(row["mels"].get(r["clip_id"]), row["timelines"].get(r["clip_id"]),
-                                          f"{kind}{int(r['rank'])}: activation over the mel") if r is not None else None
-                for kind, r in shown(row["representatives"])]
-        return outs + [plots.mel_patch(row["mel_patch"]), plots.histogram(row["histogram"]),
-                       row["other_runs"].astype({"cosine": float}).round(3),
-                       row["neighbours"].astype({"cosine": float}).round(3)]
+        if parsed is None or not any(clips):
+            return [None] * len(figure_outputs)
+        drawn = explorer.feature_figures(*parsed)
+        outs = [plots.mel_with_activation(drawn["mels"].get(clip[1]), drawn["timelines"].get(clip[1]),
+                                          f"{clip[0]}: activation over the mel") if clip is not None else None
+                for clip in clips]
+        return outs + [plots.mel_patch(drawn["mel_patch"]), plots.histogram(drawn["histogram"]),
+                       drawn["other_runs"].astype({"cosine": float}).round(3),
+                       drawn["neighbours"].astype({"cosine": float}).round(3)]
 
-    outputs = [run, number, title]
-    for row, audio, info, _ in slots:
-        outputs += [row, audio, info]
-    plot_outputs = [plot for *_, plot in slots] + [patch, hist, others, neighbours]  # neighbours last: the page is done
+    nav.target.change(None, js=SHOW_TAB_JS)
+    nav.target.change(open_head, [nav.target, showing], head_outputs, api_name="open_feature").then(
+        open_figures, [nav.target, showing], figure_outputs, api_name="feature_figures")
     go.click(lambda r, n: f"{r}:{int(n)}" if r and n is not None else "", [run, number], nav.target)
 
     def open_neighbour(data: pd.DataFrame, run_id: str, evt: gr.SelectData):
         return f"{run_id}:{int(data.iloc[evt.index[0]]['neighbour'])}"
 
     neighbours.select(open_neighbour, [neighbours, run], nav.target)
+
     def open_other(evt: gr.SelectData):
         return f"{evt.row_value[0]}:{int(evt.row_value[1])}"  # run, feature
 
     others.select(open_other, None, nav.target)
-    return outputs, load, plot_outputs, load_plots
