@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,12 +96,12 @@ def follow(background: Background, status: gr.HTML, refreshes: list[Refresh]) ->
 def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratings_db: str | Path | None = None,
            background: Background | None = None, **kwargs) -> gr.Blocks:
     """Serve on `host` (this machine only by default), no share link, audio only from the database's clips."""
+    # Gradio summarises its last 10,000 events in a DataFrame after every event, for a monitoring page we do not
+    # serve: 60 ms of CPU an event once a day's use has filled it. Once every 1,000 events instead.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     app = build_app(db_path, ratings_db, background)
     gc.freeze()  # what start-up built (every tab, the cached maps) is never collected: no full-heap GC pauses
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
-    # the clips are served from where they are: Gradio neither checks, hashes nor copies each player's file into
-    # its cache on every page (half the server's time on a feature's head); only these folders are served
-    gr.set_static_paths(folders)
     app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS,
                max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)  # refused by the server, before it is stored
     return app

@@ -533,20 +533,43 @@ def test_figures_send_arrays_as_plotly_typed_arrays_that_decode_to_the_same_valu
 
     from explorer import plots
 
-    mel = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)
-    values = np.linspace(0, 1, 30, dtype=np.float32)
-    sent = json.loads(plots.mel_with_activation(mel, values, "t").to_json())
-    heat, line = sent["data"]
-    z = np.frombuffer(base64.b64decode(heat["z"]["bdata"]), np.uint8).reshape(
+    patch = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)
+    heat = json.loads(plots.mel_patch(patch).to_json())["data"][0]
+    z = np.frombuffer(base64.b64decode(heat["z"]["bdata"]), np.float32).reshape(
         [int(n) for n in heat["z"]["shape"].split(",")])
-    assert heat["z"]["dtype"] == "u1" and z.shape == (40, 30)  # mel bands down, frames across
-    assert z.min() == 0 and z.max() == 255 and np.corrcoef(z.ravel(), mel.T.ravel())[0, 1] > 0.999
-    assert line["y"]["dtype"] == "f4" and (np.frombuffer(base64.b64decode(line["y"]["bdata"]), np.float32) == values).all()
-    assert sent["layout"]["title"]["text"] == "t" and line["dx"] == plots.TOKEN_S
+    assert heat["z"]["dtype"] == "f4" and (z == patch.T).all()  # mel bands down, frames across
     hist = json.loads(plots.histogram((0.0, 3.0, np.array([2, 0, 1]))).to_json())["data"][0]
     assert np.frombuffer(base64.b64decode(hist["x"]["bdata"]), np.float64).tolist() == [0.5, 1.5, 2.5]
     with pytest.raises(TypeError, match="give plots arrays"):
         plots.Figure([{"x": pd.Series([1])}], {}).to_json()
+
+
+def test_a_clip_figure_draws_its_mel_and_the_activation_where_they_are():
+    """The SVG of a clip: its image is the mel's 256 levels (loud dark, low bands at the bottom), its line peaks
+    where the activation does, both across the same time axis."""
+    import base64
+    import re
+
+    from PIL import Image
+
+    from explorer import plots
+    from pipeline import store
+
+    mel = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)  # frames x bands
+    values = np.zeros(30, np.float32)
+    values[7], values[20] = 2.0, 1.0
+    svg = plots.mel_with_activation(mel, values, "H1 <b>")
+    png = base64.b64decode(re.search(r"href='data:image/png;base64,([^']+)'", svg).group(1))
+    image = np.asarray(Image.open(io.BytesIO(png)))
+    assert image.shape == (40, 30) and (image == 255 - store.levels(mel.T)[2][::-1]).all()
+    points = np.array([p.split(",") for p in re.search(r"points='([^']+)'", svg).group(1).split()], float)
+    box = plots.MEL_SVG
+    width = box["width"] - box["left"] - box["right"]
+    assert len(points) == 30 and np.allclose(np.diff(points[:, 0]), width / 30, atol=0.11)
+    top, bottom = box["top"], box["height"] - box["bottom"]
+    assert points[:, 1].argmin() == 7 and points[7, 1] == pytest.approx(bottom - 0.95 * (bottom - top), abs=0.06)
+    assert points[20, 1] == pytest.approx(bottom - 0.95 * (bottom - top) / 2, abs=0.06) and points[0, 1] == bottom
+    assert "H1 &lt;b&gt;" in svg and "<b>" not in svg and "act 2.00" in svg
 
 
 def test_the_concepts_table_sends_at_most_its_cap_and_says_how_many_there_are(server, client):

@@ -65,8 +65,8 @@ def build(explorer, nav) -> None:
         gr.Markdown(f"### {label}")
         for _ in range(SLOTS // 2):
             with gr.Row(visible=False) as row:
-                card = gr.HTML(min_width=220)
-                plot = gr.Plot(scale=2, show_label=False)
+                card = gr.HTML(min_width=220, scale=1)
+                plot = gr.HTML(scale=2, elem_classes=["clip-figure"])
             slots.append((row, card, plot))
     with gr.Row():
         patch = gr.Plot(show_label=False)
@@ -117,10 +117,10 @@ def build(explorer, nav) -> None:
         neighbours."""
         parsed = parse(target)
         if parsed is None or not any(clips):
-            return [None] * len(figure_outputs)
+            return [""] * SLOTS + [None] * (len(figure_outputs) - SLOTS)
         drawn = explorer.feature_figures(*parsed)
         outs = [plots.mel_with_activation(drawn["mels"].get(clip[1]), drawn["timelines"].get(clip[1]),
-                                          f"{clip[0]}: activation over the mel") if clip is not None else None
+                                          f"{clip[0]}: activation over the mel") if clip is not None else ""
                 for clip in clips]
         return outs + [plots.mel_patch(drawn["mel_patch"]), plots.histogram(drawn["histogram"]),
                        drawn["other_runs"].astype({"cosine": float}).round(3),
