@@ -195,6 +195,25 @@ def features_over_time(z: np.ndarray, features: list[int], names: list[str]) -> 
     return _layout(fig, "Features over time", max(260, 22 * len(features) + 80))
 
 
+def frame_change(change: dict) -> Figure:
+    """steering.frame_change over time: the change per frame (line) and, with a CTC head, the greedy label of
+    each frame before (grey) and after (crimson) the edit, blanks left out."""
+    seconds, values = np.asarray(change["seconds"], np.float32), np.asarray(change["change"], np.float32)
+    traces = [{"type": "scatter", "x": seconds, "y": values, "mode": "lines", "name": change["measure"],
+               "line": {"color": "steelblue", "width": 2}}]
+    top = max(float(values.max(initial=0.0)), 1e-3)
+    for key, level, colour in (("before", 1.12, "grey"), ("after", 1.28, "crimson")):
+        if key in change:
+            shown = [i for i, label in enumerate(change[key]) if label]
+            traces.append({"type": "scatter", "x": seconds[shown], "y": np.full(len(shown), top * level, np.float32),
+                           "text": [change[key][i] for i in shown], "mode": "text", "name": f"label {key}",
+                           "textfont": {"color": colour, "size": 12}, "hoverinfo": "x+text"})
+    layout = {"xaxis": {"title": {"text": "s"}}, "yaxis": {"title": {"text": change["measure"]}, "rangemode": "tozero",
+                                                          "range": [0, top * 1.4]},
+              "legend": {"orientation": "h", "y": -0.3}}
+    return _figure(traces, layout, "What the model puts out, frame by frame: the edit's change", 280)
+
+
 def sweep(rows: list[dict]) -> go.Figure:
     fig = go.Figure(go.Scatter(x=[r["value"] for r in rows], y=[r["change"] for r in rows], mode="lines+markers",
                                text=[r["transcript"] for r in rows], hovertemplate="%{x}: %{text}<extra></extra>"))

@@ -155,6 +155,30 @@ def steered_output(model, sae: Sae, layer: str, audio: np.ndarray, edits: Sequen
             f"1 - cosine to the unsteered {last}: {moved:.4f}", moved)
 
 
+@torch.no_grad()
+def frame_change(model, sae: Sae, layer: str, audio: np.ndarray, edits: Sequence[FeatureEdit],
+                 keep_error: bool = True) -> dict | None:
+    """An edit seen over time, for a model that puts out a row per frame (HuBERT, wav2vec2; None for the others:
+    Whisper's and Qwen2-Audio's text is not aligned to frames). With a CTC head: per frame, the total variation
+    between the label posteriors before and after (0 = the same, 1 = disjoint) and the greedy label before and
+    after ('' for the blank); without one: 1 - cosine between the last layer's rows before and after."""
+    if not hasattr(model, "frame_outputs"):
+        return None
+    clean, labels = model.frame_outputs(audio)
+    with model.intervention(layer, feature_edit(sae, edits, keep_error)):
+        edited, _ = model.frame_outputs(audio)
+    seconds = (np.arange(len(clean)) + 0.5) * model.frame_s
+    if labels is None:
+        rows = torch.nn.functional.cosine_similarity(torch.from_numpy(clean), torch.from_numpy(edited), dim=1)
+        return {"seconds": seconds, "change": (1 - rows).clamp(min=0).numpy(),
+                "measure": f"1 - cosine of {model.layers[-1]}"}
+    blank = model.tokenizer.pad_token
+    name = lambda i: "" if labels[i] == blank else labels[i]  # noqa: E731
+    return {"seconds": seconds, "change": 0.5 * np.abs(clean - edited).sum(1),
+            "measure": "total variation of the CTC label posteriors",
+            "before": [name(i) for i in clean.argmax(1)], "after": [name(i) for i in edited.argmax(1)]}
+
+
 def strength_sweep(model, sae: Sae, layer: str, audio: np.ndarray, feature: int, values: Sequence[float],
                    mode: str = "clamp", keep_error: bool = True) -> list[dict]:
     """Output change against strength: for each value, the output and its change from the unsteered one

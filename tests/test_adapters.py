@@ -15,7 +15,7 @@ from pipeline.audio import read_audio
 from pipeline.models import load_model
 from pipeline.models.hooks import HookedAdapter
 from pipeline.sae import Sae
-from pipeline.steering import FeatureEdit, steered_output, strength_sweep
+from pipeline.steering import FeatureEdit, frame_change, steered_output, strength_sweep
 
 # family -> (layers the SAE reads, every layer name the model has)
 LAYERS = {
@@ -113,6 +113,26 @@ def test_extract_train_score_store_name_steer(project):
     sweep = strength_sweep(model, sae, layer, audio, silent, [0, 1e3], keep_error=True)
     assert sweep[0]["change"] < 1e-6 and sweep[1]["change"] > 0
     assert not any(m._forward_hooks for m in model.layer_modules().values())
+
+    # the edit over time, for the encoders with an output per frame
+    still, moved = (frame_change(model, sae, layer, audio, [FeatureEdit(silent, v)]) for v in (0.0, 1e3))
+    if family in ("whisper", "qwen2-audio"):
+        assert still is None and moved is None  # their text is not aligned to frames
+        return
+    frames = model.n_tokens(len(audio))
+    assert len(moved["seconds"]) == len(moved["change"]) == frames and np.all(np.diff(moved["seconds"]) > 0)
+    assert still["change"].max() < 1e-5 and moved["change"].max() > 1e-3  # a no-op edit changes no frame
+    from explorer import plots
+
+    drawn = json.loads(plots.frame_change(moved).to_json())["data"]  # the Steer tab's plot: the change, the labels
+    assert len(drawn) == (3 if model.has_text else 1) and drawn[0]["y"]["dtype"] == "f4"
+    bound = 1 if model.has_text else 2  # total variation of posteriors; 1 - cosine
+    assert (moved["change"] >= 0).all() and (moved["change"] <= bound + 1e-6).all()
+    if model.has_text:  # CTC: the frames' greedy labels are the path the transcript is decoded from
+        assert len(moved["before"]) == frames and still["after"] == still["before"]
+        tok = model.tokenizer
+        path = tok.convert_tokens_to_ids([label or tok.pad_token for label in still["before"]])
+        assert " ".join(tok.decode(path).split()).lower() == model.transcribe(audio)
 
 
 def test_explorer_analyzes_and_steers_with_the_adapter(project, tmp_path):

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 
 from pipeline.audio import read_audio
-from pipeline.steering import FeatureEdit, logprob_shift, steered_output, strength_sweep
+from pipeline.steering import FeatureEdit, frame_change, logprob_shift, steered_output, strength_sweep
 
 from .. import plots
 from ..background import Refresh
@@ -74,6 +74,8 @@ def build(explorer, nav) -> Refresh:
         before = gr.Textbox(label="Output before", interactive=False, elem_id="steer-before")
         after = gr.Textbox(label="Output after", interactive=False, elem_id="steer-after")
     diff = gr.HighlightedText(label="Changes", color_map={"-": "red", "+": "green"}, elem_id="steer-diff")
+    # for a model with an output per frame (HuBERT, wav2vec2): the change over time, and CTC labels if any
+    frames = gr.Plot(show_label=False, visible=False, elem_id="steer-frames")
     with gr.Row():
         probe = gr.Textbox(label="Probe words: how much likelier the model finds them after the edit",
                            placeholder="e.g. music, or the feature's name", elem_id="steer-probe", scale=2)
@@ -100,6 +102,7 @@ def build(explorer, nav) -> Refresh:
         with explorer.using_model(run_id) as model:
             audio = audio_of(clip_id, path, model)
             base, text, _ = steered_output(model, sae, layer, audio, edits, keep)
+            over_time = frame_change(model, sae, layer, audio, edits, keep)
             moved = ""
             if (words or "").strip() and hasattr(model, "text_logprob"):
                 got = logprob_shift(model, sae, layer, [audio], words, edits, keep)
@@ -107,7 +110,9 @@ def build(explorer, nav) -> Refresh:
                          f"(**{got['shift'][0]:+.2f}**, x{np.exp(got['shift'][0]):.3g} as likely)")
             elif (words or "").strip():
                 moved = "This model writes no text: probe words need a decoder (Whisper)."
-            return base, text, word_diff(base, text) if model.has_text else [], moved
+            shown = (gr.Plot(plots.frame_change(over_time), visible=True) if over_time is not None
+                     else gr.Plot(visible=False))
+            return base, text, word_diff(base, text) if model.has_text else [], moved, shown
 
     def on_feature(run_id, feature_id):
         row = explorer.feature_head(run_id, int(feature_id)) if feature_id else None
@@ -125,10 +130,11 @@ def build(explorer, nav) -> Refresh:
     inputs = [run, feature, value, mode, keep_error, clip, upload, probe]
     run.change(lambda r: gr.Dropdown(choices=feature_choices(explorer, r)), run, feature)
     feature.change(on_feature, [run, feature], value)
-    value.release(steer, inputs, [before, after, diff, shift], api_name="steer")
+    outputs = [before, after, diff, shift, frames]
+    value.release(steer, inputs, outputs, api_name="steer")
     for control in (mode, keep_error, clip, upload):
-        control.change(steer, inputs, [before, after, diff, shift], api_name=False)
-    probe.submit(steer, inputs, [before, after, diff, shift], api_name=False)
+        control.change(steer, inputs, outputs, api_name=False)
+    probe.submit(steer, inputs, outputs, api_name=False)
     sweep_btn.click(sweep, [run, feature, mode, keep_error, clip, upload], sweep_plot, api_name="sweep")
 
     def refresh(run_id, feature_id):  # new runs, and names that landed

@@ -26,6 +26,7 @@ class HubertAdapter(HookedAdapter):
     """The adapter protocol for HuBERT / wav2vec2 encoders (with or without a CTC head)."""
 
     sample_rate = 16_000
+    frame_s = 0.02  # one output row (and CTC label) per 20 ms
     max_seconds = 30.0  # a memory cap per call, not a limit of the model (its positions are convolutional)
 
     def __init__(self, model, extractor, tokenizer=None, name: str = "", device: str = "cpu"):
@@ -83,3 +84,15 @@ class HubertAdapter(HookedAdapter):
 
     def transcribe(self, audio: np.ndarray) -> str:
         return self.transcribe_batch([audio])[0]
+
+    @torch.inference_mode()
+    def frame_outputs(self, audio: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+        """What the model puts out per frame: with a CTC head, its label posteriors [T, vocab] and the labels'
+        names (the CTC blank is the pad token); without one, the last layer's rows [T, d_model] and None."""
+        with self.lock:
+            if self.has_text:
+                logits = self.model(self._inputs(audio)).logits[0].float()
+                return torch.softmax(logits, -1).cpu().numpy(), self.tokenizer.convert_ids_to_tokens(
+                    list(range(logits.shape[-1])))
+            last = self.layers[-1]
+            return self.hidden_states(audio, [last])[last], None
