@@ -102,6 +102,8 @@ def launch(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860, ratin
     app = build_app(db_path, ratings_db, background)
     gc.freeze()  # what start-up built (every tab, the cached maps) is never collected: no full-heap GC pauses
     folders = app.explorer.audio_dirs() if not app.explorer.problem() else []
-    app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS,
+    # run_history=False: Gradio 6 otherwise saves every event's outputs in the browser's localStorage and rewrites
+    # it all on each event; a feature page adds ~120 KB, so the 30th feature opened took 4x the first to paint
+    app.launch(server_name=host, server_port=port, share=False, allowed_paths=folders, css=CSS, run_history=False,
                max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)  # refused by the server, before it is stored
     return app

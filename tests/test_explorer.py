@@ -196,6 +196,10 @@ def test_browser_walkthrough(server, tone_file):
         page.locator("#neighbours-table").get_by_role("gridcell").first.wait_for()  # the figures follow the head
         page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
 
+        # nothing piles up in the browser: Gradio's run history (every event's outputs in localStorage, rewritten
+        # on each event) is off; with it, each feature opened added ~120 KB and slowed the next paint
+        assert page.evaluate("() => JSON.stringify(localStorage).length") < 5_000
+
         # a clip's player has a source that returns audio bytes (fetched when played)
         src = page.locator("audio.clip-audio").first.get_attribute("src")
         audio, rate = sf.read(io.BytesIO(page.request.get(urllib.parse.urljoin(page.url, src)).body()))
