@@ -1,5 +1,5 @@
 """How fast a feature opens in a browser: headless Chromium clicks through random selected features (the Map's
-navigation path) and times the first paint (title, name and the clips' players) and the full page (every
+navigation path) and times the first paint (title, name and the clips' cards with their players) and the full page (every
 figure drawn), p50 / p95 over N features. The full page is what one load did before the page was split.
     .venv/bin/python benchmarks/feature_paint.py [--db data/demo/ard.duckdb] [--n 50]
 """
@@ -65,7 +65,7 @@ def main() -> None:
     ms = lambda xs, q: 1000 * float(np.percentile(xs, q))
     print(f"Feature page in headless Chromium, {len(first)} random selected features of {args.db}")
     print(f"{'':<34}{'p50 ms':>8}{'p95 ms':>8}")
-    print(f"{'first paint (title, name, players)':<34}{ms(first, 50):>8.0f}{ms(first, 95):>8.0f}")
+    print(f"{'first paint (title, name, clip cards)':<34}{ms(first, 50):>8.0f}{ms(first, 95):>8.0f}")
     print(f"{'whole page (every figure)':<34}{ms(full, 50):>8.0f}{ms(full, 95):>8.0f}")
     print(f"first paint / whole page (p50): {np.median(first) / np.median(full):.2f}")
 
