@@ -124,18 +124,20 @@ def regime_agreement(model, layer: str, audios: Sequence[np.ndarray]) -> dict[st
     return {"regime_cosine_mean": float(all_rows.mean()), "regime_cosine_min": float(all_rows.min())}
 
 
+def _last_layer_cosines(model, layer: str, audio: np.ndarray, change: Change) -> torch.Tensor:
+    """Per row of the last layer, the cosine between its values with and without `change` at `layer`."""
+    last = model.layers[-1]
+    clean = torch.from_numpy(model.hidden_states(audio, [last])[last])
+    with model.intervention(layer, change):
+        edited = torch.from_numpy(model.hidden_states(audio, [last])[last])
+    return torch.nn.functional.cosine_similarity(clean, edited, dim=1)
+
+
 @torch.no_grad()
 def representation_change(model, layer: str, audios: Sequence[np.ndarray], change: Change) -> list[float]:
     """What an edit does to a model without text output (a bare HuBERT / wav2vec2): per clip, 1 - the mean
     cosine between the last layer's rows with and without `change` at `layer` (0 = unchanged)."""
-    last = model.layers[-1]
-    out = []
-    for audio in audios:
-        clean = torch.from_numpy(model.hidden_states(audio, [last])[last])
-        with model.intervention(layer, change):
-            edited = torch.from_numpy(model.hidden_states(audio, [last])[last])
-        out.append(float(1 - torch.nn.functional.cosine_similarity(clean, edited, dim=1).mean()))
-    return out
+    return [float(1 - _last_layer_cosines(model, layer, audio, change).mean()) for audio in audios]
 
 
 def steered_output(model, sae: Sae, layer: str, audio: np.ndarray, edits: Sequence[FeatureEdit],
@@ -162,19 +164,19 @@ def frame_change(model, sae: Sae, layer: str, audio: np.ndarray, edits: Sequence
     Whisper's and Qwen2-Audio's text is not aligned to frames). With a CTC head: per frame, the total variation
     between the label posteriors before and after (0 = the same, 1 = disjoint) and the greedy label before and
     after ('' for the blank); without one: 1 - cosine between the last layer's rows before and after."""
-    if not hasattr(model, "frame_outputs"):
+    if not hasattr(model, "frame_posteriors"):
         return None
-    clean, labels = model.frame_outputs(audio)
-    with model.intervention(layer, feature_edit(sae, edits, keep_error)):
-        edited, _ = model.frame_outputs(audio)
-    seconds = (np.arange(len(clean)) + 0.5) * model.frame_s
-    if labels is None:
-        rows = torch.nn.functional.cosine_similarity(torch.from_numpy(clean), torch.from_numpy(edited), dim=1)
-        return {"seconds": seconds, "change": (1 - rows).clamp(min=0).numpy(),
+    change = feature_edit(sae, edits, keep_error)
+    if not model.has_text:
+        moved = (1 - _last_layer_cosines(model, layer, audio, change)).clamp(min=0).numpy()
+        return {"seconds": (np.arange(len(moved)) + 0.5) * model.frame_s, "change": moved,
                 "measure": f"1 - cosine of {model.layers[-1]}"}
+    clean, labels = model.frame_posteriors(audio)
+    with model.intervention(layer, change):
+        edited, _ = model.frame_posteriors(audio)
     blank = model.tokenizer.pad_token
     name = lambda i: "" if labels[i] == blank else labels[i]  # noqa: E731
-    return {"seconds": seconds, "change": 0.5 * np.abs(clean - edited).sum(1),
+    return {"seconds": (np.arange(len(clean)) + 0.5) * model.frame_s, "change": 0.5 * np.abs(clean - edited).sum(1),
             "measure": "total variation of the CTC label posteriors",
             "before": [name(i) for i in clean.argmax(1)], "after": [name(i) for i in edited.argmax(1)]}
 

@@ -86,13 +86,10 @@ class HubertAdapter(HookedAdapter):
         return self.transcribe_batch([audio])[0]
 
     @torch.inference_mode()
-    def frame_outputs(self, audio: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
-        """What the model puts out per frame: with a CTC head, its label posteriors [T, vocab] and the labels'
-        names (the CTC blank is the pad token); without one, the last layer's rows [T, d_model] and None."""
+    def frame_posteriors(self, audio: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """The CTC head's label posteriors per frame [T, vocab] and the labels' names (the blank is the pad token)."""
+        if not self.has_text:
+            raise ValueError(f"{self.name}: {type(self.model).__name__} has no CTC head")
         with self.lock:
-            if self.has_text:
-                logits = self.model(self._inputs(audio)).logits[0].float()
-                return torch.softmax(logits, -1).cpu().numpy(), self.tokenizer.convert_ids_to_tokens(
-                    list(range(logits.shape[-1])))
-            last = self.layers[-1]
-            return self.hidden_states(audio, [last])[last], None
+            logits = self.model(self._inputs(audio)).logits[0].float()
+        return torch.softmax(logits, -1).cpu().numpy(), self.tokenizer.convert_ids_to_tokens(list(range(logits.shape[-1])))
