@@ -156,51 +156,68 @@ def cmd_steer_eval(args) -> int:
     from . import store
     from .config import load_config
     from .corpus import iter_corpus, read_metadata
+    from .hallucination import Split, search
     from .models import load_model
+    from .report import write_report
     from .sae import Sae
-    from .steering import hallucination_eval, regime_agreement, sensitivity_eval
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .steering import regime_agreement, sensitivity_eval
 
     cfg = load_config(args.config)
     if not cfg.evaluation.corpus:
         raise SystemExit(f"{cfg.path}: [evaluation] corpus is not set; steer-eval reports on held-out clips the SAE "
                          "never saw (a labelled audiofolder with speech that has a 'text' column, and non-speech)")
+    layers = args.layers.split(",") if args.layers else cfg.sae_layers
+    unknown = sorted(set(layers) - set(cfg.sae_layers))
+    if unknown:
+        raise SystemExit(f"--layers {','.join(unknown)}: not among the config's SAE layers ({', '.join(cfg.sae_layers)})")
     layer, expansion = args.layer or cfg.sae_layers[-1], cfg.sae.expansions[0]
     run = cfg.run_id(layer, expansion)
 
     def spread(clips, n):
         return clips[:: max(1, len(clips) // n)][:n]
 
-    def split(root, n_speech, n_other):  # (speech pieces, non-speech pieces) of an audiofolder
+    def split(root, n_speech, n_other) -> Split:  # speech pieces with text, and music or sound, of an audiofolder
         clips = read_metadata(cfg.resolve(root))
-        speech = spread([c for c in clips if c.meta.get("text")], n_speech)
-        other = spread([c for c in clips if c.domain in ("music", "sound")], n_other)
-        return list(iter_corpus(speech, cfg.corpus)), list(iter_corpus(other, cfg.corpus))
+        speech = list(iter_corpus(spread([c for c in clips if c.meta.get("text")], n_speech), cfg.corpus))
+        other = list(iter_corpus(spread([c for c in clips if c.domain in ("music", "sound")], n_other), cfg.corpus))
+        return Split([a for _, a in speech], [c.meta["text"] for c, _ in speech], [a for _, a in other],
+                     [c.id for c, _ in speech + other])
 
-    model, sae = load_model(cfg.model), Sae.load(cfg.sae_dir(layer, expansion))
-    s_pieces, o_pieces = split(cfg.corpus.root, args.speech, args.nonspeech)  # tuning: the probing corpus
-    ts_pieces, to_pieces = split(cfg.evaluation.corpus, args.speech, args.nonspeech)  # held out
-    if not ts_pieces or not to_pieces:
+    model = load_model(cfg.model)
+    if not model.has_text or not hasattr(model, "decode_batch"):
+        raise SystemExit(f"{cfg.model.source}: the hallucination experiment needs Whisper's decoder (its no-speech "
+                         "probability); this model has none")
+    tune = split(cfg.corpus.root, args.speech, args.nonspeech)  # tuning: the probing corpus
+    held = split(cfg.evaluation.corpus, args.speech, args.nonspeech)  # held out
+    if not held.speech or not held.other:
         raise SystemExit(f"{cfg.resolve(cfg.evaluation.corpus)}: needs speech clips with a 'text' column and music "
                          "or sound clips for the held-out half of steer-eval")
-    with store.connect(cfg.db_path, read_only=True) as con:
-        s_r = store.clip_score_matrix(con, run, [c.id for c, _ in s_pieces], sae.spec.d_sae)
-        o_r = store.clip_score_matrix(con, run, [c.id for c, _ in o_pieces], sae.spec.d_sae)
-    result = hallucination_eval(model, sae, layer, [a for _, a in s_pieces], [c.meta["text"] for c, _ in s_pieces], s_r,
-                                [a for _, a in o_pieces], o_r, [a for _, a in ts_pieces],
-                                [c.meta["text"] for c, _ in ts_pieces], [a for _, a in to_pieces])
-    result["regime"] = regime_agreement(model, layer, [a for _, a in s_pieces[:4]])
-    result["clips"] = {"tuning": [c.id for c, _ in s_pieces + o_pieces], "held_out": [c.id for c, _ in ts_pieces + to_pieces]}
+    saes = {name: Sae.load(cfg.sae_dir(name, expansion)) for name in layers}
+    strengths = {m: [float(v) for v in args.strengths.split(",")] for m in args.methods.split(",")} if args.strengths else None
+    with tqdm(desc="steering sweep", unit="setting") as bar:
+        result = search(model, saes, tune, held, n_features=args.features, methods=args.methods.split(","),
+                        strengths=strengths, progress=lambda text: (bar.set_postfix_str(text), bar.update()))
+    result["regime"] = {name: regime_agreement(model, name, tune.speech[:4]) for name in layers}
+    result["clips"] = {"tuning": tune.ids, "held_out": held.ids}
+    sweep = pd.DataFrame([{k: v for k, v in r.items() if k != "examples"} for r in result["rows"]])
+    sweep["chosen"] = [(r["layer"], r["method"], r["strength"]) == tuple(result["best"].values()) for r in result["rows"]]
     with store.connect(cfg.db_path) as con:
-        store.write_steering_eval(con, run, "hallucination", result)
-    print(f"Hallucination on non-speech, {run}: features {result['features']}, strength {result['strength']} "
-          "(chosen on the tuning split)")
-    print(format_table([{"split": "tuning (probing corpus)", **t} for t in result["tuning"]]))
-    h = result["held_out"]
-    print(format_table([{"held-out": "before", "false_positive_rate": h["fp_before"], "wer": h["wer_before"]},
-                        {"held-out": "after", "false_positive_rate": h["fp_after"], "wer": h["wer_after"]}]))
-    print(f"held-out (evaluation corpus): {h['n_nonspeech']} non-speech and {h['n_speech']} speech clips; rows the "
-          f"edit sees vs rows the SAE was trained on: cosine mean {result['regime']['regime_cosine_mean']:.6f}, "
-          f"min {result['regime']['regime_cosine_min']:.6f}")
+        store.write_steering_eval(con, cfg.run_id(result["best"]["layer"] or layer, expansion), "hallucination", result)
+        store.write_evaluation(con, {"steering_sweep": sweep})
+    best, h = result["best"], result["held_out"]
+    print("Hallucination on non-speech (false positive: words in what Whisper keeps of a non-speech clip; "
+          "WER of what it keeps of speech); every setting, tuning and held-out clips:")
+    print(format_table(sweep.round(3).to_dict("records")))
+    print(f"chosen on the tuning clips: {best['layer'] or '(no steering)'} {best['method']} {best['strength']:g}; "
+          f"held out: false positives {h['fp_before']:.3f} -> {h['fp_after']:.3f}, WER {h['wer_before']:.3f} -> "
+          f"{h['wer_after']:.3f}; goal (false positives at most half, WER up at most 0.02): "
+          f"{'met' if result['goal_met'] else 'not met'}")
+    for name, probe in result["probes"].items():
+        print(f"probe {name}: speech vs non-speech accuracy {probe['train_accuracy']:.3f} (tuning), "
+              f"{probe['held_out_accuracy']:.3f} (held out); features {probe['features']}")
 
     # Sensitivity (paper Table 3): steer speech clips toward each non-speech domain's concepts
     rows = []
@@ -208,7 +225,8 @@ def cmd_steer_eval(args) -> int:
         concepts = store.concepts(con)
         max_acts = store.features(con, run, selected_only=False)["max_act"].to_numpy()
     concepts = concepts[concepts["run_id"] == run]
-    speech_audio = [a for _, a in ts_pieces]  # held-out speech: clips the SAE never saw
+    sae = Sae.load(cfg.sae_dir(layer, expansion))
+    speech_audio = held.speech  # held-out speech: clips the SAE never saw
     for domain in ("music", "sound"):
         mostly = concepts[concepts["majority"] == domain].sort_values("ms", ascending=False)
         features = mostly["feature"].head(args.concept_features).tolist()
@@ -228,7 +246,15 @@ def cmd_steer_eval(args) -> int:
           "domain's word ('music', 'sound') under the concept's features and under as many random ones; logp "
           "sensitivity: share of clips where the concept's features raise it more than the random ones (0.5 = chance)")
     print(format_table(rows))
+    with store.connect(cfg.db_path) as con:
+        store.write_evaluation(con, {"steering_sensitivity": pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)})
+        if "table1" in (tables := store.read_evaluation(con)):  # the report exists: add the steering section
+            print(f"report: {write_report(tables, cfg.resolve(cfg.evaluation.report_dir))}")
     return 0
+
+
+SENSITIVITY_COLUMNS = ["target", "features", "speech clips", "unsteered", "steered", "random features", "dlogp steered",
+                       "dlogp random", "logp sensitivity"]
 
 
 def cmd_export_atlas(args) -> int:
@@ -298,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--feature", type=int, required=True)
     p.add_argument("--value", type=float, required=True)
-    p.add_argument("--mode", choices=["clamp", "add"], default="clamp")
+    p.add_argument("--mode", choices=["clamp", "add", "scale"], default="clamp")
     p.add_argument("--layer", help="SAE layer (default: the last configured)")
     p.add_argument("--expansion", type=int, help="SAE expansion (default: the first configured)")
     p.add_argument("--replace", action="store_true", help="pure replacement x_hat' instead of x + x_hat' - x_hat")
@@ -308,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("steer-eval", help="measured steering experiments (hallucination on non-speech), to the store")
     p.add_argument("config")
-    p.add_argument("--layer", help="SAE layer (default: the last configured)")
+    p.add_argument("--layer", help="SAE layer of the sensitivity experiment (default: the last configured)")
+    p.add_argument("--layers", help="SAE layers the hallucination sweep searches, comma-separated (default: all)")
+    p.add_argument("--methods", default="floor,scale,clamp,add", help="steering methods the sweep tries (floor, scale, clamp, add)")
+    p.add_argument("--strengths", help="strengths for every method, comma-separated (default: each method's own)")
+    p.add_argument("--features", type=int, default=8, help="non-speech features the probe picks per layer")
     p.add_argument("--speech", type=int, default=40,
                    help="speech clips of each corpus (tuning: the probing corpus; held out: [evaluation] corpus)")
     p.add_argument("--nonspeech", type=int, default=80, help="music and sound clips of each corpus, likewise")

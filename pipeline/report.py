@@ -125,13 +125,68 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),
         "## Top-k probing (test accuracy, logistic regression, half/half split of the probing corpus)\n",
         md_table(_probing_view(tables["probing"])),
+        *_steering_section(tables),
     ]
     return "\n".join(parts)
 
 
+def _steering_section(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """`ard steer-eval`'s sweep and sensitivity, when it has run."""
+    if "steering_sweep" not in tables:
+        return ["## Steering\n", "Not measured yet: run `ard steer-eval CONFIG`.\n"]
+    sweep = tables["steering_sweep"]
+    held = sweep[sweep["split"] == "held_out"]
+    base, chosen = held[held["method"] == "none"].iloc[0], held[held["chosen"]].iloc[0]
+    met = chosen.fp <= 0.5 * base.fp and chosen.wer <= base.wer + 0.02
+    parts = [
+        "## Steering: Whisper's false speech detections on non-speech (AudioSAE's hallucination experiment)\n",
+        "Per layer, a logistic probe on clip-level r picks the features that weigh most toward non-speech and toward "
+        "speech. `floor` removes the speech features' faint activations (z <- 0 below s x their mean firing "
+        "activation on speech); the non-speech features are scaled where they fire (`scale`: z <- (1 + s) z), "
+        "clamped everywhere (`clamp`: z <- s x their max) or their mixed decoder direction added to every row "
+        "(`add`: x <- x + s m d, m the mean row norm). A false positive: "
+        "a non-speech clip of which Whisper's own decoding keeps words (it drops a window whose no-speech "
+        "probability is above 0.6 when the written tokens' mean log-probability is at most -1); `fp_text`: the raw "
+        "greedy text has words. WER of what it keeps of speech. The setting is chosen on the tuning clips (probing "
+        "corpus); the rows below are held-out clips. Goal: false positives at most half the baseline's with WER up "
+        "by at most 0.02.\n",
+        f"Chosen: `{chosen.layer or '(no steering)'}` {chosen.method} {chosen.strength:g}: false positives "
+        f"{base.fp:.3f} -> {chosen.fp:.3f}, WER {base.wer:.3f} -> {chosen.wer:.3f}: goal {'met' if met else 'not met'}.\n",
+        md_table(held.drop(columns=["split"]).round(3)),
+    ]
+    if len(tables.get("steering_sensitivity", pd.DataFrame())):
+        parts += ["### Sensitivity (paper Table 3, by the decoder's log-probability of the concept's word)\n",
+                  "Held-out speech clips steered toward each non-speech domain's features, against as many random "
+                  "features: `logp sensitivity` is the share of clips where the concept's features raise the "
+                  "log-probability of the domain's word more than the random ones do (0.5 = chance).\n",
+                  md_table(tables["steering_sensitivity"].round(3))]
+    return parts
+
+
+def steering_figure(sweep: pd.DataFrame) -> go.Figure:
+    """The trade-off of the hallucination sweep on the held-out clips: false positives against WER, a point
+    per setting, the goal's corner shaded, the baseline and the chosen setting marked."""
+    held = sweep[sweep["split"] == "held_out"].copy()
+    base = held[held["method"] == "none"].iloc[0]
+    held["setting"] = held["layer"] + " " + held["method"] + " " + held["strength"].map("{:g}".format)
+    steered = held[held["method"] != "none"]
+    fig = px.line(steered, x="wer", y="fp", color="method", line_dash="layer", markers=True,
+                  hover_data=["setting", "fp_text", "no_speech_other", "no_speech_speech"],
+                  labels={"wer": "WER on held-out speech", "fp": "false positives on held-out non-speech"},
+                  title="Steering against hallucination: false positives against WER (held-out clips)")
+    fig.add_shape(type="rect", x0=0, x1=base.wer + 0.02, y0=0, y1=0.5 * base.fp, fillcolor="green", opacity=0.12,
+                  line_width=0, layer="below")
+    fig.add_scatter(x=[base.wer], y=[base.fp], mode="markers+text", text=["no steering"], textposition="top center",
+                    marker=dict(symbol="star", size=14, color="black"), name="baseline")
+    chosen = held[held["chosen"]]
+    fig.add_scatter(x=chosen["wer"], y=chosen["fp"], mode="markers", name="chosen on tuning clips",
+                    marker=dict(symbol="circle-open", size=18, color="red", line_width=2))
+    return fig
+
+
 # every figure the report can have, in its order (the explorer keeps a slot for each)
 FIGURES = ("gamma_sweep", "ablation", "seed_stability", "seed_stability_tokens", "unlearning", "retrieval",
-           "diagnosis", "domains", "probing")
+           "diagnosis", "domains", "probing", "steering")
 
 
 def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
@@ -175,6 +230,8 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
     probing = tables["probing"]
     figs["probing"] = px.line(probing, x="k", y="accuracy", color="units", line_dash="task", facet_col="layer", markers=True,
                               title="Top-k probing accuracy")
+    if "steering_sweep" in tables:
+        figs["steering"] = steering_figure(tables["steering_sweep"])
     for fig in figs.values():
         fig.update_layout(template="plotly_white", height=380)
     return figs

@@ -1,7 +1,7 @@
 """Feature interventions (SPEC.md "Steering"): at layer l, encode x with the SAE, change chosen features,
 re-apply the sparsity rule, decode, and continue the forward pass with the result.
 
-    z = TopK(W_enc (x - b_dec) + b_enc);  z'_k = v (clamp) or z_k + v (add);  z' = TopK(z')
+    z = TopK(W_enc (x - b_dec) + b_enc);  z'_k = v (clamp), z_k + v (add) or v z_k (scale);  z' = TopK(z')
     output = x + (x_hat' - x_hat)    (default: the SAE's error term is kept, so an unchanged z leaves x unchanged)
     output = x_hat'                  (keep_error=False: pure replacement)
 
@@ -23,15 +23,18 @@ from .models.hooks import Change
 from .sae import Sae
 
 
+MODES = ("clamp", "add", "scale")
+
+
 @dataclass(frozen=True)
 class FeatureEdit:
     feature: int
     value: float
-    mode: str = "clamp"  # "clamp" (set z_k = value) or "add" (z_k += value)
+    mode: str = "clamp"  # "clamp" (set z_k = value), "add" (z_k += value) or "scale" (z_k *= value, where it fires)
 
     def __post_init__(self):
-        if self.mode not in ("clamp", "add"):
-            raise ValueError(f"steering mode must be 'clamp' or 'add', not {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"steering mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
 @torch.no_grad()
@@ -48,8 +51,10 @@ def steer_activations(sae: Sae, x: torch.Tensor, edits: Sequence[FeatureEdit], k
     for edit in edits:
         if edit.mode == "clamp":
             edited[:, edit.feature] = edit.value
-        else:
+        elif edit.mode == "add":
             edited[:, edit.feature] += edit.value
+        else:
+            edited[:, edit.feature] *= edit.value
     keep = torch.zeros(sae.spec.d_sae, dtype=torch.bool, device=x.device)
     keep[[e.feature for e in edits]] = True
     edited = sae.resparsify(torch.relu(edited), keep)
@@ -194,14 +199,7 @@ def strength_sweep(model, sae: Sae, layer: str, audio: np.ndarray, feature: int,
     return rows
 
 
-# --- `ard steer-eval`: AudioSAE's hallucination experiment, measured ------------------------------------
-
-_TAG = re.compile(r"[\[(][^\])]*[\])]")
-
-
-def is_false_positive(transcript: str) -> bool:
-    """A non-speech clip's transcript counts as a false positive when it has words beyond bracketed tags."""
-    return bool(re.search(r"[A-Za-z0-9]", _TAG.sub(" ", transcript)))
+# --- `ard steer-eval` ---------------------------------------------------------------------------------
 
 
 def fisher_scores(speech: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -217,52 +215,13 @@ def split_half(ids: Sequence[str]) -> tuple[list[int], list[int]]:
     return tune, [i for i in range(len(ids)) if i not in set(tune)]
 
 
-def hallucination_eval(model, sae: Sae, layer: str, tune_speech: list[np.ndarray], tune_text: list[str],
-                       tune_speech_r: np.ndarray, tune_other: list[np.ndarray], tune_other_r: np.ndarray,
-                       test_speech: list[np.ndarray], test_text: list[str], test_other: list[np.ndarray],
-                       n_features: int = 8, strengths: Sequence[float] = (0, 1, 2, 4, 8, 16),
-                       max_wer_increase: float = 0.02) -> dict:
-    """Steer Whisper toward its own non-speech features: pick the n features that best separate non-speech
-    from speech (Fisher score, non-speech side) on the tuning clips (the probing corpus, with their clip-level
-    r [n_clips, d_sae]), add their summed unit decoder direction at `layer` with strength s (in units of the
-    mean activation norm), choose s on the tuning clips (most false positives removed with WER up by at most
-    max_wer_increase), and report on the held-out clips, which the SAE never saw (the evaluation corpus)."""
-    from .wer import word_error_rate
-
-    scores = fisher_scores(tune_speech_r, tune_other_r)
-    scores[tune_other_r.mean(0) <= tune_speech_r.mean(0)] = 0  # only features more active on non-speech
-    chosen = np.argsort(-scores)[:n_features]
-    W = sae.W_dec.detach().numpy()
-    direction = W[chosen].sum(0)
-    direction /= np.linalg.norm(direction)
-    unit = float(np.mean([np.linalg.norm(x, axis=1).mean() for x in
-                          (model.hidden_states(a, [layer])[layer] for a in tune_speech[:8])]))
-
-    def measure(strength: float, speech: list[np.ndarray], texts: list[str], other: list[np.ndarray]) -> dict:
-        def run(audios):
-            with model.intervention(layer, vector_edit(direction, strength * unit / 10)):
-                return model.transcribe_batch(audios, max_new_tokens=64)
-        return {"strength": strength, "false_positive_rate": float(np.mean([is_false_positive(t) for t in run(other)])),
-                "wer": word_error_rate(texts, run(speech))}
-
-    tuning = [measure(s, tune_speech, tune_text, tune_other) for s in strengths]
-    base = tuning[0]
-    allowed = [t for t in tuning if t["wer"] <= base["wer"] + max_wer_increase] or [base]
-    best = min(allowed, key=lambda t: (t["false_positive_rate"], t["strength"]))
-    before, after = (measure(s, test_speech, test_text, test_other) for s in (0.0, best["strength"]))
-    return {"features": chosen.tolist(), "strength": best["strength"], "tuning": tuning,
-            "held_out": {"fp_before": before["false_positive_rate"], "fp_after": after["false_positive_rate"],
-                         "wer_before": before["wer"], "wer_after": after["wer"],
-                         "n_speech": len(test_speech), "n_nonspeech": len(test_other)}}
-
-
 _NONSPEECH_MARK = re.compile(r"[\[(][^\])]*[\])]|♪")
 
 
 def moved_to_nonspeech(transcript: str) -> bool:
     """A speech clip's output moved to a non-speech concept: it carries a non-speech marker (a bracketed tag
     or a music sign) and no words beyond such markers. An empty output has moved nowhere and does not count."""
-    return bool(_NONSPEECH_MARK.search(transcript)) and not is_false_positive(transcript.replace("♪", " "))
+    return bool(_NONSPEECH_MARK.search(transcript)) and not re.search(r"[A-Za-z0-9]", _NONSPEECH_MARK.sub(" ", transcript))
 
 
 def sensitivity_eval(model, sae: Sae, layer: str, audios: list[np.ndarray], target_features: Sequence[int],

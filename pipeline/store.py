@@ -14,7 +14,7 @@ import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import duckdb
 import numpy as np
@@ -577,7 +577,9 @@ def write_evaluation(con, tables: dict[str, pd.DataFrame]) -> None:
         raise
 
 
-def read_evaluation(con) -> dict[str, pd.DataFrame]:
+def read_evaluation(con, only: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The eval_* tables by name (`only`: just these, those that exist)."""
     names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
                                        f"AND table_name LIKE '{EVAL_PREFIX}%' ORDER BY 1").fetchall()]
+    names = [n for n in names if only is None or n[len(EVAL_PREFIX):] in only]
     return {n[len(EVAL_PREFIX):]: con.execute(f"SELECT * FROM {n}").df() for n in names}

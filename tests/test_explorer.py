@@ -370,6 +370,14 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
             con.execute(f"DELETE FROM {t} WHERE run_id = ?", [held])
         for name in evaluation:
             con.execute(f"DROP TABLE {store.EVAL_PREFIX}{name}")
+    # `ard steer-eval`'s sweep lands with it (made by hand: the real one is slow; its own test is in test_steering)
+    evaluation["steering_sweep"] = pd.DataFrame(
+        [{"split": split, "layer": layer, "method": method, "strength": strength, "fp": fp, "fp_text": 1.0, "wer": wer,
+          "no_speech_speech": 0.1, "no_speech_other": 0.8, "chosen": method == "scale"}
+         for split, layer, method, strength, fp, wer in [("tuning", "", "none", 0.0, 0.8, 0.2),
+                                                         ("held_out", "", "none", 0.0, 0.6, 0.25),
+                                                         ("tuning", "encoder.3", "scale", 3.0, 0.5, 0.21),
+                                                         ("held_out", "encoder.3", "scale", 3.0, 0.3, 0.26)]])
     gate = threading.Event()
 
     def land_run():
@@ -396,12 +404,19 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.locator("#background-status")).to_contain_text(f"now run {held}; then the evaluation")
             assert page.locator("#concepts-table").get_by_text(held).count() == 0
+            page.get_by_role("tab", name="Steer").click()
+            expect(page.locator("#steer-hallucination")).to_contain_text("not measured yet")
+            assert not page.locator("#steer-hallucination-plot").is_visible()
             page.get_by_role("tab", name="Evaluation").click()
             expect(page.locator("#eval-report")).to_contain_text("No evaluation in this database yet")
             gate.set()
             expect(page.locator("#eval-report")).to_contain_text("Table 1: interpretability")
             page.locator("#eval-ablation .js-plotly-plot").wait_for()
             expect(page.locator("#background-status")).not_to_contain_text("Still computing")
+            expect(page.locator("#eval-report")).to_contain_text("false positives 0.600 -> 0.300")
+            page.get_by_role("tab", name="Steer").click()  # the steering trade-off, drawn as the report draws it
+            expect(page.locator("#steer-hallucination")).to_contain_text("false positives 0.60 → 0.30, WER 0.250 → 0.260")
+            page.locator("#steer-hallucination-plot .js-plotly-plot").wait_for()
             page.get_by_role("tab", name="Concepts").click()  # the run is a choice now, and its concepts show
             page.locator("#concepts-run input").click()
             page.get_by_role("option", name=held).click()

@@ -125,13 +125,12 @@ def test_two_threads_steering_differently_each_get_their_own_result(whisper, sae
     assert serial["strong"] != serial["none"]
 
 
-def test_false_positive_rules_and_fisher_scores():
-    from pipeline.steering import fisher_scores, is_false_positive, moved_to_nonspeech
+def test_non_speech_output_rules_and_fisher_scores():
+    from pipeline.steering import fisher_scores, moved_to_nonspeech
 
-    assert not is_false_positive("[Music]") and not is_false_positive("(birds chirping) [BLANK_AUDIO]")
-    assert is_false_positive("[Music] thank you") and is_false_positive("you")
     assert moved_to_nonspeech("♪ ♪") and moved_to_nonspeech("[Music]") and not moved_to_nonspeech("hello there")
     assert not moved_to_nonspeech("") and not moved_to_nonspeech("  ")  # an empty output moved nowhere
+    assert not moved_to_nonspeech("[Music] thank you")
     speech = np.array([[1.0, 0.0], [1.2, 0.1], [0.8, 0.0]])
     other = np.array([[0.0, 0.0], [0.1, 0.1], [0.0, 0.05]])
     scores = fisher_scores(speech, other)
@@ -145,25 +144,32 @@ def test_steer_eval_tunes_on_probing_clips_and_reports_on_held_out_ones(demo_db,
     from pipeline.cli import main
     from pipeline.audio import read_audio
     from pipeline.corpus import read_metadata
-    from pipeline.steering import is_false_positive
+    from pipeline.hallucination import is_false_positive, kept_text
 
-    assert main(["steer-eval", str(demo_config.path), "--speech", "6", "--nonspeech", "6", "--concept-features", "2"]) == 0
+    assert main(["steer-eval", str(demo_config.path), "--speech", "6", "--nonspeech", "6", "--concept-features", "2",
+                 "--layers", LAYER, "--methods", "scale,floor", "--strengths", "3"]) == 0
     with store.connect(demo_db, read_only=True) as con:
         rows = dict(con.execute("SELECT experiment, result FROM steering_eval WHERE run_id = ?",
                                 [demo_config.run_id(LAYER, 8)]).fetchall())
+        sweep = store.read_evaluation(con, only=["steering_sweep"])["steering_sweep"]
     result = json.loads(rows["hallucination"])
     probing = {c.id for c in read_metadata(demo_config.resolve(demo_config.corpus.root))}
     held = {c.id: c for c in read_metadata(demo_config.resolve(demo_config.evaluation.corpus))}
     assert set(result["clips"]["tuning"]) <= probing and set(result["clips"]["held_out"]) <= set(held)
     assert not {held[i].path for i in result["clips"]["held_out"]} & {c.path for c in read_metadata(
         demo_config.resolve(demo_config.corpus.root))}
-    assert result["held_out"]["n_speech"] == 6 and result["held_out"]["n_nonspeech"] == 6
-    assert result["regime"]["regime_cosine_min"] >= 0.999
-    # the held-out false-positive rate before steering is the plain model's on those clips
+    assert result["n"]["held_out"] == {"speech": 6, "nonspeech": 6}
+    assert result["regime"][LAYER]["regime_cosine_min"] >= 0.999
+    # a row per split for the baseline and for each (layer, method, strength); one chosen, on the tuning rows
+    assert sorted(zip(sweep["split"], sweep["method"], sweep["strength"])) == sorted(
+        (split, m, s) for split in ("tuning", "held_out") for m, s in (("none", 0.0), ("scale", 3.0), ("floor", 3.0)))
+    assert sweep["chosen"].sum() == 2
+    assert len(result["probes"][LAYER]["features"]) == 8 and result["probes"][LAYER]["train_accuracy"] > 0.9
+    # the held-out false-positive rate before steering is the plain model's, by Whisper's own silence rule
     other = [held[i] for i in result["clips"]["held_out"] if held[i].domain != "speech"]
-    plain = whisper.transcribe_batch([read_audio(c.path, 16_000) for c in other], max_new_tokens=64)
-    assert result["held_out"]["fp_before"] == pytest.approx(np.mean([is_false_positive(t) for t in plain]))
-    assert result["tuning"][0]["strength"] == 0
+    plain = whisper.decode_batch([read_audio(c.path, 16_000) for c in other], max_new_tokens=48)
+    assert result["held_out"]["fp_before"] == pytest.approx(np.mean([is_false_positive(kept_text(d)) for d in plain]))
+    assert result["held_out"]["fp_text_before"] == pytest.approx(np.mean([is_false_positive(d.text) for d in plain]))
     # sensitivity by the decoder's log-probability of the concept's word, against random features
     for domain in ("music", "sound"):
         if f"sensitivity:{domain}" in rows:

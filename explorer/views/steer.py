@@ -7,8 +7,10 @@ import difflib
 import gradio as gr
 import numpy as np
 
+from pipeline import store
 from pipeline.audio import read_audio
-from pipeline.steering import FeatureEdit, frame_change, logprob_shift, steered_output, strength_sweep
+from pipeline.report import steering_figure
+from pipeline.steering import MODES, FeatureEdit, frame_change, logprob_shift, steered_output, strength_sweep
 
 from .. import plots
 from ..background import Refresh
@@ -50,6 +52,23 @@ def default_clip(choices: list[tuple[str, str]]) -> str | None:
     return next((c for label, c in choices if label.startswith("speech")), choices[0][1] if choices else None)
 
 
+NOT_MEASURED = ("**Steering against hallucination** (false speech on non-speech, against WER): not measured yet; "
+                "`ard steer-eval CONFIG` searches layers, methods and strengths and draws the trade-off here.")
+
+
+def hallucination_sweep(explorer) -> tuple[str, object]:
+    """`ard steer-eval`'s sweep as the report draws it: a caption and the figure (None before it ran)."""
+    with explorer.read() as con:
+        sweep = store.read_evaluation(con, only=["steering_sweep"]).get("steering_sweep")
+    if sweep is None or not len(sweep):
+        return NOT_MEASURED, None
+    held = sweep[sweep["split"] == "held_out"]
+    base, chosen = held[held["method"] == "none"].iloc[0], held[held["chosen"]].iloc[0]
+    return (f"**Steering against hallucination** (`ard steer-eval`, held-out clips): chosen on the tuning clips, "
+            f"`{chosen.layer or 'no steering'}` {chosen.method} {chosen.strength:g}: false positives {base.fp:.2f} → "
+            f"{chosen.fp:.2f}, WER {base.wer:.3f} → {chosen.wer:.3f}; the goal is the shaded corner."), steering_figure(sweep)
+
+
 def build(explorer, nav) -> Refresh:
     runs = explorer.runs()["run_id"].tolist()
     first = runs[-1] if runs else None
@@ -65,7 +84,7 @@ def build(explorer, nav) -> Refresh:
     with gr.Row():
         value = gr.Slider(0, top, value=0, step=round(top / 100, 3), label=f"Feature value (0 to {STRENGTH}x its observed max)",
                           elem_id="steer-value")
-        mode = gr.Radio(["clamp", "add"], value="clamp", label="Mode")
+        mode = gr.Radio(list(MODES), value="clamp", label="Mode (scale: multiply where it fires)")
         keep_error = gr.Checkbox(value=True, label="keep the SAE error term (x + x̂' − x̂)")
     with gr.Row():
         clip = gr.Dropdown(clips, value=default_clip(clips), label="Demo clip", elem_id="steer-clip")
@@ -82,6 +101,9 @@ def build(explorer, nav) -> Refresh:
         shift = gr.Markdown(elem_id="steer-shift")
     sweep_btn = gr.Button(f"Sweep the strength (0 to {STRENGTH}x the observed max)")
     sweep_plot = gr.Plot(show_label=False)
+    caption, figure = hallucination_sweep(explorer)
+    hallucination_text = gr.Markdown(caption, elem_id="steer-hallucination")
+    hallucination_plot = gr.Plot(figure, visible=figure is not None, show_label=False, elem_id="steer-hallucination-plot")
 
     def audio_of(clip_id, path, model):
         if path:
@@ -142,6 +164,8 @@ def build(explorer, nav) -> Refresh:
         run_id = run_id if run_id in runs else (runs[-1] if runs else None)
         choices = feature_choices(explorer, run_id) if run_id else []
         value = feature_id if feature_id is not None else (choices[0][1] if choices else None)
-        return [gr.Dropdown(choices=runs, value=run_id), gr.Dropdown(choices=choices, value=value)]
+        text, figure = hallucination_sweep(explorer)
+        return [gr.Dropdown(choices=runs, value=run_id), gr.Dropdown(choices=choices, value=value), text,
+                gr.Plot(figure, visible=figure is not None)]
 
-    return Refresh(refresh, [run, feature], [run, feature])
+    return Refresh(refresh, [run, feature, hallucination_text, hallucination_plot], [run, feature])

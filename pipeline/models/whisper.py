@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -43,6 +44,14 @@ from .local import from_local
 BUNDLED = "bundled:tiny.en"
 BUNDLED_BASE = "bundled:base"
 SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One clip's greedy transcript and the two numbers Whisper's own decoding uses to call a window silent."""
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
 
 
 def bundled_model_dir() -> Path:
@@ -359,15 +368,35 @@ class WhisperAdapter(HookedAdapter):
                 out.update({layer: torch.cat(steps[layer], dim=1)[0] for layer in decoder})
         return {layer: out[layer].float().cpu().numpy() for layer in layers}
 
-    @torch.inference_mode()
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[str]:
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
+        return [d.text for d in self.decode_batch(audios, max_new_tokens)]
+
+    @torch.inference_mode()
+    def decode_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[Decoding]:
+        """Greedy transcripts with what Whisper's own decoding judges speech by: the no-speech probability
+        (P of the no-speech token at the first step, read from the start token, as openai/whisper does) and
+        the mean log-probability of the tokens written (the end token included). The encoder runs once."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        feats = feats.to(self.device, self.model.dtype)
+        config = self.model.generation_config
         # a multilingual model detects the language per clip, and must be told to transcribe, not translate
-        task = {"task": "transcribe"} if self.model.generation_config.is_multilingual else {}
+        task = {"task": "transcribe"} if config.is_multilingual else {}
         with self.padded_batch(audios):
-            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens, **task)
-        return [" ".join(text.split()) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            encoded = self.model.model.encoder(feats)
+            start = torch.full((len(audios), 1), config.decoder_start_token_id, device=self.device)
+            first = self.model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, 0].float()
+            no_speech = torch.softmax(first, -1)[:, config.no_timestamps_token_id - 1]  # <|nocaptions|> / <|nospeech|>
+            out = self.model.generate(feats, encoder_outputs=encoded, max_new_tokens=max_new_tokens, output_scores=True,
+                                      return_dict_in_generate=True, **task)
+        written = out.sequences[:, -len(out.scores):]  # one token per step (scores: the logits each was picked from)
+        logp = torch.stack([torch.log_softmax(step.float(), -1) for step in out.scores], 1)
+        picked = logp.gather(-1, written[..., None])[..., 0]
+        ended = (written == config.eos_token_id).int()
+        counted = (ended.cumsum(1) - ended) == 0  # up to and including the first end token
+        avg = (picked * counted).sum(1) / counted.sum(1).clamp(min=1)
+        texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+        return [Decoding(" ".join(text.split()), float(p), float(a)) for text, p, a in zip(texts, no_speech.cpu(), avg.cpu())]
 
     @torch.inference_mode()
     def text_logprob(self, audios: Sequence[np.ndarray], text: str) -> list[float]:
