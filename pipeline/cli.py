@@ -155,8 +155,7 @@ def cmd_evaluate(args) -> int:
 def cmd_steer_eval(args) -> int:
     from . import store
     from .config import load_config
-    from .corpus import iter_corpus, read_metadata
-    from .hallucination import Split, search
+    from .hallucination import corpus_split, search
     from .models import load_model
     from .report import write_report
     from .sae import Sae
@@ -176,22 +175,12 @@ def cmd_steer_eval(args) -> int:
     layer, expansion = args.layer or cfg.sae_layers[-1], cfg.sae.expansions[0]
     run = cfg.run_id(layer, expansion)
 
-    def spread(clips, n):
-        return clips[:: max(1, len(clips) // n)][:n]
-
-    def split(root, n_speech, n_other) -> Split:  # speech pieces with text, and music or sound, of an audiofolder
-        clips = read_metadata(cfg.resolve(root))
-        speech = list(iter_corpus(spread([c for c in clips if c.meta.get("text")], n_speech), cfg.corpus))
-        other = list(iter_corpus(spread([c for c in clips if c.domain in ("music", "sound")], n_other), cfg.corpus))
-        return Split([a for _, a in speech], [c.meta["text"] for c, _ in speech], [a for _, a in other],
-                     [c.id for c, _ in speech + other])
-
     model = load_model(cfg.model)
     if not model.has_text or not hasattr(model, "decode_batch"):
         raise SystemExit(f"{cfg.model.source}: the hallucination experiment needs Whisper's decoder (its no-speech "
                          "probability); this model has none")
-    tune = split(cfg.corpus.root, args.speech, args.nonspeech)  # tuning: the probing corpus
-    held = split(cfg.evaluation.corpus, args.speech, args.nonspeech)  # held out
+    tune = corpus_split(cfg, cfg.corpus.root, args.speech, args.nonspeech)  # tuning: the probing corpus
+    held = corpus_split(cfg, cfg.evaluation.corpus, args.speech, args.nonspeech)  # held out
     if not held.speech or not held.other:
         raise SystemExit(f"{cfg.resolve(cfg.evaluation.corpus)}: needs speech clips with a 'text' column and music "
                          "or sound clips for the held-out half of steer-eval")

@@ -64,6 +64,21 @@ class Split:
     ids: list[str] = field(default_factory=list)
 
 
+def corpus_split(cfg, root: str, n_speech: int, n_other: int) -> Split:
+    """n speech clips that have a 'text' column and n music or sound clips of an audiofolder, spread evenly over
+    its listing (so over its sources)."""
+    from .corpus import iter_corpus, read_metadata
+
+    def spread(clips, n):
+        return clips[:: max(1, len(clips) // n)][:n]
+
+    clips = read_metadata(cfg.resolve(root))
+    speech = list(iter_corpus(spread([c for c in clips if c.meta.get("text")], n_speech), cfg.corpus))
+    other = list(iter_corpus(spread([c for c in clips if c.domain in ("music", "sound")], n_other), cfg.corpus))
+    return Split([a for _, a in speech], [c.meta["text"] for c, _ in speech], [a for _, a in other],
+                 [c.id for c, _ in speech + other])
+
+
 @dataclass
 class ClipScores:
     """Per clip the SAE's r = mu x c of every feature [n_clips, d_sae]; per feature over all the clips' rows,

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import duckdb
 import numpy as np
 import pandas as pd
 import torch
@@ -179,6 +178,8 @@ def write_pairs(path: Path, clip: np.ndarray, unit: np.ndarray, mu: np.ndarray, 
     order = np.argsort(unit, kind="stable")
     frame = pd.DataFrame({"clip": clip[order], "feature": unit[order], "mu": mu[order], "c": c[order]})
     tmp = path.with_name(path.name + ".tmp")
+    import duckdb  # here alone: the rest of scoring runs where DuckDB is not installed (a bare GPU machine)
+
     con = duckdb.connect()
     try:
         con.register("pairs", frame)

@@ -376,7 +376,8 @@ class WhisperAdapter(HookedAdapter):
     def decode_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[Decoding]:
         """Greedy transcripts with what Whisper's own decoding judges speech by: the no-speech probability
         (P of the no-speech token at the first step, read from the start token, as openai/whisper does) and
-        the mean log-probability of the tokens written (the end token included). The encoder runs once."""
+        the mean log-probability of the tokens written (the end token included). The encoder runs once (twice for
+        a multilingual model, whose language detection reads the features)."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
         feats = feats.to(self.device, self.model.dtype)
         config = self.model.generation_config
@@ -387,8 +388,10 @@ class WhisperAdapter(HookedAdapter):
             start = torch.full((len(audios), 1), config.decoder_start_token_id, device=self.device)
             first = self.model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, 0].float()
             no_speech = torch.softmax(first, -1)[:, config.no_timestamps_token_id - 1]  # <|nocaptions|> / <|nospeech|>
-            out = self.model.generate(feats, encoder_outputs=encoded, max_new_tokens=max_new_tokens, output_scores=True,
-                                      return_dict_in_generate=True, **task)
+            # the encoder's output is reused, except where generate must detect the language from the features
+            reuse = {} if config.is_multilingual else {"encoder_outputs": encoded}
+            out = self.model.generate(feats, max_new_tokens=max_new_tokens, output_scores=True,
+                                      return_dict_in_generate=True, **reuse, **task)
         written = out.sequences[:, -len(out.scores):]  # one token per step (scores: the logits each was picked from)
         logp = torch.stack([torch.log_softmax(step.float(), -1) for step in out.scores], 1)
         picked = logp.gather(-1, written[..., None])[..., 0]
