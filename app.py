@@ -70,24 +70,42 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_demo_database():
+def build_demo_database(cfg=None):
     """The demo corpus and one run end to end (browsable: map, clips, timelines), then the explorer opens while
     a background thread names it, builds the other runs and computes the evaluation. Stages already current
-    are skipped; with nothing left to do, no background work (None)."""
+    are skipped; with nothing left to do, no background work (None). When the first run's SAE is not trained
+    yet, the page opens on a preview of it (`preview_config`), which the background replaces."""
     from functools import cache
 
     from explorer.background import Background
     from pipeline.config import load_config
     from pipeline.demo_corpus import build_demo_if_read
     from pipeline.models import load_model
-    from pipeline.stages import run_all
+    from pipeline.stages import run_all, status
 
-    cfg = load_config(ROOT / "configs" / "demo.toml")
+    cfg = cfg or load_config(ROOT / "configs" / "demo.toml")
     build_demo_if_read(cfg)
     model = cache(lambda: load_model(cfg.model))  # one model for the foreground and the background
-    run_all(cfg, model, until="atlas", runs=demo_runs(cfg)[:1])
+    first = demo_runs(cfg)[:1]
+    trained = dict(status(cfg))[f"train:{first[0]}"]
+    run_all(cfg if trained else preview_config(cfg), model, until="atlas", runs=first)
     steps = background_steps(cfg, model)
     return Background(steps).start() if steps else None
+
+
+PREVIEW_STEPS = 300
+
+
+def preview_config(cfg):
+    """The first run a new user sees, in a fraction of the time: a 300-step SAE with no splice test and no
+    snapshots, and MFCC statistics for monosemanticity instead of aisfx embeddings. The same run id and work
+    folder with other stage keys, so the full config rebuilds the run in the background (as for any run whose
+    inputs changed) and its rows replace the preview's."""
+    import dataclasses
+
+    sae = dataclasses.replace(cfg.sae, steps=PREVIEW_STEPS, warmup_steps=min(cfg.sae.warmup_steps, PREVIEW_STEPS // 10),
+                              splice_clips=0, snapshots=0)
+    return dataclasses.replace(cfg, sae=sae, monosemanticity=dataclasses.replace(cfg.monosemanticity, embedder="mfcc"))
 
 
 def demo_runs(cfg) -> list[str]:
@@ -102,8 +120,13 @@ def background_steps(cfg, model) -> list[tuple]:
     from pipeline.stages import run_all, status
 
     current = dict(status(cfg))
-    steps = [(f"{'names of ' if i == 0 else 'run '}{run}", lambda run=run: run_all(cfg, model, runs=[run]))
-             for i, run in enumerate(demo_runs(cfg))
+
+    def label(i: int, run: str) -> str:
+        if i > 0:
+            return f"run {run}"
+        return f"names of {run}" if current[f"train:{run}"] else f"the full run {run} (replaces the preview)"
+
+    steps = [(label(i, run), lambda run=run: run_all(cfg, model, runs=[run])) for i, run in enumerate(demo_runs(cfg))
              if not all(ok for stage, ok in current.items() if stage.endswith(f":{run}"))]
     if not evaluation_current(cfg):
         steps.append(("the evaluation (report and Evaluation tab)", lambda: evaluate(cfg, model)))

@@ -200,8 +200,10 @@ class Explorer:
             yield model
 
     def sae(self, run_id: str):
+        """The run's SAE, loaded once per file version (a rebuilt run, e.g. the full demo run that replaces
+        its preview, has another hash)."""
         runs = self.runs().set_index("run_id")
-        return _load_sae(runs.loc[run_id, "sae_path"])
+        return _load_sae(runs.loc[run_id, "sae_path"], runs.loc[run_id, "sae_hash"])
 
     def text_embedder(self):
         from pipeline.embedding import TextEmbedder
@@ -213,7 +215,7 @@ class Explorer:
 
 
 @lru_cache(maxsize=8)
-def _load_sae(path: str):
+def _load_sae(path: str, sae_hash: str):
     from pipeline.sae import Sae
 
     return Sae.load(path)

@@ -520,6 +520,50 @@ def test_make_demo_leaves_to_the_background_exactly_what_is_not_current(demo_db,
         log.write_text(saved)
 
 
+@pytest.mark.slow
+def test_make_demo_opens_on_a_preview_of_the_first_run_that_the_full_run_replaces(demo_db, demo_config, tmp_path):
+    """On a machine where the first run's SAE is not trained yet, `make demo` builds a cheap preview of it (a
+    300-step SAE, MFCC embeddings), opens on that, and leaves the full run to the background, which rebuilds
+    it because the preview's stage keys are not the full config's. Here in a copy of the demo's work folder
+    with its activations (extraction is the same for both) and a database of its own."""
+    import dataclasses
+    import json
+    import shutil
+    import sys
+
+    import duckdb
+
+    sys.path.insert(0, str(ROOT))
+    import app
+    from pipeline.stages import stage_keys, status
+
+    work = tmp_path / "work"
+    shutil.copytree(demo_config.work_dir / "activations", work / "activations")
+    extract = json.loads((demo_config.work_dir / "stages.json").read_text())["extract"]
+    (work / "stages.json").write_text(json.dumps({"extract": extract}))
+    cfg = dataclasses.replace(demo_config, extract=dataclasses.replace(demo_config.extract, work_dir=str(work)),
+                              store=dataclasses.replace(demo_config.store, db=str(tmp_path / "ard.duckdb")))
+    first, *others = app.demo_runs(cfg)
+    scheduled = []
+    original, app.background_steps = app.background_steps, lambda c, m: scheduled.append(c) or []
+    try:
+        assert app.build_demo_database(cfg) is None  # (the background's steps are looked at below)
+    finally:
+        app.background_steps = original
+    with duckdb.connect(str(cfg.db_path), read_only=True) as con:
+        runs = con.execute("SELECT run_id, embedder FROM runs").fetchall()
+        n_features = con.execute("SELECT count(*) FROM features WHERE run_id = ?", [first]).fetchone()[0]
+    assert runs == [(first, "mfcc")] and n_features == cfg.sae.expansions[0] * 384
+    log = json.loads((work / "sae" / first / "train_log.jsonl").read_text().splitlines()[-1])
+    assert log["step"] == app.PREVIEW_STEPS - 1
+    current = dict(status(cfg))
+    assert current["extract"] and not any(current[f"{s}:{first}"] for s in ("train", "score", "store", "atlas"))
+    preview = stage_keys(app.preview_config(cfg))
+    assert preview["extract"] == stage_keys(cfg)["extract"]
+    assert [label for label, _ in original(cfg, None)][:2] == [f"the full run {first} (replaces the preview)",
+                                                               f"run {others[0]}"]
+
+
 def test_whole_run_reads_are_cached_until_the_database_moves_on(tmp_path):
     """Every concept and a run's map are read once per version of the database (at the paper's scale they
     take longer than a request may); a write landed by the background work is seen once its version moves."""
