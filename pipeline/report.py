@@ -130,6 +130,9 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(parts)
 
 
+STEERING_TABLES = ("steering_sweep", "steering_sensitivity")  # written by `ard steer-eval`, not `ard evaluate`
+
+
 def _steering_section(tables: dict[str, pd.DataFrame]) -> list[str]:
     """`ard steer-eval`'s sweep and sensitivity, when it has run."""
     if "steering_sweep" not in tables:

@@ -59,12 +59,14 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
 
 def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
     """Compute every table, store them, write the report; stamped, so `evaluation_current` can tell later."""
-    from ..report import write_report
+    from ..report import STEERING_TABLES, write_report
     from ..stages import StageLog, evaluation_key
 
     with StageLog(cfg.work_dir).running("evaluate", evaluation_key(cfg)):
         tables = run(EvalContext(cfg, model_loader))
-        write_report(tables, cfg.resolve(cfg.evaluation.report_dir))
+        with store.connect(cfg.db_path, read_only=True) as con:  # `ard steer-eval`'s, which this does not recompute
+            steering = store.read_evaluation(con, only=STEERING_TABLES)
+        write_report({**steering, **tables}, cfg.resolve(cfg.evaluation.report_dir))
     return tables
 
 
