@@ -199,21 +199,7 @@ def strength_sweep(model, sae: Sae, layer: str, audio: np.ndarray, feature: int,
     return rows
 
 
-# --- `ard steer-eval` ---------------------------------------------------------------------------------
-
-
-def fisher_scores(speech: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Per feature (m_s - m_o)^2 / (v_s + v_o) from clip-level scores [n_clips, n_features]."""
-    return (speech.mean(0) - other.mean(0)) ** 2 / (speech.var(0) + other.var(0) + 1e-9)
-
-
-def split_half(ids: Sequence[str]) -> tuple[list[int], list[int]]:
-    """A fixed half / half split by a hash of the clip id (same split on every run)."""
-    import zlib
-
-    tune = [i for i, c in enumerate(ids) if zlib.crc32(c.encode()) % 2 == 0]
-    return tune, [i for i in range(len(ids)) if i not in set(tune)]
-
+# --- `ard steer-eval`: sensitivity (paper Table 3) ------------------------------------------------------
 
 _NONSPEECH_MARK = re.compile(r"[\[(][^\])]*[\])]|♪")
 

@@ -126,7 +126,8 @@ def test_two_threads_steering_differently_each_get_their_own_result(whisper, sae
 
 
 def test_non_speech_output_rules_and_fisher_scores():
-    from pipeline.steering import fisher_scores, moved_to_nonspeech
+    from pipeline.evaluation.probing import fisher_scores
+    from pipeline.steering import moved_to_nonspeech
 
     assert moved_to_nonspeech("♪ ♪") and moved_to_nonspeech("[Music]") and not moved_to_nonspeech("hello there")
     assert not moved_to_nonspeech("") and not moved_to_nonspeech("  ")  # an empty output moved nowhere

@@ -13,6 +13,9 @@ split by clip id).
 
 from __future__ import annotations
 
+import zlib
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +25,17 @@ from ..sae import Sae
 from .context import EvalContext
 
 REMOVED_SHARES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def fisher_scores(speech: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per feature (m_s - m_o)^2 / (v_s + v_o) from clip-level scores [n_clips, n_features]."""
+    return (speech.mean(0) - other.mean(0)) ** 2 / (speech.var(0) + other.var(0) + 1e-9)
+
+
+def split_half(ids: Sequence[str]) -> tuple[list[int], list[int]]:
+    """A fixed half / half split by a hash of the clip id (same split on every run)."""
+    tune = [i for i, c in enumerate(ids) if zlib.crc32(c.encode()) % 2 == 0]
+    return tune, [i for i in range(len(ids)) if i not in set(tune)]
 
 
 def _fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int,
@@ -58,7 +72,6 @@ def unlearn(X: np.ndarray, y: np.ndarray, train: np.ndarray, concept: str, share
     accuracy of a probe that tells the other concepts apart (on their clips only: collateral damage)."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from ..steering import fisher_scores
 
     test, inside = ~train, y == concept
     order = np.argsort(-fisher_scores(X[train & inside], X[train & ~inside]), kind="stable")
@@ -98,7 +111,6 @@ def clip_means(acts: ActivationStore, layer: str, sae: Sae | None = None) -> np.
 
 
 def _split(ctx: EvalContext) -> tuple[list, np.ndarray]:
-    from ..steering import split_half
 
     ids = [c.clip_id for c in ctx.probing_activations.index]
     by_id = {c.id: c for c in ctx.probing}
