@@ -397,7 +397,7 @@ class WhisperAdapter(HookedAdapter):
         picked = logp.gather(-1, written[..., None])[..., 0]
         ended = (written == config.eos_token_id).int()
         counted = (ended.cumsum(1) - ended) == 0  # up to and including the first end token
-        avg = (picked * counted).sum(1) / counted.sum(1).clamp(min=1)
+        avg = torch.where(counted, picked, 0.0).sum(1) / counted.sum(1).clamp(min=1)  # -inf after the end: 0, not NaN
         texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
         return [Decoding(" ".join(text.split()), float(p), float(a)) for text, p, a in zip(texts, no_speech.cpu(), avg.cpu())]
 
