@@ -64,7 +64,8 @@ def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
 
     with StageLog(cfg.work_dir).running("evaluate", evaluation_key(cfg)):
         tables = run(EvalContext(cfg, model_loader))
-        with store.connect(cfg.db_path, read_only=True) as con:  # `ard steer-eval`'s, which this does not recompute
+        with store.connect(cfg.db_path) as con:  # `ard steer-eval`'s, which this does not recompute (read-write, as
+            # everywhere in the evaluation: the explorer of `make demo` holds the file read-write in this process)
             steering = store.read_evaluation(con, only=STEERING_TABLES)
         write_report({**steering, **tables}, cfg.resolve(cfg.evaluation.report_dir))
     return tables
