@@ -135,3 +135,22 @@ def test_decode_batch_reads_the_no_speech_probability_and_the_mean_log_probabili
         logits[len(prefix) - 1, config.begin_suppress_tokens] = -float("inf")
         picked = torch.log_softmax(logits, -1)[len(prefix) - 1:-1].gather(-1, ids[0, len(prefix):, None])
         assert d.avg_logprob == pytest.approx(float(picked.mean()), abs=1e-3)
+
+
+def test_the_report_keeps_steer_evals_tables_while_an_explorer_holds_the_database(tmp_path):
+    """`ard evaluate` rewrites the report with steer-eval's tables too; in `make demo` it runs in the explorer's
+    process, which holds the database read-write (DuckDB then refuses a read-only connection in that process)."""
+    from types import SimpleNamespace
+
+    from pipeline import store
+    from pipeline.evaluation.run import with_steering
+
+    db = tmp_path / "ard.duckdb"
+    with store.connect(db) as con:
+        store.write_evaluation(con, {"steering_sweep": pd.DataFrame(SWEEP)})
+    explorer = store.open_shared(db)
+    try:
+        got = with_steering(SimpleNamespace(db_path=db), {"table1": pd.DataFrame({"method": ["sae"]})})
+    finally:
+        explorer.close()
+    assert set(got) == {"steering_sweep", "table1"} and len(got["steering_sweep"]) == len(SWEEP)

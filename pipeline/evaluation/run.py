@@ -59,16 +59,23 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
 
 def evaluate(cfg: Config, model_loader) -> dict[str, pd.DataFrame]:
     """Compute every table, store them, write the report; stamped, so `evaluation_current` can tell later."""
-    from ..report import STEERING_TABLES, write_report
+    from ..report import write_report
     from ..stages import StageLog, evaluation_key
 
     with StageLog(cfg.work_dir).running("evaluate", evaluation_key(cfg)):
         tables = run(EvalContext(cfg, model_loader))
-        with store.connect(cfg.db_path) as con:  # `ard steer-eval`'s, which this does not recompute (read-write, as
-            # everywhere in the evaluation: the explorer of `make demo` holds the file read-write in this process)
-            steering = store.read_evaluation(con, only=STEERING_TABLES)
-        write_report({**steering, **tables}, cfg.resolve(cfg.evaluation.report_dir))
+        write_report(with_steering(cfg, tables), cfg.resolve(cfg.evaluation.report_dir))
     return tables
+
+
+def with_steering(cfg: Config, tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The tables the report is written from: these and `ard steer-eval`'s, which `evaluate` does not recompute.
+    Read read-write, as everywhere in the evaluation: the explorer of `make demo` holds the file read-write in
+    this process, and DuckDB refuses a read-only connection beside it."""
+    from ..report import STEERING_TABLES
+
+    with store.connect(cfg.db_path) as con:
+        return {**store.read_evaluation(con, only=STEERING_TABLES), **tables}
 
 
 def evaluation_current(cfg: Config) -> bool:
