@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.activations import extract  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.corpus import read_metadata  # noqa: E402
-from pipeline.hallucination import corpus_split, search  # noqa: E402
+from pipeline.cli import format_table  # noqa: E402
+from pipeline.hallucination import corpus_split, parse_strengths, search  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
 from pipeline.sae import Sae, torch_device  # noqa: E402
 from pipeline.train import train_sae  # noqa: E402
@@ -82,17 +83,13 @@ def main(argv=None) -> int:
     tune = corpus_split(cfg, cfg.corpus.root, args.speech, args.nonspeech)
     held = corpus_split(cfg, cfg.evaluation.corpus, args.speech, args.held_nonspeech or args.nonspeech)
     methods = args.methods.split(",")
-    strengths = {m: [float(v) for v in args.strengths.split(",")] for m in methods} if args.strengths else None
-    result = search(model, saes, tune, held, methods=methods, strengths=strengths,
+    result = search(model, saes, tune, held, methods=methods, strengths=parse_strengths(args.strengths, methods),
                     progress=lambda text: print(f"  {text} ({time.perf_counter() - t:.0f} s)", flush=True))
     times["search_s"] = time.perf_counter() - t
     result.update(model=cfg.model.source, device=str(getattr(model, "device", "")), times=times,
                   clips={"tuning": tune.ids, "held_out": held.ids})
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"{'split':9} {'layer':10} {'method':6} {'s':>5} {'fp':>5} {'fp_text':>7} {'wer':>6} {'ns_speech':>9} {'ns_other':>8}")
-    for r in result["rows"]:
-        print(f"{r['split']:9} {r['layer'] or '-':10} {r['method']:6} {r['strength']:5g} {r['fp']:5.3f} {r['fp_text']:7.3f} "
-              f"{r['wer']:6.3f} {r['no_speech_speech']:9.3f} {r['no_speech_other']:8.3f}")
+    print(format_table([{k: v for k, v in r.items() if k != "examples"} for r in result["rows"]]))
     h = result["held_out"]
     print(f"chosen on tuning clips: {result['best']}; held out: false positives {h['fp_before']:.3f} -> "
           f"{h['fp_after']:.3f}, WER {h['wer_before']:.3f} -> {h['wer_after']:.3f}; goal met: {result['goal_met']}")

@@ -155,7 +155,7 @@ def cmd_evaluate(args) -> int:
 def cmd_steer_eval(args) -> int:
     from . import store
     from .config import load_config
-    from .hallucination import corpus_split, search
+    from .hallucination import corpus_split, parse_strengths, search
     from .models import load_model
     from .report import write_report
     from .sae import Sae
@@ -185,10 +185,11 @@ def cmd_steer_eval(args) -> int:
         raise SystemExit(f"{cfg.resolve(cfg.evaluation.corpus)}: needs speech clips with a 'text' column and music "
                          "or sound clips for the held-out half of steer-eval")
     saes = {name: Sae.load(cfg.sae_dir(name, expansion)) for name in layers}
-    strengths = {m: [float(v) for v in args.strengths.split(",")] for m in args.methods.split(",")} if args.strengths else None
+    methods = args.methods.split(",")
     with tqdm(desc="steering sweep", unit="setting") as bar:
-        result = search(model, saes, tune, held, n_features=args.features, methods=args.methods.split(","),
-                        strengths=strengths, progress=lambda text: (bar.set_postfix_str(text), bar.update()))
+        result = search(model, saes, tune, held, n_features=args.features, methods=methods,
+                        strengths=parse_strengths(args.strengths, methods),
+                        progress=lambda text: (bar.set_postfix_str(text), bar.update()))
     result["regime"] = {name: regime_agreement(model, name, tune.speech[:4]) for name in layers}
     result["clips"] = {"tuning": tune.ids, "held_out": held.ids}
     sweep = pd.DataFrame([{k: v for k, v in r.items() if k != "examples"} for r in result["rows"]])

@@ -42,6 +42,11 @@ STRENGTHS = {"floor": (0.25, 0.5, 1.0, 2.0), "scale": (1.0, 3.0, 7.0, 15.0), "cl
 _TAG = re.compile(r"[\[(][^\])]*[\])]")
 
 
+def parse_strengths(text: str | None, methods: Sequence[str]) -> dict[str, list[float]] | None:
+    """"1,3,7" -> the same strengths for every method (None: each method's own, `STRENGTHS`)."""
+    return {m: [float(v) for v in text.split(",")] for m in methods} if text else None
+
+
 def is_false_positive(transcript: str) -> bool:
     """A non-speech clip's transcript counts as a false positive when it has words beyond bracketed tags."""
     return bool(re.search(r"[A-Za-z0-9]", _TAG.sub(" ", transcript)))

@@ -133,13 +133,17 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
 STEERING_TABLES = ("steering_sweep", "steering_sensitivity")  # written by `ard steer-eval`, not `ard evaluate`
 
 
+def steering_outcome(sweep: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """The sweep's held-out rows, and of them the unsteered baseline and the setting chosen on the tuning clips."""
+    held = sweep[sweep["split"] == "held_out"]
+    return held, held[held["method"] == "none"].iloc[0], held[held["chosen"]].iloc[0]
+
+
 def _steering_section(tables: dict[str, pd.DataFrame]) -> list[str]:
     """`ard steer-eval`'s sweep and sensitivity, when it has run."""
     if "steering_sweep" not in tables:
         return ["## Steering\n", "Not measured yet: run `ard steer-eval CONFIG`.\n"]
-    sweep = tables["steering_sweep"]
-    held = sweep[sweep["split"] == "held_out"]
-    base, chosen = held[held["method"] == "none"].iloc[0], held[held["chosen"]].iloc[0]
+    held, base, chosen = steering_outcome(tables["steering_sweep"])
     met = chosen.fp <= 0.5 * base.fp and chosen.wer <= base.wer + 0.02
     parts = [
         "## Steering: Whisper's false speech detections on non-speech (AudioSAE's hallucination experiment)\n",
@@ -169,8 +173,8 @@ def _steering_section(tables: dict[str, pd.DataFrame]) -> list[str]:
 def steering_figure(sweep: pd.DataFrame) -> go.Figure:
     """The trade-off of the hallucination sweep on the held-out clips: false positives against WER, a point
     per setting, the goal's corner shaded, the baseline and the chosen setting marked."""
-    held = sweep[sweep["split"] == "held_out"].copy()
-    base = held[held["method"] == "none"].iloc[0]
+    held, base, _ = steering_outcome(sweep)
+    held = held.copy()
     held["setting"] = held["layer"] + " " + held["method"] + " " + held["strength"].map("{:g}".format)
     steered = held[held["method"] != "none"]
     fig = px.line(steered, x="wer", y="fp", color="method", line_dash="layer", markers=True,

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline import store
 from pipeline.audio import read_audio
-from pipeline.report import steering_figure
+from pipeline.report import steering_figure, steering_outcome
 from pipeline.steering import MODES, FeatureEdit, frame_change, logprob_shift, steered_output, strength_sweep
 
 from .. import plots
@@ -62,8 +62,7 @@ def hallucination_sweep(explorer) -> tuple[str, object]:
         sweep = store.read_evaluation(con, only=["steering_sweep"]).get("steering_sweep")
     if sweep is None or not len(sweep):
         return NOT_MEASURED, None
-    held = sweep[sweep["split"] == "held_out"]
-    base, chosen = held[held["method"] == "none"].iloc[0], held[held["chosen"]].iloc[0]
+    _, base, chosen = steering_outcome(sweep)
     return (f"**Steering against hallucination** (`ard steer-eval`, held-out clips): chosen on the tuning clips, "
             f"`{chosen.layer or 'no steering'}` {chosen.method} {chosen.strength:g}: false positives {base.fp:.2f} → "
             f"{chosen.fp:.2f}, WER {base.wer:.3f} → {chosen.wer:.3f}; the goal is the shaded corner."), steering_figure(sweep)
