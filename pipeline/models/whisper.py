@@ -376,22 +376,22 @@ class WhisperAdapter(HookedAdapter):
     def decode_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[Decoding]:
         """Greedy transcripts with what Whisper's own decoding judges speech by: the no-speech probability
         (P of the no-speech token at the first step, read from the start token, as openai/whisper does) and
-        the mean log-probability of the tokens written (the end token included). The encoder runs once (twice for
-        a multilingual model, whose language detection reads the features)."""
+        the mean log-probability of the tokens written (the end token included). Both come from generate's own
+        passes, so an intervention sees exactly the rows that writing the transcript runs through."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
-        feats = feats.to(self.device, self.model.dtype)
         config = self.model.generation_config
         # a multilingual model detects the language per clip, and must be told to transcribe, not translate
         task = {"task": "transcribe"} if config.is_multilingual else {}
-        with self.padded_batch(audios):
-            encoded = self.model.model.encoder(feats)
-            start = torch.full((len(audios), 1), config.decoder_start_token_id, device=self.device)
-            first = self.model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, 0].float()
-            no_speech = torch.softmax(first, -1)[:, config.no_timestamps_token_id - 1]  # <|nocaptions|> / <|nospeech|>
-            # the encoder's output is reused, except where generate must detect the language from the features
-            reuse = {} if config.is_multilingual else {"encoder_outputs": encoded}
-            out = self.model.generate(feats, max_new_tokens=max_new_tokens, output_scores=True,
-                                      return_dict_in_generate=True, **reuse, **task)
+        first: list[torch.Tensor] = []  # the first decoder pass's logits at the start token (prompt or language detection)
+        keep_first = self.model.proj_out.register_forward_hook(
+            lambda _module, _args, logits: None if first else first.append(logits[:, 0].float()))
+        try:
+            with self.padded_batch(audios):
+                out = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens,
+                                          output_scores=True, return_dict_in_generate=True, **task)
+        finally:
+            keep_first.remove()
+        no_speech = torch.softmax(first[0], -1)[:, config.no_timestamps_token_id - 1]  # <|nocaptions|> / <|nospeech|>
         written = out.sequences[:, -len(out.scores):]  # one token per step (scores: the logits each was picked from)
         logp = torch.stack([torch.log_softmax(step.float(), -1) for step in out.scores], 1)
         picked = logp.gather(-1, written[..., None])[..., 0]
