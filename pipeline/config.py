@@ -147,7 +147,9 @@ class EvaluationConfig:
 @dataclass
 class EngineConfig:
     """Where extraction and scoring run: this process ("local") or a Ray cluster ("ray", `pip install '.[ray]'`).
-    Either gives the same files and rows; nothing here is part of a stage key."""
+    Either gives the same files and rows (bit for bit where the model runs on as many CPU threads: Ray gives an
+    actor OMP_NUM_THREADS = its CPUs, and a thread count changes float rounding); nothing here is part of a
+    stage key."""
 
     kind: str = "local"  # "local" or "ray"
     address: str = ""  # a running cluster ("auto", "ray://host:10001"); empty: start one on this machine
