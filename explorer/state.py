@@ -114,6 +114,7 @@ class Explorer:
                 return None
             row["naming"] = json.loads(row["naming"]) if isinstance(row.get("naming"), str) else {}
             row["representatives"] = store.representatives(con, run_id, feature)
+            row["evidence"] = store.evidence(con, run_id, feature)
             return row
 
     def feature_figures(self, run_id: str, feature: int) -> dict:

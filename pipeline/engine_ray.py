@@ -227,13 +227,14 @@ class _CaptionWorker:
         ids, audios = _split(row)
         origins = json.loads(row["extra"])
         captions = self.captioner.caption(audios, self.rate, [Origin(*origins[cid]) for cid in ids])
-        return {"ids": row["ids"], "captions": json.dumps([[c.text, c.terms] for c in captions])}
+        return {"ids": row["ids"], "captions": json.dumps([[c.text, c.terms, c.words] for c in captions])}
 
 
-def _captioner_ids(cfg: Config) -> tuple[str, str, str]:
-    """Ray task: (id, prompt, contrast captioner's id) of the configured captioner, built on a worker."""
+def _captioner_ids(cfg: Config) -> tuple[str, str, str, str | None]:
+    """Ray task: (id, prompt, contrast captioner's id, the model that places words) of the configured captioner,
+    built on a worker."""
     captioner, contrast = _captioners(cfg)
-    return captioner.id, captioner.prompt, contrast.id
+    return captioner.id, captioner.prompt, contrast.id, getattr(captioner, "words_model", None)
 
 
 class RayCaptioner:
@@ -248,15 +249,17 @@ class RayCaptioner:
                                   .remote(cfg))
         self.id = self.ids[2] if contrast else self.ids[0]
         self.prompt = self.ids[1]
+        self.words_model = None if contrast else self.ids[3]
 
     def for_contrast(self) -> "RayCaptioner":
         return RayCaptioner(self.cfg, self.by_id, True, self.ids)
 
     def caption_clips(self, clip_ids: list[str], batch: int = 16):
-        """Yields (ids, [(text, terms)]) per batch, in no particular order."""
+        """Yields (ids, [(text, terms, words)]) per batch, in no particular order."""
         import ray.data
         from dataclasses import astuple
 
+        from .models.whisper import Word
         from .reference import clip_origin
 
         eng = self.cfg.engine
@@ -267,7 +270,8 @@ class RayCaptioner:
                    compute=ray.data.ActorPoolStrategy(size=eng.workers), num_gpus=eng.gpus_per_worker, num_cpus=0.5,
                    max_restarts=4, max_task_retries=4))
         for row in ds.iter_rows():
-            yield json.loads(row["ids"]), [tuple(c) for c in json.loads(row["captions"])]
+            yield json.loads(row["ids"]), [(text, terms, None if words is None else tuple(Word(*w) for w in words))
+                                           for text, terms, words in json.loads(row["captions"])]
 
 
 def _gather_skips(folder: Path, n_shards: int) -> None:

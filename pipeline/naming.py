@@ -22,13 +22,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import numpy as np
 import soundfile as sf
 
 from .acoustics import describe, descriptor_terms
+from .evidence import sentence, shared_clause, terms
 
 CAPTION_PROMPT = "Generate a detailed caption for the audio clip"  # the paper's captioner prompt
 SUMMARY_PROMPT = "Describe the common sound-related concept present among these captions"  # the paper's
@@ -44,6 +45,7 @@ class NamingError(RuntimeError):
 class Caption:
     text: str
     terms: list[str] = field(default_factory=list)  # the caption's key terms (offline backend), else []
+    words: tuple | None = None  # where the captioner's speech model placed each word said (whisper.Word), if it did
 
 
 @dataclass
@@ -103,7 +105,9 @@ class OfflineCaptioner:
         self.model, self.library, self.embedder, self.k, self.full = model, library, embedder, k, full
         refs = f"{len(library)} references {library.digest} by {embedder.name}" if library is not None else "none"
         what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
-        self.id = f"offline-v2 ({what}references: {refs})"
+        self.id = f"offline-v3 ({what}references: {refs})"
+        # the transcripts come with each word's place in the clip (frame-level evidence) where the model gives it
+        self.words_model = getattr(model, "name", None) if full and hasattr(model, "place_words") else None
 
     def for_contrast(self) -> "OfflineCaptioner":
         """The captioner of L^k clips: their nearest references only (the contrast needs what they sound like,
@@ -113,8 +117,20 @@ class OfflineCaptioner:
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
         from .reference import Origin
 
+        from .hallucination import kept_text
+
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
-        if audios and self.model.has_text and self.full:
+        words = [None] * len(audios)
+        if audios and self.words_model:
+            decoded = self.model.decode_batch(list(audios), max_new_tokens=48)
+            transcripts = [d.text for d in decoded]
+            # words where the caption calls it speech (two content words) and Whisper would not call it silent:
+            # a lone "you" on music is Whisper's best-known hallucination, not a word under the frames
+            spoken = [i for i, d in enumerate(decoded) if kept_text(d) and len(transcript_terms(d.text)[1]) >= 2]
+            placed = dict(zip(spoken, self.model.place_words([audios[i] for i in spoken], [decoded[i] for i in spoken])
+                              if spoken else []))
+            words = [placed.get(i, ()) for i in range(len(audios))]
+        elif audios and self.model.has_text and self.full:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
         else:  # no clips, or a model without text output: no speech content
             transcripts = [""] * len(audios)
@@ -125,7 +141,8 @@ class OfflineCaptioner:
             near = [[] for _ in audios]
         if not self.full:
             return [self.references_only(n) for n in near]
-        return [self.caption_one(a, sample_rate, t, n) for a, t, n in zip(audios, transcripts, near)]
+        return [replace(self.caption_one(a, sample_rate, t, n), words=w)
+                for a, t, n, w in zip(audios, transcripts, near, words)]
 
     @staticmethod
     def references_only(neighbours) -> Caption:
@@ -173,7 +190,7 @@ class OfflineSummariser:
     when nothing is shared by half the H^k clips. How it sounds (descriptors most H^k clips share and L^k
     lacks) and what Whisper hears go in the description: acoustic adjectives in a name only blur it."""
 
-    id = "offline-contrast-v2"
+    id = "offline-contrast-v3"
     prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
               "descriptors and words in the description")
     PROMINENT = 0.2  # a "what" counts as present in a caption from this weight on
@@ -208,8 +225,10 @@ class OfflineSummariser:
         how = self._how(captions, contrast)
         words = Counter(t[5:] for c in captions for t in dict.fromkeys(c.terms) if t.startswith("word:"))
         said = [w for w, k in words.most_common(4) if k >= max(2, (n + 1) // 2)]
+        where = shared_clause([c.terms for c in captions])
         return Name(name, why + (f"; they are {', '.join(how)}" if how else "")
-                    + (f"; Whisper hears the words {', '.join(said)} in most of them" if said else "") + ".")
+                    + (f"; Whisper hears the words {', '.join(said)} in most of them" if said else "")
+                    + (f"; {where}" if where else "") + ".")
 
     @staticmethod
     def _how(captions: Sequence[Caption], contrast: Sequence[Caption]) -> list[str]:
@@ -344,9 +363,20 @@ def caption_clips(con, captioner: Captioner, clip_ids: list[str], load_audio, sa
         batches = ((ids, [Caption(*c) for c in caps]) for ids, caps in captioner.caption_clips(todo, batch))
     else:
         batches = here()
+    words_model = getattr(captioner, "words_model", None)
     for ids, caps in (progress(batches, total=-(-len(todo) // batch), desc=desc, unit="batch") if progress else batches):
         store.write_captions(con, captioner.id, ids, [c.text for c in caps], [c.terms for c in caps])
+        placed = [(i, c.words) for i, c in zip(ids, caps) if c.words is not None]
+        if words_model and placed:
+            store.write_words(con, words_model, [i for i, _ in placed], [w for _, w in placed])
     return store.read_captions(con, captioner.id, clip_ids)
+
+
+def with_evidence(caption: Caption, found) -> Caption:
+    """A clip's caption for one feature: its evidence (evidence.Evidence, or None) appended as words and terms."""
+    if found is None:
+        return caption
+    return Caption(f"{caption.text} {sentence(found)}", list(caption.terms) + terms(found))
 
 
 def contrast_captioner(captioner: Captioner) -> Captioner:
@@ -355,9 +385,11 @@ def contrast_captioner(captioner: Captioner) -> Captioner:
 
 
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
-                  batch: int = 16, progress=None, origin=None, contrast: bool = True) -> int:
+                  batch: int = 16, progress=None, origin=None, contrast: bool = True, evidence=None) -> int:
     """Caption (cached per clip and captioner) the H^k clips of the run's selected features, and their L^k
-    clips when contrast is on, and name them.
+    clips when contrast is on, and name them. evidence(tops, words_model) -> {(feature, clip_id): Evidence}
+    gives the frame-level evidence of each H^k clip, added to its caption for that feature (as a sentence and
+    as terms), so the namer reads where in the clip the feature fires.
 
     Names are written as each batch of features is done, so a backend that fails midway leaves the
     names already stored intact. Returns the number of features named.
@@ -377,9 +409,10 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
     cached_l = caption_clips(con, light, list(dict.fromkeys(bottoms["clip_id"])), load_audio, sample_rate, batch,
                              progress, f"caption L^k {run_id}", origin)
     unlike = {f: [Caption(*cached_l[c]) for c in g["clip_id"]] for f, g in bottoms.groupby("feature", sort=False)}
+    found = evidence(tops, getattr(captioner, "words_model", None)) if evidence else {}
     rows = []
     for feature, group in tops.groupby("feature", sort=False):
-        caps = [Caption(*cached[c]) for c in group["clip_id"]]
+        caps = [with_evidence(Caption(*cached[c]), found.get((int(feature), c))) for c in group["clip_id"]]
         name = summariser.summarise(caps, unlike.get(feature, []))
         rows.append({"feature": int(feature), "name": name.name, "description": name.description,
                      "naming": json.dumps({"captioner": captioner.id, "captioner_prompt": captioner.prompt,

@@ -101,8 +101,9 @@ def stage_keys(cfg: Config) -> dict[str, str]:
                                          store.SCHEMA_HASH, "distinct-v2")
             keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v6")  # names land after it (name stage)
             if cfg.naming.enabled:
-                keys[f"name:{run}"] = _hash(keys[f"store:{run}"], {**cfg.identity("naming"), "reference": references},
-                                            "contrast-v3", "name-embeddings")
+                # after the atlas: the frame-level evidence reads its timelines
+                keys[f"name:{run}"] = _hash(keys[f"atlas:{run}"], {**cfg.identity("naming"), "reference": references},
+                                            "contrast-v3", "name-embeddings", store.NAME_SCHEMA_HASH, "evidence-v1")
     return keys
 
 
@@ -378,7 +379,10 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
 
 
 def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
+    from .atlas import TOKEN_S
     from .embedding import TextEmbedder
+    from .evidence import run_evidence
+    from .models import position_seconds
     from .namers import make_captioner, make_summariser, reference_library
     from .naming import name_features
     from .reference import clip_origin
@@ -392,10 +396,14 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     else:
         captioner = make_captioner(cfg, model_loader)
     summariser = make_summariser(cfg)
+    load = lambda cid: clip_audio(by_id, cid, cfg.corpus)  # noqa: E731
     with store.connect(cfg.db_path) as con:
-        n = name_features(con, run, captioner, summariser, lambda cid: clip_audio(by_id, cid, cfg.corpus),
-                          cfg.corpus.sample_rate, progress=tqdm, origin=lambda cid: clip_origin(by_id, cid),
-                          contrast=cfg.naming.contrast)
+        layer = con.execute("SELECT layer FROM runs WHERE run_id = ?", [run]).fetchone()[0]
+        # frame-level evidence where the run's rows are time (its timelines are on the atlas's grid)
+        evidence = None if position_seconds(cfg.model, layer) is None else (
+            lambda tops, words: run_evidence(con, run, tops, load, cfg.corpus.sample_rate, TOKEN_S, words, tqdm))
+        n = name_features(con, run, captioner, summariser, load, cfg.corpus.sample_rate, progress=tqdm,
+                          origin=lambda cid: clip_origin(by_id, cid), contrast=cfg.naming.contrast, evidence=evidence)
         named = store.features(con, run).dropna(subset=["name"])  # semantic search over the names
         vectors = TextEmbedder().embed((named["name"] + ". " + named["description"].fillna("")).tolist())
         store.write_atlas(con, run, {"name_embeddings": pd.DataFrame({

@@ -64,8 +64,17 @@ CREATE INDEX IF NOT EXISTS mel_patches_feature ON mel_patches (run_id, feature);
 CREATE INDEX IF NOT EXISTS neighbours_feature ON feature_neighbours (run_id, feature);
 """
 
+# the name stage's own tables: their layout is part of that stage's key (NAME_SCHEMA_HASH), not the store stage's
+NAME_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clip_words (clip_id VARCHAR, model VARCHAR, words JSON, PRIMARY KEY (clip_id, model));
+CREATE TABLE IF NOT EXISTS evidence (
+    run_id VARCHAR, feature INTEGER, clip_id VARCHAR, span_start DOUBLE, span_end DOUBLE, words JSON, ipa VARCHAR,
+    how VARCHAR);
+CREATE INDEX IF NOT EXISTS evidence_feature ON evidence (run_id, feature);
+"""
 
 SCHEMA_HASH = hashlib.sha256(SCHEMA.encode()).hexdigest()[:12]  # part of the stage keys of what writes here
+NAME_SCHEMA_HASH = hashlib.sha256(NAME_SCHEMA.encode()).hexdigest()[:12]
 
 
 def levels(values: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -109,7 +118,7 @@ def _legacy_tables(con) -> list[str]:
 def stale_tables(con) -> list[str]:
     """Tables whose columns differ from this version's SCHEMA (a database written by an older version)."""
     fresh = duckdb.connect()
-    fresh.execute(SCHEMA)
+    fresh.execute(SCHEMA + NAME_SCHEMA)
     expected = _columns(fresh)
     fresh.close()
     present = _columns(con)
@@ -152,7 +161,7 @@ def connect(db_path: str | Path, read_only: bool = False, schema: str | None = S
             for table in stale_tables(con) + _legacy_tables(con):  # an older layout: its stages re-run (SCHEMA_HASH)
                 con.execute(f"DROP TABLE {table}")
         if not read_only and schema:
-            con.execute(schema)
+            con.execute(schema + (NAME_SCHEMA if schema == SCHEMA else ""))
         if schema == SCHEMA:
             _pairs_view(con)
         yield con
@@ -348,6 +357,31 @@ def read_captions(con, captioner: str, clip_ids: list[str]) -> dict[str, tuple[s
                        "WHERE c.captioner = ?", [captioner]).fetchall()
     con.unregister("_ids")
     return {cid: (text, json.loads(terms)) for cid, text, terms in rows}
+
+
+def write_words(con, model: str, clip_ids: list[str], words: list) -> None:
+    """Each clip's words as the model placed them ([text, start, end] in seconds)."""
+    frame = pd.DataFrame({"clip_id": clip_ids, "model": model,
+                          "words": [json.dumps([list(w) for w in ws]) for ws in words]})
+    _upsert_clips(con, "clip_words", frame, "AND model = ?", [model])
+
+
+def read_words(con, model: str, clip_ids: list[str]) -> dict[str, list[tuple[str, float, float]]]:
+    con.register("_ids", pd.DataFrame({"clip_id": clip_ids}))
+    rows = con.execute("SELECT w.clip_id, w.words FROM clip_words w JOIN _ids USING (clip_id) WHERE w.model = ?",
+                       [model]).fetchall()
+    con.unregister("_ids")
+    return {cid: [tuple(w) for w in json.loads(words)] for cid, words in rows}
+
+
+def evidence(con, run_id: str, feature: int) -> dict[str, dict]:
+    """The frame-level evidence of a feature's H^k clips by clip id (none in a database from before it)."""
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'evidence'").fetchone():
+        return {}
+    rows = con.execute("SELECT clip_id, span_start, span_end, words, ipa, how FROM evidence WHERE run_id = ? "
+                       "AND feature = ?", [run_id, feature]).fetchall()
+    return {cid: {"span": (a, b), "words": [tuple(w) for w in json.loads(words)], "ipa": ipa, "how": how}
+            for cid, a, b, words, ipa, how in rows}
 
 
 def write_names(con, run_id: str, names: pd.DataFrame) -> None:

@@ -10,6 +10,8 @@ from urllib.parse import quote
 import gradio as gr
 import pandas as pd
 
+from pipeline.evidence import FIRED_SHARE
+
 from .. import plots
 
 SLOTS = 8  # up to p = 4 clips in H and in L
@@ -38,15 +40,29 @@ def header(row: dict, run_id: str) -> str:
 SHOW_TAB_JS = "() => { document.getElementById('feature-tab-button')?.click(); }"
 
 
-def clip_card(slot: str, r: dict, path: str) -> str:
-    """A representative clip: its slot (H1..L4), id, r, mu, c, label, and a plain audio player that fetches the file
-    only when played (Gradio's player decodes and draws every clip's waveform as the page opens: ~100 ms a page of
-    the browser's time, and its file goes through Gradio's cache on the server)."""
+def evidence_html(ev: dict | None) -> str:
+    """Where in the clip the feature fires: the strongest span, the transcript with the words under the firing
+    frames marked (their IPA after them), how the span sounds."""
+    if not ev:
+        return ""
+    words = " ".join(f"<mark title='{w[3]:.0%} of the activation'>{html.escape(w[0])}</mark>" if w[3] >= FIRED_SHARE
+                     else html.escape(w[0]) for w in ev["words"])
+    said = f"<br>words: {words}" + (f" <small>{html.escape(ev['ipa'])}</small>" if ev["ipa"] else "") if words else ""
+    how = f"; there: {html.escape(ev['how'])}" if ev["how"] else ""
+    return (f"<div class='clip-evidence'>fires most at {ev['span'][0]:.2f}–{ev['span'][1]:.2f} s{how}{said}</div>")
+
+
+def clip_card(slot: str, r: dict, path: str, ev: dict | None = None) -> str:
+    """A representative clip: its slot (H1..L4), id, r, mu, c, label, where the feature fires in it (`ev`, H^k
+    only), and a plain audio player that fetches the file only when played (Gradio's player decodes and draws every
+    clip's waveform as the page opens: ~100 ms a page of the browser's time, and its file goes through Gradio's
+    cache on the server)."""
     tie = " · tie broken at random" if r["tie_broken"] else ""
     duration = "" if pd.isna(r.get("duration")) else f" · {r['duration']:.1f} s"
     return (f"<div class='clip-card'><b>{slot}</b> <code>{html.escape(str(r['clip_id']))}</code>{duration}<br>"
             f"r = {r['r']:.4f} · μ = {r['mu']:.3f} · c = {r['c']:.2f}{tie}<br>"
-            f"label: {html.escape(str(r['label'] or '-'))} ({html.escape(str(r['domain'] or '-'))})<br>"
+            f"label: {html.escape(str(r['label'] or '-'))} ({html.escape(str(r['domain'] or '-'))})"
+            f"{evidence_html(ev)}"
             f"<audio class='clip-audio' controls preload='none' src='gradio_api/file={quote(path)}'></audio></div>")
 
 
@@ -109,7 +125,8 @@ def build(explorer, nav) -> None:
         outs = [run_id, feature, message, now]
         for (_, r), clip, was in zip(slot_rows, now, before):
             visible = gr.skip() if (clip is None) == (was is None) else gr.update(visible=clip is not None)
-            outs += [visible, clip_card(clip[0], r, explorer.safe_path(r["path"])) if r is not None else ""]
+            ev = row["evidence"].get(r["clip_id"]) if r is not None and r["kind"] == "H" else None
+            outs += [visible, clip_card(clip[0], r, explorer.safe_path(r["path"]), ev) if r is not None else ""]
         return outs
 
     def open_figures(target: str, clips: list):

@@ -24,9 +24,10 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
+from scipy.ndimage import median_filter
 import torch
 from transformers import (
     GenerationConfig,
@@ -46,12 +47,62 @@ BUNDLED_BASE = "bundled:base"
 SAMPLES_PER_TOKEN = 320  # hop 160 samples per mel frame, conv2 stride 2
 
 
+class Word(NamedTuple):
+    """A word of a transcript and where Whisper's alignment heads place it in the clip (seconds)."""
+    text: str
+    start: float
+    end: float
+
+
 @dataclass(frozen=True)
 class Decoding:
-    """One clip's greedy transcript and the two numbers Whisper's own decoding uses to call a window silent."""
+    """One clip's greedy transcript and the two numbers Whisper's own decoding uses to call a window silent;
+    `tokens`: the decoder's sequence (prompt, text, end token), for `place_words`."""
     text: str
     no_speech_prob: float
     avg_logprob: float
+    tokens: tuple[int, ...] = ()
+
+
+def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The monotonic alignment of least summed cost from (0, 0) to the last cell of a [rows, columns] matrix
+    (steps down, right or diagonal): the row and column of each cell on it, in order."""
+    rows, cols = cost.shape
+    total = np.full((rows + 1, cols + 1), np.inf)
+    total[0, 0] = 0.0
+    came = np.zeros((rows + 1, cols + 1), np.int8)  # 0 diagonal, 1 from above, 2 from the left
+    for i in range(1, rows + 1):
+        for j in range(1, cols + 1):
+            options = (total[i - 1, j - 1], total[i - 1, j], total[i, j - 1])
+            k = int(np.argmin(options))
+            total[i, j], came[i, j] = cost[i - 1, j - 1] + options[k], k
+    path, i, j = [], rows, cols
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        k = came[i, j]
+        i, j = (i - 1, j - 1) if k == 0 else (i - 1, j) if k == 1 else (i, j - 1)
+    path.reverse()
+    return np.array([p[0] for p in path]), np.array([p[1] for p in path])
+
+
+def words_from_tokens(pieces: Sequence[str], starts: Sequence[float], end: float,
+                      to_text=lambda ps: "".join(ps).replace("Ġ", " ")) -> tuple[Word, ...]:
+    """Whole words from a transcript's tokens (byte-level pieces, "Ġ" starting a word; `to_text` turns pieces into
+    text) and each token's start time: a word starts at its first token's time and ends where the next word
+    starts, the last one at `end`. Punctuation joins the word before it."""
+    groups: list[list[int]] = []
+    for i, piece in enumerate(pieces):
+        text = to_text([piece])
+        if not groups or (text.startswith(" ") and any(ch.isalnum() for ch in text)):
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    words = []
+    for n, group in enumerate(groups):
+        start = min(round(float(starts[group[0]]), 2), end)
+        stop = float(starts[groups[n + 1][0]]) if n + 1 < len(groups) else end
+        words.append(Word(to_text([pieces[i] for i in group]).strip(), start, min(round(max(stop, start), 2), end)))
+    return tuple(w for w in words if any(ch.isalnum() for ch in w.text))
 
 
 def bundled_model_dir() -> Path:
@@ -399,7 +450,56 @@ class WhisperAdapter(HookedAdapter):
         counted = (ended.cumsum(1) - ended) == 0  # up to and including the first end token
         avg = torch.where(counted, picked, 0.0).sum(1) / counted.sum(1).clamp(min=1)  # -inf after the end: 0, not NaN
         texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        return [Decoding(" ".join(text.split()), float(p), float(a)) for text, p, a in zip(texts, no_speech.cpu(), avg.cpu())]
+        tokens = [tuple(ids[: ids.index(config.eos_token_id) + 1] if config.eos_token_id in ids else ids)
+                  for ids in out.sequences.tolist()]
+        return [Decoding(" ".join(text.split()), float(p), float(a), t)
+                for text, p, a, t in zip(texts, no_speech.cpu(), avg.cpu(), tokens)]
+
+    @torch.inference_mode()
+    def place_words(self, audios: Sequence[np.ndarray], decodings: Sequence[Decoding]) -> list[tuple[Word, ...]]:
+        """Where each word of each transcript lies in its clip, as openai/whisper's word timestamps find it: one
+        teacher-forced pass over the transcript's tokens, the cross-attention of the alignment heads over the
+        clip's own frames (normalised per frame across tokens, median-filtered over 7 frames), and the
+        least-cost monotonic path through it (dynamic time warping). tiny.en places words a few tenths of a
+        second late on the demo's speech."""
+        heads = self.model.generation_config.alignment_heads
+        if not heads:
+            raise ValueError(f"{self.name}: its generation config names no alignment heads: words cannot be placed")
+        eos = self.model.generation_config.eos_token_id
+        width = max(len(d.tokens) for d in decodings)
+        ids = torch.tensor([list(d.tokens) + [eos] * (width - len(d.tokens)) for d in decodings], device=self.device)
+        feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        config, before = self.model.config, self.model.config._attn_implementation
+        with self.padded_batch(audios):
+            encoded = self.encoder(feats.to(self.device, self.model.dtype))
+            config._attn_implementation = "eager"  # the decoder's: the fused kernels return no attention weights
+            try:
+                out = self.model(encoder_outputs=encoded, decoder_input_ids=ids, output_attentions=True)
+            finally:
+                config._attn_implementation = before
+        placed = []
+        for b, (audio, d) in enumerate(zip(audios, decodings)):
+            frames = max(1, self.n_tokens(len(audio)))
+            text = [i for i, t in enumerate(d.tokens) if t < eos]  # text tokens: ids below the first special one
+            if not text:
+                placed.append(())
+                continue
+            rows = slice(text[0] - 1, text[-1] + 1)  # the positions whose outputs are the text tokens and the end
+            w = torch.stack([out.cross_attentions[layer][b, head, rows, :frames].float() for layer, head in heads])
+            w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)  # the softmax over the clip's own frames
+            std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+            w = ((w - mean) / std.clamp(min=1e-12)).cpu().numpy()
+            matrix = median_filter(w, size=(1, 1, 7), mode="nearest").mean(0)
+            token_rows, times = dtw_path(-matrix)
+            jumps = np.diff(token_rows, prepend=-1).astype(bool)
+            starts = times[jumps] * SAMPLES_PER_TOKEN / self.sample_rate  # one per text token, then the end token
+            clip_end = len(audio) / self.sample_rate
+            # the last word ends where the end token starts, or with the clip when the path puts them together
+            end = float(starts[-1]) if len(starts) > len(text) and starts[-1] > starts[len(text) - 1] else clip_end
+            pieces = self.tokenizer.convert_ids_to_tokens([d.tokens[i] for i in text])
+            placed.append(words_from_tokens(pieces, starts[: len(text)], min(end, clip_end),
+                                            self.tokenizer.convert_tokens_to_string))
+        return placed
 
     @torch.inference_mode()
     def text_logprob(self, audios: Sequence[np.ndarray], text: str) -> list[float]:
