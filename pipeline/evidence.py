@@ -35,8 +35,13 @@ class Evidence:
     @property
     def fired(self) -> list[str]:
         """The words under the firing frames, most activation first."""
-        ranked = sorted((w for w in self.words if w[3] >= FIRED_SHARE), key=lambda w: -w[3])
-        return [w[0] for w in ranked[:MAX_FIRED]]
+        return fired_words(self.words)
+
+
+def fired_words(words: Sequence[tuple[str, float, float, float]]) -> list[str]:
+    """Of (text, start, end, share) words, those holding at least FIRED_SHARE of the activation, most first."""
+    ranked = sorted((w for w in words if w[3] >= FIRED_SHARE), key=lambda w: -w[3])
+    return [w[0] for w in ranked[:MAX_FIRED]]
 
 
 def strongest_span(values: np.ndarray, step: float) -> tuple[float, float]:
@@ -93,8 +98,7 @@ def clip_evidence(audio: np.ndarray, rate: int, values: np.ndarray, step: float,
         middle, half = (span[0] + span[1]) / 2, max(span[1] - span[0], HOW_WINDOW) / 2
         terms_ = descriptor_terms(describe(audio, rate, (max(0.0, middle - half), middle + half)))
         how = tuple(t for t in terms_ if t not in ("percussive", "sustained", "short", "long"))
-    evidence = Evidence(span, placed, "", how)
-    return Evidence(span, placed, " ".join(f"/{ipa(w)}/" for w in evidence.fired), evidence.how)
+    return Evidence(span, placed, " ".join(f"/{ipa(w)}/" for w in fired_words(placed)), how)
 
 
 def terms(e: Evidence) -> list[str]:
