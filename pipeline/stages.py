@@ -504,11 +504,12 @@ def _representatives_frame(data: dict, ids: np.ndarray, methods: list[str]) -> p
 
 
 def summary(cfg: Config, run: str) -> dict:
-    with store.connect(cfg.db_path, read_only=True) as con:
+    """A run's row of `ard run`'s table. Read-write, as every stage connects: DuckDB refuses a read-only connection
+    in a process that holds the file read-write (the explorer of `make demo`, whose background thread runs this)."""
+    with store.connect(cfg.db_path) as con:
         metrics = store.run_metrics(con, run)
         methods = store.method_summary(con, run).set_index("method")
         n_sel = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND selected", [run]).fetchone()[0]
-    with store.connect(cfg.db_path, read_only=True) as con:
         named = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND name IS NOT NULL", [run]).fetchone()[0]
     row = {"run": run, "named": named, "fvu": metrics.get("fvu"), "l0": metrics.get("l0"), "dead": metrics.get("dead_fraction"),
            "wer_clean": metrics.get("wer_clean"), "wer_spliced": metrics.get("wer_spliced"), "selected": n_sel}

@@ -194,6 +194,7 @@ def test_browser_walkthrough(server, tone_file):
         rows.nth(1).get_by_role("gridcell").nth(1).click()  # the row as shown opens, not the row it was before sorting
         expect(page.locator("#feature-title")).to_contain_text(f"#{shown[0][0]}")
         page.locator("#neighbours-table").get_by_role("gridcell").first.wait_for()  # the figures follow the head
+        expect(page.locator(".clip-evidence").first).to_contain_text("fires most at")  # frame-level evidence
         page.screenshot(path=ARTIFACTS / "2-feature.png", full_page=True)
 
         # nothing piles up in the browser: Gradio's run history (every event's outputs in localStorage, rewritten
