@@ -111,7 +111,7 @@ def test_the_name_stage_stores_evidence_the_feature_page_shows(demo_db, demo_con
     assert rows and all(r[2] is not None for r in rows)  # every H^k clip has its evidence
     for feature, clip_id, start, end, words, values, label in rows:
         assert (start, end) == strongest_span(np.asarray(values), 0.02)
-    speech = [json.loads(r[4]) for r in rows if r[6].endswith("speech")]
+    speech = [json.loads(r[4]) for r in rows if (r[6] or "").endswith("speech")]
     assert sum(bool(w) for w in speech) >= len(speech) // 2  # Whisper's words on most speech clips
     fired = [(r[0], r[1]) for r in rows if any(w[3] >= FIRED_SHARE for w in json.loads(r[4]))]
     assert fired, "no H^k clip of any feature has a word under its firing frames"
