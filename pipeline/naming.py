@@ -115,9 +115,8 @@ class OfflineCaptioner:
         return OfflineCaptioner(self.model, self.library, self.embedder, self.k, full=False) if self.library else self
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
-        from .reference import Origin
-
         from .hallucination import kept_text
+        from .reference import Origin
 
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
         words = [None] * len(audios)
