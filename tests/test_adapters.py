@@ -112,7 +112,7 @@ def test_extract_train_score_store_name_steer(project):
         assert 0 < float(spliced.rsplit(" ", 1)[1]) < 2  # x -> x_hat moves the last layer, a little
     sweep = strength_sweep(model, sae, layer, audio, silent, [0, 1e3], keep_error=True)
     assert sweep[0]["change"] < 1e-6 and sweep[1]["change"] > 0
-    assert not any(m._forward_hooks for m in model.layer_modules().values())
+    assert not any(m._forward_hooks for m in model.layer_modules().values()), {n: list(m._forward_hooks.values()) for n, m in model.layer_modules().items() if m._forward_hooks}
 
     # the edit over time, for the encoders with an output per frame
     still, moved = (frame_change(model, sae, layer, audio, [FeatureEdit(silent, v)]) for v in (0.0, 1e3))

@@ -120,3 +120,13 @@ def test_the_name_stage_stores_evidence_the_feature_page_shows(demo_db, demo_con
     rep = row["representatives"].set_index("clip_id").loc[clip_id].to_dict() | {"clip_id": clip_id}
     card = clip_card("H1", rep, rep["path"], row["evidence"][clip_id])
     assert "fires most at" in card and "words:" in card and "<mark" in card
+
+
+def test_alignment_heads_are_the_configs_where_they_fit_the_decoder(whisper):
+    assert whisper.alignment_heads() == [(1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]  # tiny.en's
+    config, named = whisper.model.config, whisper.model.generation_config.alignment_heads
+    try:
+        whisper.model.generation_config.alignment_heads = [[config.decoder_layers, 0]]  # no such layer
+        assert whisper.alignment_heads() == [(l, h) for l in (2, 3) for h in range(6)]
+    finally:
+        whisper.model.generation_config.alignment_heads = named

@@ -455,6 +455,17 @@ class WhisperAdapter(HookedAdapter):
         return [Decoding(" ".join(text.split()), float(p), float(a), t)
                 for text, p, a, t in zip(texts, no_speech.cpu(), avg.cpu(), tokens)]
 
+    def alignment_heads(self) -> list[tuple[int, int]]:
+        """The (decoder layer, head) pairs whose cross-attention follows the audio: the generation config's where
+        they fit this decoder, else every head of its second half of layers (openai/whisper's default for a model
+        whose heads were not picked)."""
+        config = self.model.config
+        named = self.model.generation_config.alignment_heads or []
+        if named and all(0 <= l < config.decoder_layers and 0 <= h < config.decoder_attention_heads for l, h in named):
+            return [(int(l), int(h)) for l, h in named]
+        return [(l, h) for l in range(config.decoder_layers // 2, config.decoder_layers)
+                for h in range(config.decoder_attention_heads)]
+
     @torch.inference_mode()
     def place_words(self, audios: Sequence[np.ndarray], decodings: Sequence[Decoding]) -> list[tuple[Word, ...]]:
         """Where each word of each transcript lies in its clip, as openai/whisper's word timestamps find it: one
@@ -462,21 +473,25 @@ class WhisperAdapter(HookedAdapter):
         clip's own frames (normalised per frame across tokens, median-filtered over 7 frames), and the
         least-cost monotonic path through it (dynamic time warping). tiny.en places words a few tenths of a
         second late on the demo's speech."""
-        heads = self.model.generation_config.alignment_heads
-        if not heads:
-            raise ValueError(f"{self.name}: its generation config names no alignment heads: words cannot be placed")
+        heads = self.alignment_heads()
         eos = self.model.generation_config.eos_token_id
         width = max(len(d.tokens) for d in decodings)
         ids = torch.tensor([list(d.tokens) + [eos] * (width - len(d.tokens)) for d in decodings], device=self.device)
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
         config, before = self.model.config, self.model.config._attn_implementation
+        weights: dict[int, torch.Tensor] = {}  # decoder layer -> its cross-attention weights [batch, head, token, frame]
+        hooks = [self.model.model.decoder.layers[layer].encoder_attn.register_forward_hook(
+                     lambda _module, _args, out, layer=layer: weights.__setitem__(layer, out[1]))
+                 for layer in sorted({layer for layer, _ in heads})]
         with self.padded_batch(audios):
             encoded = self.encoder(feats.to(self.device, self.model.dtype))
             config._attn_implementation = "eager"  # the decoder's: the fused kernels return no attention weights
             try:
-                out = self.model(encoder_outputs=encoded, decoder_input_ids=ids, output_attentions=True)
+                self.model(encoder_outputs=encoded, decoder_input_ids=ids)
             finally:
                 config._attn_implementation = before
+                for hook in hooks:
+                    hook.remove()
         placed = []
         for b, (audio, d) in enumerate(zip(audios, decodings)):
             frames = max(1, self.n_tokens(len(audio)))
@@ -485,7 +500,7 @@ class WhisperAdapter(HookedAdapter):
                 placed.append(())
                 continue
             rows = slice(text[0] - 1, text[-1] + 1)  # the positions whose outputs are the text tokens and the end
-            w = torch.stack([out.cross_attentions[layer][b, head, rows, :frames].float() for layer, head in heads])
+            w = torch.stack([weights[layer][b, head, rows, :frames].float() for layer, head in heads])
             w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)  # the softmax over the clip's own frames
             std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
             w = ((w - mean) / std.clamp(min=1e-12)).cpu().numpy()
