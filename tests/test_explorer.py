@@ -360,6 +360,8 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
     from pipeline import store
 
     db = tmp_path / "ard.duckdb"
+    with store.connect(demo_db) as con:  # recent commits may sit in the write-ahead log (an explorer killed before it
+        con.execute("CHECKPOINT")        # closed the file): the copy of the file alone must hold them
     shutil.copy(demo_db, db)
     with duckdb.connect(str(db)) as con:
         held = store.runs(con)["run_id"].iloc[0]
