@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
-APT_PACKAGES := espeak-ng sox libsox-fmt-all fluidsynth fluid-soundfont-gm ktuberling-data klettres-data \
+APT_PACKAGES := espeak-ng sox libsox-fmt-all fluidsynth fluid-soundfont-gm timgm6mb-soundfont ktuberling-data klettres-data \
 	hydrogen-drumkits sonic-pi-samples lmms-common wesnoth-1.16-data sound-theme-freedesktop tuxpaint-stamps-default \
 	chromium
 export GRADIO_ANALYTICS_ENABLED := False

@@ -91,18 +91,20 @@ def _sox_task(out: Path, rel: str, row: dict, effect: list[str], seconds: float,
     return [row]
 
 
-def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap: float) -> tuple[bytes, list[float]]:
-    """A format-0 MIDI file: the phrases one after another with `gap` seconds between; returns bytes and starts."""
+def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap: float,
+               channel: int = 0) -> tuple[bytes, list[float]]:
+    """A format-0 MIDI file: the phrases one after another with `gap` seconds between, on `channel` (9: General
+    MIDI's drums, where a note is a drum); returns bytes and starts."""
     tpq, tempo = 480, 500_000  # 120 bpm -> 960 ticks per second
     per_s = tpq * 1_000_000 / tempo
     events, starts, t0 = [], [], 0.0
     for phrase in phrases:
         starts.append(t0)
         for pitch, onset, dur in phrase:
-            events.append((t0 + onset, 0x90, pitch, 90))
-            events.append((t0 + onset + dur, 0x80, pitch, 0))
+            events.append((t0 + onset, 0x90 | channel, pitch, 90))
+            events.append((t0 + onset + dur, 0x80 | channel, pitch, 0))
         t0 += max(o + d for _, o, d in phrase) + gap
-    events.sort(key=lambda e: (e[0], e[1] == 0x90))
+    events.sort(key=lambda e: (e[0], e[1] & 0xF0 == 0x90))
 
     def varlen(n: int) -> bytes:
         out = [n & 0x7F]
@@ -111,7 +113,7 @@ def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap:
         return bytes(reversed(out))
 
     track, last = bytearray(), 0
-    track += b"\x00\xff\x51\x03" + tempo.to_bytes(3, "big") + b"\x00" + bytes([0xC0, program])
+    track += b"\x00\xff\x51\x03" + tempo.to_bytes(3, "big") + b"\x00" + bytes([0xC0 | channel, program])
     for time, status, pitch, vel in events:
         tick = round(time * per_s)
         track += varlen(tick - last) + bytes([status, pitch, vel])
@@ -122,9 +124,10 @@ def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap:
 
 
 def _fluidsynth_task(out: Path, rels: list[str], rows: list[dict], program: int,
-                     phrases: list[list[tuple[int, float, float]]], soundfont: str, recipe: dict) -> list[dict]:
+                     phrases: list[list[tuple[int, float, float]]], soundfont: str, recipe: dict,
+                     channel: int = 0) -> list[dict]:
     gap, tail = 1.5, 0.5
-    midi, starts = _midi_file(program, phrases, gap)
+    midi, starts = _midi_file(program, phrases, gap, channel)
     rate = recipe["sample_rate"]
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
@@ -207,6 +210,49 @@ def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: 
     return tasks
 
 
+def _phrase(rng, low: int, high: int, seconds: float) -> list[tuple[int, float, float]]:
+    """A random melody of (note, onset, duration) in [low, high] lasting about `seconds`."""
+    scale = low + np.cumsum(rng.choice([1, 2, 2, 3], size=24))
+    scale = scale[scale <= high]
+    notes, t = [], 0.0
+    while t < seconds - 0.2:
+        dur = float(rng.choice([0.125, 0.25, 0.25, 0.5, 0.75, 1.0]))
+        notes.append((int(rng.choice(scale)), t, min(dur, seconds - t)))
+        t += dur
+    return notes
+
+
+def _gm_tasks(spec: dict | None, rng, out: Path, recipe: dict) -> list[tuple]:
+    """Every General MIDI program (melodies; sound effects as one held note) and drum (a few hits), rendered
+    with the spec's soundfont: labelled sounds from another synthesiser than the probing corpus's."""
+    if not spec:
+        return []
+    if not Path(spec["soundfont"]).is_file():
+        raise RuntimeError(f"{spec['soundfont']}: no such soundfont; install the Debian package "
+                           f"{spec['package']} (`make setup` does)")
+    source, tasks = spec["source"], []
+
+    def clips(kind: str, number: int, label: str, phrases: list, program: int, channel: int) -> None:
+        rels = [f"music/{source}/{kind}{number:03d}_{j}.flac" for j in range(len(phrases))]
+        rows = [_row(rel, label, "music", source, spec["license"]) for rel in rels]
+        tasks.append((_fluidsynth_task, out, rels, rows, program, phrases, spec["soundfont"], recipe, channel))
+
+    for program, label in enumerate(spec["programs"]):
+        low, high = next((lo, hi) for first, last, lo, hi in spec["registers"] if first <= program <= last)
+        phrases = []
+        for _ in range(spec["per_program"]):
+            seconds = float(rng.uniform(*spec["seconds"]))
+            phrases.append([(low, 0.0, seconds)] if program >= spec["held_from"] else _phrase(rng, low, high, seconds))
+        clips("program", program, label, phrases, program, 0)
+    for i, label in enumerate(spec["drums"]):
+        key, phrases = spec["drums_from"] + i, []
+        for _ in range(spec["per_program"]):
+            onsets = np.cumsum(rng.choice([0.125, 0.25, 0.25, 0.5], size=int(rng.integers(3, 9))))
+            phrases.append([(key, float(t), 0.2) for t in onsets - onsets[0]])
+        clips("drum", key, label, phrases, 0, 9)
+    return tasks
+
+
 def plan(recipe: dict, out: Path) -> list[tuple]:
     """Every task the recipe asks for, in a fixed order (same seed -> same tasks)."""
     rng = np.random.default_rng(recipe["seed"])
@@ -232,15 +278,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     for program, label, low, high in fs["instruments"]:
         rels, rows, phrases = [], [], []
         for j in range(fs["per_instrument"]):
-            seconds = float(rng.uniform(*fs["seconds"]))
-            scale = low + np.cumsum(rng.choice([1, 2, 2, 3], size=24))
-            scale = scale[scale <= high]
-            notes, t = [], 0.0
-            while t < seconds - 0.2:
-                dur = float(rng.choice([0.125, 0.25, 0.25, 0.5, 0.75, 1.0]))
-                notes.append((int(rng.choice(scale)), t, min(dur, seconds - t)))
-                t += dur
-            phrases.append(notes)
+            phrases.append(_phrase(rng, low, high, float(rng.uniform(*fs["seconds"]))))
             rel = f"music/fluidsynth/{program:03d}_{j}.flac"
             rels.append(rel)
             rows.append(_row(rel, label, "music", "fluidsynth", fs["license"]))
@@ -288,6 +326,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
             label = rule_label(Path(src).stem, rules, ms["default_label"])
             tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
     tasks += _tuxpaint_tasks(recipe["sound"].get("tuxpaint"), drop, np.random.default_rng([recipe["seed"], 1]), out, recipe)
+    tasks += _gm_tasks(recipe.get("reference", {}).get("gm"), np.random.default_rng([recipe["seed"], 3]), out, recipe)
     return tasks
 
 

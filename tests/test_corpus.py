@@ -130,6 +130,30 @@ def test_demo_holds_out_whole_sources_for_evaluation(demo_corpus, demo_rows):
     assert all(c.path.is_file() for c in heldout)
 
 
+def test_the_reference_library_has_every_general_midi_sound_from_another_soundfont(demo_corpus, demo_rows):
+    """Every GM program and drum, rendered with TimGM6mb (not the probing melodies' FluidR3): audible, and the
+    drums on the percussion channel really drums (a kick's power sits two decades below a hi-hat's, where two
+    piano notes six semitones apart would differ by a few tens of per cent)."""
+    import tomllib
+
+    from pipeline.corpus import read_metadata
+
+    gm = tomllib.loads((demo_corpus / "recipe.toml").read_text())["reference"]["gm"]
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] == gm["source"]]
+    assert {c.label for c in refs} == set(gm["programs"]) | set(gm["drums"])
+    assert len(refs) == gm["per_program"] * (len(gm["programs"]) + len(gm["drums"]))
+    assert not {c.path.resolve() for c in refs} & {(demo_corpus / r["file_name"]).resolve() for r in demo_rows}
+
+    def centroid(clip):
+        audio = read_audio(clip.path, RATE).astype(np.float64)
+        assert np.sqrt(np.mean(audio**2)) > 1e-3, f"{clip.path}: silent"
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        return float((power * np.fft.rfftfreq(len(audio), 1 / RATE)).sum() / power.sum())
+
+    by_label = {c.label: c for c in refs}
+    assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
+    assert all(centroid(c) > 0 for c in refs[::7])
+
 def test_demo_build_is_idempotent(demo_corpus):
     from pipeline.demo_corpus import build_demo
 
