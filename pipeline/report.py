@@ -93,12 +93,14 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "p-sets of the same corpus; p: permutation test over 1,000 random draws. Held-out rows: each method's top C "
         "on the evaluation corpus; probing rows: each run's selected features.\n",
         md_table(_retrieval_view(tables["retrieval"])) if "retrieval" in tables else "(not computed)\n",
-        "## Diagnosis: position and clip length\n",
+        "## Diagnosis: position, clip length and level\n",
         "What features respond to besides the sound. `position_driven`: share of all features whose activation is "
         "mostly a function of the token's position in the clip (eta^2 above the `max_position_eta2` of the config; "
         "left out of top-C). `selected_rho_duration_median`: median Spearman correlation, over the probing corpus, "
         "of a selected feature's r = mu x c with clip duration; `selected_short_clip_share`: share of selected "
-        "features with rho < -0.3 (r rewarding short clips).\n",
+        "features with rho < -0.3 (r rewarding short clips). `selected_rho_loudness_median` and "
+        "`selected_level_driven_share` (|rho| >= 0.5): the same with the clip's RMS level in dBFS, DC removed "
+        "(features that follow how loud, not what).\n",
         md_table(tables["diagnosis"]) if "diagnosis" in tables else "(not computed)\n",
         "## Gallery: 20 random top-C features of ours (name; the labels of its H^k clips)\n",
         md_table(_gallery(tables["feature_names"])),
@@ -193,7 +195,7 @@ def steering_figure(sweep: pd.DataFrame) -> go.Figure:
 
 # every figure the report can have, in its order (the explorer keeps a slot for each)
 FIGURES = ("gamma_sweep", "ablation", "seed_stability", "seed_stability_tokens", "unlearning", "retrieval",
-           "diagnosis", "domains", "probing", "steering")
+           "diagnosis", "diagnosis_level", "domains", "probing", "steering")
 
 
 def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
@@ -232,6 +234,11 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
         diag = diag.assign(set=diag["selected"].map({True: "selected (top-C)", False: "not selected"}))
         figs["diagnosis"] = px.histogram(diag, x="position_eta2", color="set", facet_col="run", nbins=40, log_y=True,
                                          title="How much of each feature's activation its position in the clip explains")
+        if "rho_loudness" in diag:
+            chosen = diag[diag["selected"]].dropna(subset=["rho_duration", "rho_loudness"])
+            figs["diagnosis_level"] = px.scatter(
+                chosen, x="rho_duration", y="rho_loudness", facet_col="run", range_x=[-1, 1], range_y=[-1, 1],
+                hover_data=["feature"], title="Selected features: Spearman rho of r with clip length and with level")
     figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
                              title="Domain specialisation of features by layer")
     probing = tables["probing"]

@@ -22,6 +22,32 @@ from pipeline.evaluation.stability import activation_similarity, decoder_similar
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_diagnosis_correlates_r_with_length_and_level_by_hand():
+    """Four clips (one a chunk `c#0`, whose loudness is its file's): feature 0 rises with duration and falls
+    with loudness (rho 1 and -1), feature 1 is silent on two clips (ties: rho -3/sqrt(10) with duration)."""
+    import duckdb
+
+    from pipeline.evaluation.diagnosis import diagnosis, loudness_db
+
+    t = np.arange(16_000) / 16_000
+    assert loudness_db(0.1 * np.sin(2 * np.pi * 440 * t)) == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)))
+    assert loudness_db(0.5 + 0.1 * np.sin(2 * np.pi * 440 * t)) == pytest.approx(-23.0103, abs=1e-3)  # DC is not level
+    assert loudness_db(np.zeros(100)) == -120.0
+    con = duckdb.connect()
+    con.execute("CREATE TABLE clips AS SELECT * FROM (VALUES ('a', 1.0), ('b', 2.0), ('c#0', 3.0), ('d', 4.0)) t(clip_id, duration)")
+    con.execute("CREATE TABLE features AS SELECT * FROM (VALUES ('r', 0, 0.01, true), ('r', 1, 0.02, true)) "
+                "t(run_id, feature, position_eta2, selected)")
+    con.execute("CREATE TABLE clip_features AS SELECT * FROM (VALUES ('r', 'b', 0, 1.0), ('r', 'c#0', 0, 2.0), "
+                "('r', 'd', 0, 3.0), ('r', 'a', 1, 3.0), ('r', 'b', 1, 1.0)) t(run_id, clip_id, feature, r)")
+    summary, per_feature = diagnosis(con, ["r"], 0.3, {"a": -10.0, "b": -20.0, "c": -30.0, "d": -40.0})
+    rho = per_feature.set_index("feature")
+    assert rho.loc[0, "rho_duration"] == pytest.approx(1) and rho.loc[0, "rho_loudness"] == pytest.approx(-1)
+    assert rho.loc[1, "rho_duration"] == pytest.approx(-3 / np.sqrt(10))
+    row = summary.iloc[0]
+    assert row.selected_short_clip_share == 0.5 and row.selected_level_driven_share == 1.0
+    assert "selected_rho_loudness_median" not in diagnosis(con, ["r"], 0.3)[0]
+
+
 def test_all_matched():
     sim = np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.1, 0.75]])
     m = match_scores(sim, 0.7)

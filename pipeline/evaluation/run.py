@@ -10,7 +10,7 @@ from ..config import Config
 from ..sae import Sae
 from .ablation import table4
 from .context import EvalContext
-from .diagnosis import diagnosis
+from .diagnosis import clip_loudness, diagnosis
 from .domains import domains
 from .human import table2
 from .probing import probing_table, unlearning_table
@@ -32,10 +32,11 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
     sets = unit_sets(ctx, sae)
     t1, sweep, per_feature = table1(ctx, names(ctx, sets))
     keep(table1=t1, gamma_sweep=sweep, feature_names=per_feature)
+    loudness = clip_loudness(ctx.probing, ctx.cfg.corpus.sample_rate)
     with store.connect(ctx.cfg.db_path) as con:
         runs = store.runs(con)["run_id"].tolist()
         probing = probing_retrieval(con, runs, 1000, ctx.cfg.scoring.seed)
-        diagnosed, diagnosed_features = diagnosis(con, runs, ctx.cfg.monosemanticity.max_position_eta2)
+        diagnosed, diagnosed_features = diagnosis(con, runs, ctx.cfg.monosemanticity.max_position_eta2, loudness)
     keep(retrieval=pd.concat([retrieval(ctx, sets), probing], ignore_index=True), diagnosis=diagnosed,
          diagnosis_features=diagnosed_features)
     keep(table4=table4(ctx))
