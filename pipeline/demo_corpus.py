@@ -91,6 +91,25 @@ def _sox_task(out: Path, rel: str, row: dict, effect: list[str], seconds: float,
     return [row]
 
 
+NOISE_SLOPES = {"whitenoise": 0.0, "pinknoise": 1.0, "brownnoise": 2.0}  # power ~ 1 / f^slope
+
+
+def _noise_task(out: Path, rel: str, row: dict, kind: str, seconds: float, volume: float, seed: list[int],
+                recipe: dict) -> list[dict]:
+    """Coloured noise from its own seeded generator (sox's noise is seeded afresh on every call, so two builds
+    of one recipe gave other noise clips, other activations and other SAEs): Gaussian noise whose spectrum is
+    shaped to power ~ 1/f^slope, peak-normalised, then scaled by `volume` as sox's `vol` would."""
+    rate = recipe["sample_rate"]
+    n = int(round(seconds * rate))
+    spectrum = np.fft.rfft(np.random.default_rng(seed).normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    shape = np.zeros_like(freqs)
+    shape[1:] = freqs[1:] ** (-NOISE_SLOPES[kind] / 2)  # no DC
+    audio = np.fft.irfft(spectrum * shape, n)
+    _save(out / rel, volume * audio / np.abs(audio).max(), recipe)
+    return [row]
+
+
 def _midi_file(program: int, phrases: list[list[tuple[int, float, float]]], gap: float,
                channel: int = 0) -> tuple[bytes, list[float]]:
     """A format-0 MIDI file: the phrases one after another with `gap` seconds between, on `channel` (9: General
@@ -312,9 +331,14 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
                 "clicks": ["synth", "0.004", "square", "1000", "pad", "0", f"{rng.uniform(0.05, 0.5):.3f}",
                            "repeat", str(int(rng.integers(3, 12)))],
             }.get(kind, ["synth", str(seconds), kind, str(f0)])
-            effect += ["vol", f"{rng.uniform(0.2, 0.8):.2f}"]
+            volume = f"{rng.uniform(0.2, 0.8):.2f}"
             rel = f"sound/sox/{kind}_{j:02d}.flac"
-            tasks.append((_sox_task, out, rel, _row(rel, label, "sound", "sox", sx["license"]), effect, seconds, recipe))
+            row = _row(rel, label, "sound", "sox", sx["license"])
+            if kind in NOISE_SLOPES:
+                tasks.append((_noise_task, out, rel, row, kind, seconds, float(volume),
+                              [recipe["seed"], 4, sorted(NOISE_SLOPES).index(kind), j], recipe))
+            else:
+                tasks.append((_sox_task, out, rel, row, effect + ["vol", volume], seconds, recipe))
     held = recipe["speech"].get("espeak_heldout")  # sentences spoken only in held-out clips (steer-eval's WER)
     if held:
         tasks += _espeak_tasks(es, held["sentences"], held["count"], "espeak_heldout", "espeak-heldout", rng, out, recipe)

@@ -154,6 +154,27 @@ def test_the_reference_library_has_every_general_midi_sound_from_another_soundfo
     assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
     assert all(centroid(c) > 0 for c in refs[::7])
 
+def test_noise_clips_are_the_same_on_every_build_and_have_their_colour(tmp_path):
+    """sox's noise was seeded afresh on every call (two builds of one recipe trained other SAEs): the noise is
+    now drawn from the recipe's seed, byte for byte the same twice, and its spectrum falls as 1/f^slope."""
+    from pipeline.demo_corpus import _noise_task
+
+    recipe = {"sample_rate": RATE, "min_seconds": 1.0, "max_seconds": 10.0}
+    for kind, slope in (("whitenoise", 0.0), ("pinknoise", 1.0), ("brownnoise", 2.0)):
+        made = []
+        for build in ("a", "b"):
+            _noise_task(tmp_path / build, f"{kind}.flac", {}, kind, 4.0, 0.5, [1234, 4, 0, 7], recipe)
+            made.append((tmp_path / build / f"{kind}.flac").read_bytes())
+        assert made[0] == made[1]
+        audio = read_audio(tmp_path / "a" / f"{kind}.flac", RATE).astype(np.float64)
+        assert np.abs(audio).max() == pytest.approx(0.5, abs=1e-3)
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / RATE)
+        band = (freqs > 50) & (freqs < 5000)
+        fitted = np.polyfit(np.log(freqs[band]), np.log(power[band]), 1)[0]
+        assert fitted == pytest.approx(-slope, abs=0.15), kind
+
+
 def test_demo_build_is_idempotent(demo_corpus):
     from pipeline.demo_corpus import build_demo
 
