@@ -167,15 +167,17 @@ class OfflineCaptioner:
 
 def what_weights(caption: Caption) -> dict[str, float]:
     """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share), each
-    label's head word ("~drum" for "snare drum", summed over the labels that share it), Whisper's tags, and
-    "~speech" when Whisper heard words. "~" marks a fallback: named only when no full label is shared."""
+    of the label's shorter heads ("~electric guitar" and "~guitar" for "jazz electric guitar", summed over the
+    labels that share them: an English compound names the kind last), Whisper's tags, and "~speech" when
+    Whisper heard words. "~" marks a fallback: named only when no full label is shared."""
     out: Counter = Counter()
     for term in caption.terms:
         if term.startswith("ref:"):
             label, w = term[4:].rsplit("=", 1)
             out[label] += float(w)
-            if " " in label:
-                out["~" + label.rsplit(" ", 1)[1]] += float(w)
+            words = label.split()
+            for i in range(1, len(words)):
+                out["~" + " ".join(words[i:])] += float(w)
         elif term.startswith("tag:"):
             out[term] = 1.0
         elif term == "speech":
@@ -189,7 +191,7 @@ class OfflineSummariser:
     when nothing is shared by half the H^k clips. How it sounds (descriptors most H^k clips share and L^k
     lacks) and what Whisper hears go in the description: acoustic adjectives in a name only blur it."""
 
-    id = "offline-contrast-v3"
+    id = "offline-contrast-v4"
     prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
               "descriptors and words in the description")
     PROMINENT = 0.2  # a "what" counts as present in a caption from this weight on
@@ -208,8 +210,9 @@ class OfflineSummariser:
 
         score = {c: mean(H, c) - mean(L, c) for c in cands}
         shared = [c for c in cands if support(H, c) >= 0.5 and score[c] > 0]
-        # a full label before a head word, unless the head word covers clearly more of H^k
-        shared.sort(key=lambda c: (-(support(H, c) - (0.25 if c.startswith("~") else 0.0)), c.startswith("~"), -score[c], c))
+        # a full label before a head, unless the head covers clearly more of H^k; of two heads as shared, the longer
+        shared.sort(key=lambda c: (-(support(H, c) - (0.25 if c.startswith("~") else 0.0)), c.startswith("~"),
+                                   -len(c.split()) if c.startswith("~") else 0, -score[c], c))
         n = len(captions)
         if shared:
             what = _show(shared[0])

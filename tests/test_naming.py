@@ -131,6 +131,15 @@ def test_summariser_falls_back_to_the_shared_head_word_then_to_mixed():
     assert OfflineSummariser().summarise([]).name == "unnamed"
 
 
+def test_summariser_names_the_longest_head_the_clips_share():
+    """Heads are every shorter ending of a label: four kinds of electric guitar are "electric guitar" (not
+    just "guitar"); add a nylon guitar and only "guitar" covers them all."""
+    electric = [_cap((f"{kind} electric guitar", 0.9), ("cello", 0.1)) for kind in ("jazz", "clean", "muted", "rock")]
+    assert OfflineSummariser().summarise(electric).name == "electric guitar"
+    guitars = electric[:2] + [_cap(("nylon guitar", 0.9), ("cello", 0.1)), _cap(("steel guitar", 1.0))]
+    assert OfflineSummariser().summarise(guitars).name == "guitar"
+
+
 def test_label_oracle_is_the_majority_label():
     assert LabelOracle().name(["dog", "dog", "cat", None]).name == "dog"
 
