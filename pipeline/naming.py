@@ -165,20 +165,38 @@ class OfflineCaptioner:
         return Caption(text, terms)
 
 
+# A voice's pitch against the words of a reference label (descriptor_terms: low < 150 Hz <= mid < 500 Hz): adult
+# male voices speak at about 85-155 Hz, female ones at about 165-255 Hz. A speech clip's own pitch outvotes
+# neighbours whose label says the other (the clip embedder hears timbre and channel more than pitch).
+VOICE_VETO = {"low-pitched": {"female", "woman", "women", "girl", "girls"}, "mid-pitched": {"male", "man", "men", "boy", "boys"}}
+
+
+def reference_votes(caption: Caption) -> list[tuple[str, float]]:
+    """The caption's reference labels and vote shares; for speech (Whisper heard words), those whose words
+    contradict the clip's voice pitch are dropped and the others rescaled to the same total."""
+    votes = [(label, float(w)) for label, w in (t[4:].rsplit("=", 1) for t in caption.terms if t.startswith("ref:"))]
+    if "speech" not in caption.terms:
+        return votes
+    veto = set().union(*(VOICE_VETO.get(t, set()) for t in caption.terms))
+    kept = [(label, w) for label, w in votes if not veto & set(label.split())]
+    total, left = sum(w for _, w in votes), sum(w for _, w in kept)
+    return [(label, w * total / left) for label, w in kept] if left > 0 else votes
+
+
 def what_weights(caption: Caption) -> dict[str, float]:
-    """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share), each
-    of the label's shorter heads ("~electric guitar" and "~guitar" for "jazz electric guitar", summed over the
-    labels that share them: an English compound names the kind last), Whisper's tags, and "~speech" when
-    Whisper heard words. "~" marks a fallback: named only when no full label is shared."""
+    """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share, after
+    the voice's pitch has its say), each of the label's shorter heads ("~electric guitar" and "~guitar" for
+    "jazz electric guitar", summed over the labels that share them: an English compound names the kind last),
+    Whisper's tags, and "~speech" when Whisper heard words. "~" marks a fallback: named only when no full
+    label is shared."""
     out: Counter = Counter()
+    for label, w in reference_votes(caption):
+        out[label] += w
+        words = label.split()
+        for i in range(1, len(words)):
+            out["~" + " ".join(words[i:])] += w
     for term in caption.terms:
-        if term.startswith("ref:"):
-            label, w = term[4:].rsplit("=", 1)
-            out[label] += float(w)
-            words = label.split()
-            for i in range(1, len(words)):
-                out["~" + " ".join(words[i:])] += float(w)
-        elif term.startswith("tag:"):
+        if term.startswith("tag:"):
             out[term] = 1.0
         elif term == "speech":
             out["~speech"] = 1.0
@@ -191,7 +209,7 @@ class OfflineSummariser:
     when nothing is shared by half the H^k clips. How it sounds (descriptors most H^k clips share and L^k
     lacks) and what Whisper hears go in the description: acoustic adjectives in a name only blur it."""
 
-    id = "offline-contrast-v4"
+    id = "offline-contrast-v5"
     prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
               "descriptors and words in the description")
     PROMINENT = 0.2  # a "what" counts as present in a caption from this weight on

@@ -140,6 +140,26 @@ def test_summariser_names_the_longest_head_the_clips_share():
     assert OfflineSummariser().summarise(guitars).name == "guitar"
 
 
+def test_a_speech_clips_pitch_outvotes_neighbours_of_the_other_voice():
+    """Held-out espeak male clips were 'female speech' to their nearest references half the time (the embedder
+    hears timbre more than pitch): a low voice now drops the neighbours whose label says female, the rest
+    rescaled to the same total; a mid voice drops 'male' (a word, not a substring of 'female'); a clip
+    Whisper heard no words in keeps its votes."""
+    from pipeline.naming import what_weights
+
+    low = _cap(("female speech", 0.5), ("male speech", 0.3), ("piano", 0.2), terms=["speech", "low-pitched"])
+    weights = what_weights(low)
+    assert "female speech" not in weights
+    assert weights["male speech"] == pytest.approx(0.3 * 1.0 / 0.5) and weights["piano"] == pytest.approx(0.2 * 2)
+    mid = what_weights(_cap(("female speech", 0.5), ("male speech", 0.3), terms=["speech", "mid-pitched"]))
+    assert mid["female speech"] == pytest.approx(0.8) and "male speech" not in mid
+    tune = what_weights(_cap(("female speech", 0.5), ("male speech", 0.3), terms=["low-pitched", "tonal"]))
+    assert tune["female speech"] == 0.5
+    only = what_weights(_cap(("female speech", 1.0), terms=["speech", "low-pitched"]))
+    assert only["female speech"] == 1.0  # nothing left to rescale: the votes stand
+    assert OfflineSummariser().summarise([low] * 3 + [_cap(("dog", 1.0))]).name == "male speech"
+
+
 def test_label_oracle_is_the_majority_label():
     assert LabelOracle().name(["dog", "dog", "cat", None]).name == "dog"
 
