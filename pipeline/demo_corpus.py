@@ -83,8 +83,10 @@ def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> lis
 
 
 def _sox_task(out: Path, rel: str, row: dict, effect: list[str], seconds: float, recipe: dict) -> list[dict]:
+    """A synthetic signal made by sox, without dither (-D: sox dithers 16-bit output with a freshly seeded
+    generator, so every build gave other samples)."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        cmd = ["sox", "-n", "-r", str(recipe["sample_rate"]), "-c", "1", "-b", "16", tmp.name, *effect]
+        cmd = ["sox", "-D", "-n", "-r", str(recipe["sample_rate"]), "-c", "1", "-b", "16", tmp.name, *effect]
         subprocess.run(cmd, check=True, capture_output=True)
         data, rate = sf.read(tmp.name, dtype="float32")
     _save(out / rel, resample(data, rate, recipe["sample_rate"]), recipe)

@@ -154,12 +154,18 @@ def test_the_reference_library_has_every_general_midi_sound_from_another_soundfo
     assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
     assert all(centroid(c) > 0 for c in refs[::7])
 
-def test_noise_clips_are_the_same_on_every_build_and_have_their_colour(tmp_path):
-    """sox's noise was seeded afresh on every call (two builds of one recipe trained other SAEs): the noise is
-    now drawn from the recipe's seed, byte for byte the same twice, and its spectrum falls as 1/f^slope."""
-    from pipeline.demo_corpus import _noise_task
+def test_synthetic_clips_are_the_same_on_every_build_and_noise_has_its_colour(tmp_path):
+    """sox seeded its noise and its dither afresh on every call (two builds of one recipe trained other SAEs):
+    the noise is now drawn from the recipe's seed and sox runs without dither, byte for byte the same twice,
+    and the noise's spectrum falls as 1/f^slope."""
+    from pipeline.demo_corpus import _noise_task, _sox_task
 
     recipe = {"sample_rate": RATE, "min_seconds": 1.0, "max_seconds": 10.0}
+    tones = []
+    for build in ("a", "b"):
+        _sox_task(tmp_path / build, "tone.flac", {}, ["synth", "2", "sine", "440", "vol", "0.3"], 2.0, recipe)
+        tones.append((tmp_path / build / "tone.flac").read_bytes())
+    assert tones[0] == tones[1]
     for kind, slope in (("whitenoise", 0.0), ("pinknoise", 1.0), ("brownnoise", 2.0)):
         made = []
         for build in ("a", "b"):
