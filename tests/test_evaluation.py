@@ -48,6 +48,22 @@ def test_diagnosis_correlates_r_with_length_and_level_by_hand():
     assert "selected_rho_loudness_median" not in diagnosis(con, ["r"], 0.3)[0]
 
 
+def test_clip_levels_are_read_from_the_files_and_sampled_in_a_large_corpus(tmp_path):
+    import soundfile as sf
+
+    from pipeline.evaluation.diagnosis import clip_loudness
+
+    t = np.arange(16_000) / 16_000
+    clips = []
+    for i in range(6):
+        sf.write(tmp_path / f"{i}.wav", (0.1 * (i + 1) * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000)
+        clips.append(Clip(f"{i}.wav", tmp_path / f"{i}.wav"))
+    every = clip_loudness(clips, 16_000)
+    assert every == pytest.approx({f"{i}.wav": 20 * np.log10(0.1 * (i + 1) / np.sqrt(2)) for i in range(6)}, abs=1e-3)
+    some = clip_loudness(clips, 16_000, most=3)
+    assert len(some) == 3 and all(every[k] == pytest.approx(v) for k, v in some.items())
+
+
 def test_all_matched():
     sim = np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.1, 0.75]])
     m = match_scores(sim, 0.7)
