@@ -346,7 +346,6 @@ def test_background_status_says_what_is_left_and_what_failed():
     assert Background([]).start().status() == ""
 
 
-@pytest.mark.slow
 def _copy_database(source: Path, target: Path) -> None:
     """Copy a DuckDB file through DuckDB, not the file system: recent commits may sit in its write-ahead log (an
     explorer killed before it closed the file), and an earlier test's explorer may still hold it, read-only or
@@ -368,6 +367,7 @@ def _copy_database(source: Path, target: Path) -> None:
     raise AssertionError(f"{source}: no connection of either kind could open it")
 
 
+@pytest.mark.slow
 def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
     """`make demo` opens the explorer after one run and finishes the rest in a background thread of the same
     process: here a copy of the demo database with one run and the evaluation held back, landed by real

@@ -42,6 +42,8 @@ def diagnosis(con, runs: list[str], max_position_eta2: float,
     if loudness is not None:
         clips["loudness"] = [loudness.get(c, loudness.get(c.rsplit("#", 1)[0], np.nan)) for c in clips["clip_id"]]
     row_of = {c: i for i, c in enumerate(clips["clip_id"])}
+    measures = ["duration"] + (["loudness"] if loudness is not None else [])
+    known = {m: clips[m].notna().to_numpy() for m in measures}  # the clips whose measure is known (levels: a sample)
     summary, per_feature = [], []
     for run in runs:
         feats = con.execute("SELECT feature, position_eta2, selected FROM features WHERE run_id = ?", [run]).df()
@@ -50,16 +52,14 @@ def diagnosis(con, runs: list[str], max_position_eta2: float,
         selected = feats[feats["selected"]]["feature"].tolist()
         pairs = con.execute("SELECT clip_id, feature, r FROM clip_features WHERE run_id = ? AND feature IN "
                             "(SELECT feature FROM features WHERE run_id = ? AND selected)", [run, run]).df()
-        measures = ["duration"] + (["loudness"] if loudness is not None else [])
         rho: dict[str, dict[int, float]] = {m: {} for m in measures}
         for feature, group in pairs.groupby("feature"):
             group = group[group["clip_id"].isin(row_of)]
             r = np.zeros(len(clips))  # r = 0 where the feature is silent
             r[group["clip_id"].map(row_of).to_numpy()] = group["r"].to_numpy()
             for m in measures:
-                known = clips[m].notna().to_numpy()
-                rho[m][int(feature)] = (float(spearmanr(r[known], clips[m][known]).statistic) if r[known].any()
-                                        else float("nan"))
+                rho[m][int(feature)] = (float(spearmanr(r[known[m]], clips[m][known[m]]).statistic)
+                                        if r[known[m]].any() else float("nan"))
         eta = feats["position_eta2"].to_numpy()
         row = {"run": run, "features": len(feats), "position_driven": float((eta > max_position_eta2).mean()),
                "position_eta2_median": float(np.median(eta)),
