@@ -47,6 +47,16 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _intervals_view(sure: pd.DataFrame) -> pd.DataFrame:
+    what = {"name_label_sim": "name vs majority label", "purity": "H^k label purity"}
+    span = lambda v, lo, hi: "-" if math.isnan(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    return pd.DataFrame([{"method": METHOD_NAMES.get(r.method, r.method), "measure": what.get(r.measure, r.measure),
+                          "mean [95 % interval]": span(r.value, r.low, r.high),
+                          "ours minus it": span(r.ours_minus, r.ours_minus_low, r.ours_minus_high),
+                          "resamples with ours ahead": "-" if math.isnan(r.ours_ahead) else f"{r.ours_ahead:.0%}"}
+                         for r in sure.itertuples(index=False)])
+
+
 def _retrieval_view(retrieval: pd.DataFrame) -> pd.DataFrame:
     frame = retrieval.copy()
     frame["run"] = frame["run"].map(lambda m: METHOD_NAMES.get(m, m))
@@ -88,6 +98,12 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         f"Calibrated gamma for `{meta.text_embedder}`: {meta.gamma_calibrated:.3f} (the threshold that best separates "
         f"the committed name/label pairs a person would and would not call a match, balanced accuracy "
         f"{meta.gamma_accuracy:.2f}; `pipeline/evaluation/gamma_pairs.csv`).\n",
+        "### How sure: 95 % bootstrap intervals over the units (first run of each method)\n",
+        "Each method's top-C units resampled 1,000 times (scipy.stats.bootstrap, percentile); 'ours minus it' resamples "
+        "both unit lists independently. An interval of the difference that holds 0 means this corpus cannot tell the "
+        "two methods apart on that measure. F1 is not resampled (a resample repeats units, and the one-to-one "
+        "matching counts a repeated name once).\n",
+        md_table(_intervals_view(tables["table1_intervals"])) if "table1_intervals" in tables else "(not computed)\n",
         "## Retrieval: are the representative clips purer than chance?\n",
         "Mean share of a top-C unit's H^k (and L^k) clips that carry its most common label (domain), against random "
         "p-sets of the same corpus; p: permutation test over 1,000 random draws. Held-out rows: each method's top C "

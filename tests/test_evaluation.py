@@ -229,6 +229,13 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     assert len(diagnosis) == len(demo_config.sae_layers)
     assert (diagnosis["selected_position_eta2_max"] <= demo_config.monosemanticity.max_position_eta2).all()
     assert "F1_calibrated" in t1 and (t1["distinct_names"] >= 1).all()
+    sure = demo_eval["table1_intervals"].set_index(["method", "measure"])  # intervals around Table 1's own means
+    for method in ("sae", "mean_act", "poly", "oracle"):
+        for measure, column in (("purity", "purity"), ("name_label_sim", "name_label_sim")):
+            r = sure.loc[(method, measure)]
+            assert r.value == pytest.approx(t1.loc[method, column]) and r.low <= r.value <= r.high
+    assert np.isnan(sure.loc[("sae", "purity"), "ours_minus"])
+    assert sure.loc[("mean_act", "purity"), "ours_minus"] == pytest.approx(t1.loc["sae", "purity"] - t1.loc["mean_act", "purity"])
     sweep = demo_eval["gamma_sweep"]
     for _, g in sweep.groupby("method"):  # a higher threshold never matches more
         assert g.sort_values("gamma")["R"].is_monotonic_decreasing
@@ -259,6 +266,7 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     report = demo_config.resolve(demo_config.evaluation.report_dir)
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
+    assert "### How sure: 95 % bootstrap intervals" in text and "resamples with ours ahead" in text
     assert "## Unlearning" in text and "against training tokens" in text
     assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000
 
@@ -323,6 +331,28 @@ def test_purity_and_its_permutation_test_by_hand():
     assert row["label_purity_H"] == 1.0 and row["label_purity_L"] == 0.75  # (1/2 + 1) / 2
     assert row["domain_purity_H"] == 1.0 and row["domain_p"] == 1.0  # one domain: chance is as pure
     assert row["distinct_majority_labels"] == 2 and row["label_ratio"] == pytest.approx(1.5, abs=0.05)
+
+
+def test_bootstrap_intervals_by_hand():
+    from pipeline.evaluation.intervals import intervals
+
+    half = [0.0, 1.0] * 30  # mean 0.5; its resampled mean has sd 0.5 / sqrt(60) = 0.0645: 95 % within 1.96 sd
+    sure = intervals({"sae": {"name_label_sim": [1.0] * 60, "purity": half},
+                      "mean_act": {"name_label_sim": [0.0] * 60, "purity": half},
+                      "poly": {"name_label_sim": [0.7], "purity": [0.25]}}, draws=4000, seed=0)
+    row = sure.set_index(["method", "measure"])
+    ours = row.loc[("sae", "purity")]
+    assert ours.value == 0.5 and ours.low == pytest.approx(0.5 - 1.96 * 0.0645, abs=0.02)
+    assert ours.high == pytest.approx(0.5 + 1.96 * 0.0645, abs=0.02) and np.isnan(ours.ours_minus)
+    constant = row.loc[("sae", "name_label_sim")]
+    assert constant.low == constant.high == 1.0  # no spread, no interval to speak of
+    apart = row.loc[("mean_act", "name_label_sim")]  # ours 1 everywhere, it 0 everywhere
+    assert apart.ours_minus == apart.ours_minus_low == apart.ours_minus_high == 1.0 and apart.ours_ahead == 1.0
+    same = row.loc[("mean_act", "purity")]  # the same values: the difference's interval holds 0, symmetric
+    assert same.ours_minus == 0.0 and same.ours_minus_low < 0 < same.ours_minus_high
+    assert same.ours_minus_low == pytest.approx(-same.ours_minus_high, abs=0.03) and 0.4 < same.ours_ahead < 0.6
+    lone = row.loc[("poly", "purity")]  # one unit: a mean, no interval
+    assert lone.value == 0.25 and np.isnan(lone.low) and np.isnan(lone.ours_minus_low)
 
 
 def test_gamma_calibration_separates_the_committed_pairs():

@@ -16,6 +16,7 @@ from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner
 from ..sae import Sae
 from ..scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
+from .intervals import intervals
 from .matching import match_scores
 from .retrieval import purity, retrieval_row
 
@@ -94,13 +95,14 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
     return out
 
 
-def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(Table 1, the gamma sweep, per-feature name-vs-majority-label similarity)."""
+def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(Table 1, the gamma sweep, per-feature name-vs-majority-label similarity, bootstrap intervals of the
+    first run of each method)."""
     refs = sorted({c.label for c in ctx.clips if c.label})
     text = ctx.text_embedder
     ref_vecs = text.embed(refs)
     calibrated, _ = ctx.gamma_calibrated
-    rows, sweep, per_feature = [], [], []
+    rows, sweep, per_feature, first = [], [], [], {}
     for method, runs in named.items():
         per_run = []
         for seed, units in enumerate(runs):
@@ -122,6 +124,7 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
                 sweep.append({"method": method, "seed": seed, "gamma": g, "P": mg.precision, "R": mg.recall,
                               "F1": mg.f1, "mAP": mg.map})
             if seed == 0:
+                first[method] = {"name_label_sim": own, "purity": [u["purity"] for u in units]}
                 for u, s, row in zip(units, own, sim):
                     per_feature.append({"method": method, **u, "name_label_sim": float(s),
                                         "best_ref": refs[int(row.argmax())], "best_ref_sim": float(row.max())})
@@ -132,4 +135,5 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
             row[f"{col}_std"] = float(frame[col].std(ddof=0)) if len(frame) > 1 else 0.0
         rows.append(row)
     sweep_frame = pd.DataFrame(sweep).groupby(["method", "gamma"], as_index=False)[["P", "R", "F1", "mAP"]].mean()
-    return pd.DataFrame(rows), sweep_frame, pd.DataFrame(per_feature)
+    sure = intervals(first, seed=ctx.cfg.scoring.seed)
+    return pd.DataFrame(rows), sweep_frame, pd.DataFrame(per_feature), sure

@@ -1,0 +1,53 @@
+"""How sure Table 1 is: 95 % bootstrap intervals (scipy.stats.bootstrap, percentile) over each method's top-C
+units, for its name-vs-majority-label similarity and H^k label purity (means over units); and for ours minus
+each baseline, resampling both unit lists independently (each method ranks its own units), with the share of
+resamples where ours comes out ahead. With 60 units and a few clips a label, two methods a few hundredths
+apart are not told apart: these intervals say so next to the table.
+
+F1 is not resampled: a resample repeats units, and a one-to-one matching counts a repeated name once, so the
+resampled F1 is biased low (on the demo: F1 0.207, its resamples' interval 0.138-0.224)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import bootstrap
+
+MEASURES = ("name_label_sim", "purity")
+
+
+def _bootstrap(samples, statistic, draws: int, seed: int):
+    return bootstrap(samples, statistic, n_resamples=draws, method="percentile", rng=seed, axis=-1)
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _mean_difference(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def intervals(units: dict[str, dict[str, list[float]]], ours: str = "sae", draws: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """units: {method: {measure: [n_units] per-unit values}} for the MEASURES. One row per (method, measure):
+    the mean, its interval, and ours minus it (interval, share of resamples where ours is ahead)."""
+    rows = []
+    for method, u in units.items():
+        for measure in MEASURES:
+            values = np.asarray(u[measure], float)
+            row = {"method": method, "measure": measure, "units": len(values),
+                   "value": float(values.mean()) if len(values) else float("nan"), "low": float("nan"),
+                   "high": float("nan"), "ours_minus": float("nan"), "ours_minus_low": float("nan"),
+                   "ours_minus_high": float("nan"), "ours_ahead": float("nan")}
+            if len(values) >= 2:
+                ci = _bootstrap((values,), _mean, draws, seed).confidence_interval
+                row.update(low=float(ci.low), high=float(ci.high))
+            mine = np.asarray(units[ours][measure], float) if ours in units else np.zeros(0)
+            if method != ours and len(values) >= 2 and len(mine) >= 2:
+                diff = _bootstrap((mine, values), _mean_difference, draws, seed)
+                row.update(ours_minus=float(mine.mean() - values.mean()), ours_minus_low=float(diff.confidence_interval.low),
+                           ours_minus_high=float(diff.confidence_interval.high),
+                           ours_ahead=float((diff.bootstrap_distribution > 0).mean()))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["method", "measure", "units", "value", "low", "high", "ours_minus",
+                                       "ours_minus_low", "ours_minus_high", "ours_ahead"])
