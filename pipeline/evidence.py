@@ -84,15 +84,15 @@ def ipa(word: str, voice: str = "en-us") -> str:
     return " ".join(done.stdout.split())
 
 
-def clip_evidence(audio: np.ndarray, rate: int, values: np.ndarray, step: float,
+def clip_evidence(audio: np.ndarray | None, rate: int, values: np.ndarray, step: float,
                   words: Sequence[tuple[str, float, float]] = ()) -> Evidence:
     """The evidence of one clip for one feature (values: its activation per row, `step` seconds a row; words:
-    (text, start, end) as the model placed them)."""
+    (text, start, end) as the model placed them). Without audio, no acoustic descriptors (the words alone)."""
     span = strongest_span(values, step)
     shares = word_shares(words, values, step)
     placed = tuple((text, start, end, round(share, 3)) for (text, start, end), share in zip(words, shares))
     how: tuple[str, ...] = ()
-    if span[1] > span[0]:
+    if span[1] > span[0] and audio is not None:
         # at least HOW_WINDOW s around the span: pitch and spectrum need a few frames; onsets per second and
         # length say nothing of a window this short, so they are left out
         middle, half = (span[0] + span[1]) / 2, max(span[1] - span[0], HOW_WINDOW) / 2

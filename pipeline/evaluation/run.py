@@ -30,7 +30,7 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
 
     sae = Sae.load(ctx.cfg.sae_dir(ctx.layer, ctx.expansion))
     sets = unit_sets(ctx, sae)
-    t1, sweep, per_feature, sure = table1(ctx, names(ctx, sets))
+    t1, sweep, per_feature, sure = table1(ctx, names(ctx, sets, sae))
     keep(table1=t1, gamma_sweep=sweep, feature_names=per_feature, table1_intervals=sure)
     loudness = clip_loudness(ctx.probing, ctx.cfg.corpus.sample_rate)
     with store.connect(ctx.cfg.db_path) as con:

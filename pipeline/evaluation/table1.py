@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .. import store
 from ..monosemanticity import eligible_units, monosemanticity, top_c
 from ..namers import make_backends
-from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner
+from ..evidence import clip_evidence
+from ..models import position_seconds
+from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner, with_evidence
 from ..sae import Sae
 from ..scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
@@ -59,8 +62,40 @@ def retrieval(ctx: EvalContext, sets: dict[str, list[dict]], n_perm: int = 1000)
     return pd.DataFrame(rows)
 
 
-def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[dict]]]:
-    """Names of every method's top C through the configured backends; the oracle names ours by labels."""
+def fired_evidence(ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], words_model: str | None) -> dict:
+    """{(unit kind, unit, clip row): Evidence} for the H^k clips of every method's top C that the captioner
+    placed words in: the words each unit fires on, as `ard run` gives its namer (unit kind "sae", or "poly"
+    for raw neurons). Acoustic descriptors are left out: they go to descriptions, not names, and would cost
+    a pitch track per pair."""
+    step = position_seconds(ctx.cfg.model, ctx.layer)
+    if step is None or not words_model:
+        return {}
+    index = list(ctx.activations.index)
+    wanted: dict[int, set] = {}
+    for method, runs in sets.items():
+        for s in runs:
+            for k in s["top"]:
+                for c in s["H"][k][s["H"][k] >= 0]:
+                    wanted.setdefault(int(c), set()).add(("poly" if method == "poly" else "sae", int(k)))
+    with store.connect(ctx.cfg.db_path) as con:
+        words = store.read_words(con, words_model, [eval_id(index[c].clip_id) for c in wanted])
+    out = {}
+    for c, units in wanted.items():
+        placed = words.get(eval_id(index[c].clip_id))
+        if not placed:
+            continue
+        x = np.ascontiguousarray(ctx.activations.clip(ctx.layer, index[c]), np.float32)
+        with torch.no_grad():
+            z = sae.dense_acts(torch.from_numpy(x)).numpy()
+        for kind, k in units:
+            out[(kind, k, c)] = clip_evidence(None, ctx.cfg.corpus.sample_rate, (z if kind == "sae" else x)[:, k],
+                                              step, placed)
+    return out
+
+
+def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae | None = None) -> dict[str, list[list[dict]]]:
+    """Names of every method's top C through the configured backends, each H^k caption with the unit's
+    frame-level evidence as in `ard run` (given the SAE); the oracle names ours by labels."""
     captioner, summariser = make_backends(ctx.cfg, lambda: ctx.model)
     index = list(ctx.activations.index)
     kinds = ("H", "L") if ctx.cfg.naming.contrast else ("H",)
@@ -74,6 +109,7 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
                                desc="caption eval", origin=ctx.origin)
         cached_l = caption_clips(con, contrast_captioner(captioner), needed("L"), ctx.audio, ctx.cfg.corpus.sample_rate,
                                  progress=tqdm, desc="caption eval L^k", origin=ctx.origin)
+    found = fired_evidence(ctx, sae, sets, getattr(captioner, "words_model", None)) if sae is not None else {}
     label = {c.id: c.label for c in ctx.clips}
     oracle = LabelOracle()
 
@@ -82,10 +118,12 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]]) -> dict[str, list[list[
 
     out: dict[str, list[list[dict]]] = {}
     for method, runs in sets.items():
+        kind = "poly" if method == "poly" else "sae"
         for s in runs:
             rows = []
             for k in s["top"]:
-                caps = [Caption(*cached[eval_id(index[c].clip_id)]) for c in s["H"][k] if c >= 0]
+                caps = [with_evidence(Caption(*cached[eval_id(index[c].clip_id)]), found.get((kind, int(k), int(c))))
+                        for c in s["H"][k] if c >= 0]
                 unlike = [Caption(*cached_l[eval_id(index[c].clip_id)]) for c in s["L"][k] if c >= 0] if "L" in kinds else []
                 rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps, unlike).name,
                              "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k])),
