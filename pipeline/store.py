@@ -529,12 +529,34 @@ def feature_row(con, run_id: str, feature: int) -> dict | None:
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
+# the word a feature fires on in the most of its H^k clips (two or more), from the frame-level evidence: the
+# words holding at least 20 % of a clip's activation, three a clip at most (as evidence.fired_words reads them)
+_FIRES_ON = """
+    fired_words AS (
+        SELECT run_id, feature, clip_id, word FROM (
+            SELECT run_id, feature, clip_id, lower(regexp_replace(w->>0, '[^\\p{L}\\p{N}''-]', '', 'g')) AS word,
+                   (w->>3)::DOUBLE AS share
+            FROM (SELECT run_id, feature, clip_id, unnest(from_json(words, '["JSON"]')) AS w FROM evidence))
+        WHERE share >= 0.2 AND word <> ''
+        QUALIFY row_number() OVER (PARTITION BY run_id, feature, clip_id ORDER BY share DESC, word) <= 3),
+    fires AS (
+        SELECT f.run_id, f.feature, f.word || ' ' || f.n || '/' || t.total AS fires_on
+        FROM (SELECT run_id, feature, word, count(DISTINCT clip_id) AS n FROM fired_words GROUP BY ALL) f
+        JOIN (SELECT run_id, feature, count(DISTINCT clip_id) AS total FROM evidence GROUP BY ALL) t
+            USING (run_id, feature)
+        WHERE f.n >= 2
+        QUALIFY row_number() OVER (PARTITION BY f.run_id, f.feature ORDER BY f.n DESC, f.word) = 1),"""
+
+
 def concepts(con) -> pd.DataFrame:
     """Every selected feature of every run, with its run's layer and expansion and its H^k domains: as a list
     (`domains`, by rank), as counts ('speech 3/4, music 1/4', most first) and the majority, if one has more
-    than half (`majority`)."""
-    return con.execute("""
-        WITH h AS (
+    than half (`majority`); and the word it fires on in most of its H^k clips ('seven 3/4', `fires_on`)."""
+    evidence = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'evidence'").fetchone()
+    fires = _FIRES_ON if evidence else "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),"
+    return con.execute(f"""
+        WITH {fires}
+        h AS (
             SELECT r.run_id, r.feature, r.rank, c.domain
             FROM representatives r JOIN clips c USING (clip_id)
             JOIN features f ON f.run_id = r.run_id AND f.feature = r.feature AND f.selected
@@ -548,9 +570,9 @@ def concepts(con) -> pd.DataFrame:
             FROM counts GROUP BY run_id, feature),
         listed AS (SELECT run_id, feature, string_agg(domain, ',' ORDER BY rank) AS domains FROM h GROUP BY run_id, feature)
         SELECT f.run_id, ru.layer, ru.expansion, f.feature, f.name, f.description, f.ms, f.ms_rank,
-               f.frequency, f.max_act, f.n_clips, listed.domains, mix.domain_mix, mix.majority
+               f.frequency, f.max_act, f.n_clips, listed.domains, mix.domain_mix, mix.majority, fires.fires_on
         FROM features f JOIN runs ru USING (run_id) LEFT JOIN listed USING (run_id, feature)
-        LEFT JOIN mix USING (run_id, feature)
+        LEFT JOIN mix USING (run_id, feature) LEFT JOIN fires USING (run_id, feature)
         WHERE f.selected ORDER BY f.ms DESC, f.run_id, f.feature""").df()
 
 

@@ -3,6 +3,7 @@
 
 import csv
 import io
+import re
 import socket
 import threading
 import time
@@ -665,3 +666,13 @@ def test_the_concepts_table_sends_at_most_its_cap_and_says_how_many_there_are(se
     shown = client.predict("all runs", "any domain", 0.0, "", False, api_name="/search")
     assert set(shown) == {"headers", "data", "metadata"} and shown["headers"] == concepts.COLUMNS
     assert len(shown["data"]) == min(len(server[0].explorer.concepts()), concepts.MAX_ROWS)
+    # "fires on": the word under the firing frames of most of a speech feature's top clips, as its page shows them
+    rows = [dict(zip(shown["headers"], r)) for r in shown["data"]]
+    said = [r for r in rows if r["fires on"]]
+    assert said, "no speech feature of the demo fires on a word its top clips share"
+    word, share = said[0]["fires on"].rsplit(" ", 1)
+    n, total = map(int, share.split("/"))
+    head = server[0].explorer.feature_head(said[0]["run"], int(said[0]["feature"]))
+    on_page = [{re.sub(r"[^\w'-]", "", w[0].lower()) for w in sorted(e["words"], key=lambda w: -w[3])[:3] if w[3] >= 0.2}
+               for e in head["evidence"].values()]
+    assert 2 <= n <= total == len(on_page) and sum(word in words for words in on_page) == n

@@ -1,6 +1,8 @@
 """A database written by an older version: the explorer says so, and the next write replaces the stale tables.
 A database another process holds: a named error."""
 
+import json
+
 import duckdb
 import pytest
 
@@ -147,7 +149,18 @@ def test_concepts_count_the_domains_of_each_selected_features_h_clips(tmp_path):
         store._insert(con, "representatives", pd.DataFrame(
             [{"run_id": "a", "method": m, "kind": "H", "feature": f, "rank": k + 1, "clip_id": c}
              for f, clips in h.items() for k, c in enumerate(clips) for m in ("sae", "mean_act")]))
+        fired = lambda *words: json.dumps([[w, 0.1 * i, 0.1 * i + 0.1, share] for i, (w, share) in enumerate(words)])
+        store._insert(con, "evidence", pd.DataFrame([  # (word, share of the clip's activation) under each H^k clip
+            {"run_id": "a", "feature": 0, "clip_id": "s1", "words": fired(("Seven,", 0.5), ("the", 0.3))},
+            {"run_id": "a", "feature": 0, "clip_id": "s2", "words": fired(("seven", 0.6), ("The", 0.25))},
+            {"run_id": "a", "feature": 0, "clip_id": "s3", "words": fired(("seven", 0.4), ("sheep", 0.1))},
+            {"run_id": "a", "feature": 0, "clip_id": "m1", "words": fired()},
+            # below a fifth of the activation a word is not under the firing frames; one clip is no agreement
+            {"run_id": "a", "feature": 1, "clip_id": "m1", "words": fired(("drum", 0.15), ("bass", 0.9))},
+            {"run_id": "a", "feature": 1, "clip_id": "n1", "words": fired(("drum", 0.19))}]))
         got = store.concepts(con).set_index("feature")
+    assert got.loc[0, "fires_on"] == "seven 3/4"  # cleaned and lower-cased; "the" is in two clips, fewer
+    assert pd.isna(got.loc[1, "fires_on"])
     assert got.index.tolist() == [1, 0]  # selected only, highest MS first
     assert got.loc[0, "domain_mix"] == "speech 3/4, music 1/4" and got.loc[0, "majority"] == "speech"
     assert got.loc[1, "domain_mix"] == "music 2/4, sound 2/4" and pd.isna(got.loc[1, "majority"])  # half is no majority

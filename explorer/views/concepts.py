@@ -9,9 +9,9 @@ import pandas as pd
 from ..background import Refresh
 
 # what a person sorts and reads first; the run id (long, and spelled out by layer and e) goes last
-COLUMNS = ["feature", "name", "MS", "freq %", "H domains", "layer", "e", "run"]
-TYPES = ["number", "str", "number", "number", "str", "str", "number", "str"]
-WIDTHS = ["8%", "27%", "7%", "8%", "18%", "10%", "5%", "17%"]  # all of it on a 1,300-px window
+COLUMNS = ["feature", "name", "fires on", "MS", "freq %", "H domains", "layer", "e", "run"]
+TYPES = ["number", "str", "str", "number", "number", "str", "str", "number", "str"]
+WIDTHS = ["7%", "25%", "11%", "6%", "7%", "16%", "9%", "4%", "15%"]  # all of it on a 1,300-px window
 MAX_ROWS = 2_000  # sent to the page at once (the paper's scale is 15,000 concepts: 2 MB, and a browser that lags)
 
 
@@ -42,7 +42,8 @@ def table(explorer, run: str, domain: str, ms_min: float, query: str, semantic: 
         text = (frame["name"].fillna("") + " " + frame["description"].fillna("")).str.lower()
         frame = frame[text.map(lambda t: all(w in t for w in query.lower().split()))]
     frame = with_names(explorer, frame)
-    return pd.DataFrame({"feature": frame["feature"], "name": frame["name"].fillna(""), "MS": frame["ms"].round(2),
+    return pd.DataFrame({"feature": frame["feature"], "name": frame["name"].fillna(""),
+                         "fires on": frame["fires_on"].fillna(""), "MS": frame["ms"].round(2),
                          "freq %": (100 * frame["frequency"]).round(3), "H domains": frame["domain_mix"].fillna(""),
                          "layer": frame["layer"], "e": frame["expansion"], "run": frame["run_id"]}, columns=COLUMNS)
 
@@ -74,7 +75,9 @@ def build(explorer, nav) -> Refresh:
                         datatype=TYPES, column_widths=WIDTHS)
     note = gr.Markdown(count(first), elem_id="concepts-count")
     gr.Markdown("Select a row to open the feature; click a column's header to sort by it. "
-                "freq %: the share of the corpus's tokens on which the feature fires.")
+                "fires on: the word under the firing frames in most of its top clips (frame-level evidence: "
+                "Whisper's word timestamps), and in how many; freq %: the share of the corpus's tokens on which "
+                "the feature fires.")
     inputs = [run, domain, ms_min, query, semantic]
 
     def rows(*values):
