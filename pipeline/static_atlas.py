@@ -4,7 +4,8 @@ static host, no server and no network: `ard export atlas CONFIG OUT/`.
     OUT/index.html               the concept list with search, and the map of every run's features
     OUT/data.js                  the list as a script (a page opened from file:// may not fetch JSON)
     OUT/features/<run>/<k>.html  one page a feature: name, provenance, H^k / L^k clips with players,
-                                 activation timelines, MS
+                                 activation timelines, MS, and under each H^k clip where and on which
+                                 words it fires (the frame-level evidence)
     OUT/clips/<id>.ogg           each representative clip once, Ogg Vorbis at the model's rate (small)
 """
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from . import store
 from .config import Config
 from .corpus import clip_audio, read_metadata
+from .evidence import Evidence, sentence
 
 DOMAIN_COLOURS = {"speech": "#1f77b4", "music": "#d62728", "sound": "#2ca02c"}
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
@@ -50,16 +52,17 @@ def export_atlas(cfg: Config, out: str | Path, quality: float = 0.1) -> dict:
                             unit="feature"):
                 reps = store.representatives(con, run.run_id, int(row.feature))
                 lines = store.timelines(con, run.run_id, int(row.feature))
+                found = store.evidence(con, run.run_id, int(row.feature))
                 for clip_id in reps["clip_id"]:
                     if clip_id not in clip_files:
                         clip_files[clip_id] = _write_clip(tmp / "clips", clip_id, by_id, cfg, quality)
                 page = tmp / "features" / run.run_id / f"{int(row.feature)}.html"
                 page.parent.mkdir(parents=True, exist_ok=True)
-                page.write_text(_feature_page(run, row, reps, lines, clip_files), encoding="utf-8")
+                page.write_text(_feature_page(run, row, reps, lines, clip_files, found), encoding="utf-8")
         maps = {run.run_id: store.feature_map(con, run.run_id) for run in runs.itertuples()}
     listed = concepts.assign(page=[f"features/{r.run_id}/{int(r.feature)}.html" for r in concepts.itertuples()])
-    data = {"concepts": json.loads(listed[["run_id", "layer", "feature", "name", "description", "ms", "frequency",
-                                           "domains", "page"]].to_json(orient="records"))}
+    data = {"concepts": json.loads(listed[["run_id", "layer", "feature", "name", "fires_on", "description", "ms",
+                                           "frequency", "domains", "page"]].to_json(orient="records"))}
     (tmp / "data.js").write_text("window.ATLAS = " + json.dumps(data) + ";\n", encoding="utf-8")
     (tmp / "index.html").write_text(_index_page(runs, maps, set(zip(concepts["run_id"], concepts["feature"]))),
                                     encoding="utf-8")
@@ -90,13 +93,25 @@ def _sparkline(values: np.ndarray, width: int = 300, height: int = 36) -> str:
             f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{points}"/></svg>')
 
 
-def _feature_page(run, row, reps: pd.DataFrame, lines: dict, clip_files: dict) -> str:
+def _evidence_line(found: dict | None) -> str:
+    """Where in the clip the feature fires, on which words (and their IPA), how it sounds there: as on the
+    explorer's Feature page."""
+    if not found:
+        return ""
+    evidence = Evidence(tuple(found["span"]), tuple(tuple(w) for w in found["words"]), found["ipa"] or "",
+                        tuple(t for t in (found["how"] or "").split(", ") if t))
+    return f'<br><span class="evidence">{html.escape(sentence(evidence))}</span>'
+
+
+def _feature_page(run, row, reps: pd.DataFrame, lines: dict, clip_files: dict, found: dict | None = None) -> str:
     e = html.escape
     title = row.name if isinstance(row.name, str) and row.name else "(unnamed)"
     facts = [("run", run.run_id), ("model", run.model), ("layer", run.layer), ("SAE", f"{run.kind}, K {run.k}, e {run.expansion}"),
              ("SAE file hash", run.sae_hash), ("monosemanticity (MS)", f"{row.ms:.3f} (rank {row.ms_rank})"),
              ("frequency", f"{100 * row.frequency:.2f} % of tokens"), ("max activation", f"{row.max_act:.3g}"),
              ("clips it fires on", int(row.n_clips))]
+    if isinstance(getattr(row, "fires_on", None), str):
+        facts.append(("word it fires on (top clips)", row.fires_on))
     parts = [f"<!doctype html><meta charset=utf-8><title>{e(title)} · #{int(row.feature)}</title><style>{STYLE}</style>",
              '<p><a href="../../index.html">← all concepts</a></p>',
              f'<h1 id="feature-title">#{int(row.feature)} {e(title)}</h1>',
@@ -110,7 +125,9 @@ def _feature_page(run, row, reps: pd.DataFrame, lines: dict, clip_files: dict) -
             label = " · ".join(str(v) for v in (rep.label, rep.domain) if isinstance(v, str) and v)
             parts.append(f'<div class="clip"><audio controls preload="metadata" src="../../clips/{clip_files[rep.clip_id]}">'
                          f'</audio><div>{e(label)}<br><span class="muted">{e(rep.clip_id)} · r {rep.r:.3g}, '
-                         f'mu {rep.mu:.3g}, c {rep.c:.2f}</span></div>{_sparkline(lines.get(rep.clip_id, np.zeros(0)))}</div>')
+                         f'mu {rep.mu:.3g}, c {rep.c:.2f}</span>'
+                         f'{_evidence_line((found or {}).get(rep.clip_id) if kind == "H" else None)}</div>'
+                         f'{_sparkline(lines.get(rep.clip_id, np.zeros(0)))}</div>')
     return "\n".join(parts)
 
 
@@ -138,7 +155,7 @@ figure{{display:inline-block;margin:0 0.5em 0.5em 0}}#maps{{white-space:nowrap}}
 the majority domain of the top clips: speech blue, music red, sound green. Click a dot to open the feature.</p>
 <div id=maps>{"".join(svgs)}</div>
 <h2>Concepts</h2>
-<table id=concepts><thead><tr><th>run</th><th>feature</th><th>name</th><th>MS</th><th>freq %</th><th>H domains</th></tr></thead>
+<table id=concepts><thead><tr><th>run</th><th>feature</th><th>name</th><th>fires on</th><th>MS</th><th>freq %</th><th>H domains</th></tr></thead>
 <tbody></tbody></table>
 <script src="data.js"></script>
 <script>
@@ -148,7 +165,8 @@ function show(term) {{
   const t = term.trim().toLowerCase();
   const rows = ATLAS.concepts.filter(c => !t || (String(c.name ?? "") + " " + String(c.description ?? "")).toLowerCase().includes(t));
   body.innerHTML = rows.map(c => `<tr><td>${{esc(c.run_id)}}</td><td>${{c.feature}}</td>` +
-    `<td><a href="${{esc(c.page)}}">${{esc(c.name || "(unnamed)")}}</a></td><td>${{(c.ms ?? 0).toFixed(2)}}</td>` +
+    `<td><a href="${{esc(c.page)}}">${{esc(c.name || "(unnamed)")}}</a></td><td>${{esc(c.fires_on)}}</td>` +
+    `<td>${{(c.ms ?? 0).toFixed(2)}}</td>` +
     `<td>${{(100 * (c.frequency ?? 0)).toFixed(2)}}</td><td>${{esc(c.domains)}}</td></tr>`).join("");
   count.textContent = `${{rows.length}} of ${{ATLAS.concepts.length}} concepts`;
 }}

@@ -58,4 +58,16 @@ def test_atlas_opens_from_disk_searches_and_plays(atlas, demo_db):
         assert duration > 0.5
         assert page.locator("svg polyline").count() >= 1  # activation timelines
         page.screenshot(path=ARTIFACTS / "atlas-feature.png", full_page=True)
+        # the frame-level evidence travels too: the word a speech feature fires on, in the list and on its page
+        template = {"feature", "fires", "most", "words", "there", "sound"}
+        said = next(r for r in concepts.dropna(subset=["fires_on"]).itertuples()
+                    if len(r.fires_on.split()[0]) >= 4 and r.fires_on.split()[0] not in template)
+        word, share = said.fires_on.rsplit(" ", 1)
+        page.goto((out / "index.html").as_uri())
+        page.locator("#search").fill(said.name)
+        expect(page.locator("#concepts tbody")).to_contain_text(said.fires_on)
+        page.goto((out / "features" / said.run_id / f"{int(said.feature)}.html").as_uri())
+        lines = [t.lower() for t in page.locator(".evidence").all_inner_texts()]
+        assert len(lines) == int(share.split("/")[1])  # one line under each H^k clip with evidence
+        assert sum(word in t for t in lines) >= int(share.split("/")[0])
         browser.close()
