@@ -182,7 +182,8 @@ def test_qwen2_audio_interventions_only_touch_audio_positions(tmp_path):
     assert torch.allclose(edited[audio_mask] - clean[audio_mask], torch.full_like(clean[audio_mask], 5.0), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["demo", "demo_full_grid", "qwen2_audio_7b", "whisper_small_audiosae", "hubert_base_audiosae"])
+@pytest.mark.parametrize("name", ["demo", "demo_full_grid", "demo_whisper_base", "qwen2_audio_7b", "whisper_small_audiosae",
+                                  "hubert_base_audiosae"])
 def test_example_configs_validate_and_dry_run(name):
     cfg = load_config(tiny_models.ROOT / "configs" / f"{name}.toml")
     checks = {row["check"]: row["status"] for row in stages.dry_run_checks(cfg)}
