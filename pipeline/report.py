@@ -49,7 +49,7 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
 
 def _intervals_view(sure: pd.DataFrame) -> pd.DataFrame:
     what = {"name_label_sim": "name vs majority label", "purity": "H^k label purity"}
-    span = lambda v, lo, hi: "-" if math.isnan(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    span = lambda v, lo, hi: "-" if math.isnan(v) else f"{v:.3f}" if math.isnan(lo) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
     return pd.DataFrame([{"method": METHOD_NAMES.get(r.method, r.method), "measure": what.get(r.measure, r.measure),
                           "mean [95 % interval]": span(r.value, r.low, r.high),
                           "ours minus it": span(r.ours_minus, r.ours_minus_low, r.ours_minus_high),
