@@ -190,6 +190,31 @@ def _glob(pattern: str, exclude: str | None = None) -> list[str]:
     return [f for f in files if not (exclude and exclude in f)]
 
 
+def _signal_tasks(spec: dict | None, source: str, stream: int, rng, out: Path, recipe: dict) -> list[tuple]:
+    """Synthetic signals (spec: kinds {label: sox kind}, per_kind, license): tones, sweeps and clicks made by
+    sox, noise colours in numpy from the seed stream [seed, stream, kind, j]; lengths, pitches and levels drawn
+    from rng."""
+    tasks: list[tuple] = []
+    for label, kind in sorted((spec or {}).get("kinds", {}).items()):
+        for j in range(spec["per_kind"]):
+            seconds = round(float(rng.uniform(1.0, 6.0)), 2)
+            f0 = int(rng.integers(80, 4000))
+            effect = {
+                "sweep": ["synth", str(seconds), "sine", f"{f0}-{int(rng.integers(80, 6000))}"],
+                "clicks": ["synth", "0.004", "square", "1000", "pad", "0", f"{rng.uniform(0.05, 0.5):.3f}",
+                           "repeat", str(int(rng.integers(3, 12)))],
+            }.get(kind, ["synth", str(seconds), kind, str(f0)])
+            volume = f"{rng.uniform(0.2, 0.8):.2f}"
+            rel = f"sound/{source}/{kind}_{j:02d}.flac"
+            row = _row(rel, label, "sound", source, spec["license"])
+            if kind in NOISE_SLOPES:
+                tasks.append((_noise_task, out, rel, row, kind, seconds, float(volume),
+                              [recipe["seed"], stream, sorted(NOISE_SLOPES).index(kind), j], recipe))
+            else:
+                tasks.append((_sox_task, out, rel, row, effect + ["vol", volume], seconds, recipe))
+    return tasks
+
+
 def _row(rel: str, label: str, domain: str, source: str, license: str, text: str = "", voice: str = "") -> dict:
     return dict(file_name=rel, label=label, domain=domain, source=source, license=license, text=text, voice=voice)
 
@@ -323,24 +348,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
             label = clean_label(Path(src).stem, drop)
             tasks.append((_copy_task, out, rel, _row(rel, label, "sound", source, spec["license"]), src, recipe))
 
-    sx = recipe["sound"]["sox"]
-    for label, kind in sorted(sx["kinds"].items()):
-        for j in range(sx["per_kind"]):
-            seconds = round(float(rng.uniform(1.0, 6.0)), 2)
-            f0 = int(rng.integers(80, 4000))
-            effect = {
-                "sweep": ["synth", str(seconds), "sine", f"{f0}-{int(rng.integers(80, 6000))}"],
-                "clicks": ["synth", "0.004", "square", "1000", "pad", "0", f"{rng.uniform(0.05, 0.5):.3f}",
-                           "repeat", str(int(rng.integers(3, 12)))],
-            }.get(kind, ["synth", str(seconds), kind, str(f0)])
-            volume = f"{rng.uniform(0.2, 0.8):.2f}"
-            rel = f"sound/sox/{kind}_{j:02d}.flac"
-            row = _row(rel, label, "sound", "sox", sx["license"])
-            if kind in NOISE_SLOPES:
-                tasks.append((_noise_task, out, rel, row, kind, seconds, float(volume),
-                              [recipe["seed"], 4, sorted(NOISE_SLOPES).index(kind), j], recipe))
-            else:
-                tasks.append((_sox_task, out, rel, row, effect + ["vol", volume], seconds, recipe))
+    tasks += _signal_tasks(recipe["sound"]["sox"], "sox", 4, rng, out, recipe)
     held = recipe["speech"].get("espeak_heldout")  # sentences spoken only in held-out clips (steer-eval's WER)
     if held:
         tasks += _espeak_tasks(es, held["sentences"], held["count"], "espeak_heldout", "espeak-heldout", rng, out, recipe)
@@ -353,6 +361,8 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
             tasks.append((_copy_task, out, rel, _row(rel, label, "music", source, ms["license"][source]), src, recipe))
     tasks += _tuxpaint_tasks(recipe["sound"].get("tuxpaint"), drop, np.random.default_rng([recipe["seed"], 1]), out, recipe)
     tasks += _gm_tasks(recipe.get("reference", {}).get("gm"), np.random.default_rng([recipe["seed"], 3]), out, recipe)
+    tasks += _signal_tasks(recipe.get("reference", {}).get("signals"), "signals", 5,
+                           np.random.default_rng([recipe["seed"], 5]), out, recipe)
     return tasks
 
 

@@ -154,6 +154,33 @@ def test_the_reference_library_has_every_general_midi_sound_from_another_soundfo
     assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
     assert all(centroid(c) > 0 for c in refs[::7])
 
+def test_the_reference_library_has_test_signals_drawn_apart_from_the_probing_corpus(demo_corpus, demo_rows):
+    """The probing corpus's noise, tones, sweeps and clicks (source sox) had no reference to be described by (a
+    clip never is by its own source), so brown noise was named after its nearest speech: the library has its
+    own signals of every kind, none a copy of a probing clip."""
+    import hashlib
+    import tomllib
+
+    from pipeline.corpus import read_metadata
+
+    recipe = tomllib.loads((demo_corpus / "recipe.toml").read_text())
+    spec, kinds = recipe["reference"]["signals"], recipe["sound"]["sox"]["kinds"]
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] == "signals"]
+    assert spec["kinds"] == kinds and {c.label for c in refs} == set(kinds)
+    assert len(refs) == spec["per_kind"] * len(kinds)
+    digest = lambda path: hashlib.sha256(read_audio(path, RATE).tobytes()).hexdigest()
+    probing = {digest(demo_corpus / r["file_name"]) for r in demo_rows if r["source"] == "sox"}
+    assert len(probing) == recipe["sound"]["sox"]["per_kind"] * len(kinds) and not probing & {digest(c.path) for c in refs}
+
+    def centroid(clip):
+        audio = read_audio(clip.path, RATE).astype(np.float64)
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        return float((power * np.fft.rfftfreq(len(audio), 1 / RATE)).sum() / power.sum())
+
+    by_label = {label: [c for c in refs if c.label == label] for label in kinds}
+    assert max(map(centroid, by_label["brown noise"])) < min(map(centroid, by_label["white noise"])) / 10
+
+
 def test_synthetic_clips_are_the_same_on_every_build_and_noise_has_its_colour(tmp_path):
     """sox seeded its noise and its dither afresh on every call (two builds of one recipe trained other SAEs):
     the noise is now drawn from the recipe's seed and sox runs without dither, byte for byte the same twice,
