@@ -530,15 +530,15 @@ def feature_row(con, run_id: str, feature: int) -> dict | None:
 
 
 # the word a feature fires on in the most of its H^k clips (two or more), from the frame-level evidence: the
-# words holding at least 20 % of a clip's activation, three a clip at most (as evidence.fired_words reads them)
+# words holding at least FIRED_SHARE of a clip's activation, MAX_FIRED a clip at most (as evidence.fired_words)
 _FIRES_ON = """
     fired_words AS (
         SELECT run_id, feature, clip_id, word FROM (
-            SELECT run_id, feature, clip_id, lower(regexp_replace(w->>0, '[^\\p{L}\\p{N}''-]', '', 'g')) AS word,
+            SELECT run_id, feature, clip_id, lower(regexp_replace(w->>0, '[^\\p{{L}}\\p{{N}}''-]', '', 'g')) AS word,
                    (w->>3)::DOUBLE AS share
             FROM (SELECT run_id, feature, clip_id, unnest(from_json(words, '["JSON"]')) AS w FROM evidence))
-        WHERE share >= 0.2 AND word <> ''
-        QUALIFY row_number() OVER (PARTITION BY run_id, feature, clip_id ORDER BY share DESC, word) <= 3),
+        WHERE share >= {share} AND word <> ''
+        QUALIFY row_number() OVER (PARTITION BY run_id, feature, clip_id ORDER BY share DESC, word) <= {most}),
     fires AS (
         SELECT f.run_id, f.feature, f.word || ' ' || f.n || '/' || t.total AS fires_on
         FROM (SELECT run_id, feature, word, count(DISTINCT clip_id) AS n FROM fired_words GROUP BY ALL) f
@@ -552,8 +552,10 @@ def concepts(con) -> pd.DataFrame:
     """Every selected feature of every run, with its run's layer and expansion and its H^k domains: as a list
     (`domains`, by rank), as counts ('speech 3/4, music 1/4', most first) and the majority, if one has more
     than half (`majority`); and the word it fires on in most of its H^k clips ('seven 3/4', `fires_on`)."""
+    from .evidence import FIRED_SHARE, MAX_FIRED
+
     evidence = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'evidence'").fetchone()
-    fires = _FIRES_ON if evidence else "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),"
+    fires = _FIRES_ON.format(share=FIRED_SHARE, most=MAX_FIRED) if evidence else "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),"
     return con.execute(f"""
         WITH {fires}
         h AS (
