@@ -15,8 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-FIRED_SHARE = 0.2  # a word is "under the firing frames" when it holds this share of the clip's activation
-MAX_FIRED = 3  # words named per clip, most activation first
+from .acoustics import describe, descriptor_terms
+from .store import FIRED_SHARE, MAX_FIRED
+
 HOW_WINDOW = 0.5  # s: the shortest window the firing frames' descriptors are measured on
 
 
@@ -91,7 +92,6 @@ def clip_evidence(audio: np.ndarray | None, rate: int, values: np.ndarray, step:
     placed = tuple((text, start, end, round(share, 3)) for (text, start, end), share in zip(words, shares))
     how: tuple[str, ...] = ()
     if span[1] > span[0] and audio is not None:
-        from .acoustics import describe, descriptor_terms  # librosa: only where there is audio to describe
 
         # at least HOW_WINDOW s around the span: pitch and spectrum need a few frames; onsets per second and
         # length say nothing of a window this short, so they are left out

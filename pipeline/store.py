@@ -529,8 +529,11 @@ def feature_row(con, run_id: str, feature: int) -> dict | None:
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
-# the word a feature fires on in the most of its H^k clips (two or more), from the frame-level evidence: the
-# words holding at least FIRED_SHARE of a clip's activation, MAX_FIRED a clip at most (as evidence.fired_words)
+# Which words of a clip a feature fires on (the frame-level evidence; evidence.fired_words and the Concepts
+# list's "fires on" read them alike): those holding at least this share of its activation, most first
+FIRED_SHARE = 0.2
+MAX_FIRED = 3  # words named a clip at most
+# the word a feature fires on in the most of its H^k clips (two or more)
 _FIRES_ON = """
     fired_words AS (
         SELECT run_id, feature, clip_id, word FROM (
@@ -552,8 +555,6 @@ def concepts(con) -> pd.DataFrame:
     """Every selected feature of every run, with its run's layer and expansion and its H^k domains: as a list
     (`domains`, by rank), as counts ('speech 3/4, music 1/4', most first) and the majority, if one has more
     than half (`majority`); and the word it fires on in most of its H^k clips ('seven 3/4', `fires_on`)."""
-    from .evidence import FIRED_SHARE, MAX_FIRED
-
     evidence = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'evidence'").fetchone()
     fires = _FIRES_ON.format(share=FIRED_SHARE, most=MAX_FIRED) if evidence else "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),"
     return con.execute(f"""
