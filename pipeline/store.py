@@ -556,7 +556,8 @@ def concepts(con) -> pd.DataFrame:
     (`domains`, by rank), as counts ('speech 3/4, music 1/4', most first) and the majority, if one has more
     than half (`majority`); and the word it fires on in most of its H^k clips ('seven 3/4', `fires_on`)."""
     evidence = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'evidence'").fetchone()
-    fires = _FIRES_ON.format(share=FIRED_SHARE, most=MAX_FIRED) if evidence else "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),"
+    fires = (_FIRES_ON.format(share=FIRED_SHARE, most=MAX_FIRED) if evidence else
+             "fires AS (SELECT NULL::VARCHAR AS run_id, NULL::INTEGER AS feature, NULL::VARCHAR AS fires_on),")
     return con.execute(f"""
         WITH {fires}
         h AS (
