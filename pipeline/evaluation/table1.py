@@ -62,11 +62,15 @@ def retrieval(ctx: EvalContext, sets: dict[str, list[dict]], n_perm: int = 1000)
     return pd.DataFrame(rows)
 
 
-def fired_evidence(ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], words_model: str | None) -> dict:
+def unit_kind(method: str) -> str:
+    """What a method's units are: raw neurons ("poly") or the SAE's features ("sae", whatever picked their clips)."""
+    return "poly" if method == "poly" else "sae"
+
+
+def fired_evidence(con, ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], words_model: str | None) -> dict:
     """{(unit kind, unit, clip row): Evidence} for the H^k clips of every method's top C that the captioner
-    placed words in: the words each unit fires on, as `ard run` gives its namer (unit kind "sae", or "poly"
-    for raw neurons). Acoustic descriptors are left out: they go to descriptions, not names, and would cost
-    a pitch track per pair."""
+    placed words in: the words each unit fires on, as `ard run` gives its namer. Acoustic descriptors are left
+    out: they go to descriptions, not names, and would cost a pitch track per pair."""
     step = position_seconds(ctx.cfg.model, ctx.layer)
     if step is None or not words_model:
         return {}
@@ -76,9 +80,8 @@ def fired_evidence(ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], word
         for s in runs:
             for k in s["top"]:
                 for c in s["H"][k][s["H"][k] >= 0]:
-                    wanted.setdefault(int(c), set()).add(("poly" if method == "poly" else "sae", int(k)))
-    with store.connect(ctx.cfg.db_path) as con:
-        words = store.read_words(con, words_model, [eval_id(index[c].clip_id) for c in wanted])
+                    wanted.setdefault(int(c), set()).add((unit_kind(method), int(k)))
+    words = store.read_words(con, words_model, [eval_id(index[c].clip_id) for c in wanted])
     out = {}
     for c, units in wanted.items():
         placed = words.get(eval_id(index[c].clip_id))
@@ -93,9 +96,9 @@ def fired_evidence(ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], word
     return out
 
 
-def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae | None = None) -> dict[str, list[list[dict]]]:
+def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae) -> dict[str, list[list[dict]]]:
     """Names of every method's top C through the configured backends, each H^k caption with the unit's
-    frame-level evidence as in `ard run` (given the SAE); the oracle names ours by labels."""
+    frame-level evidence as in `ard run`; the oracle names ours by labels."""
     captioner, summariser = make_backends(ctx.cfg, lambda: ctx.model)
     index = list(ctx.activations.index)
     kinds = ("H", "L") if ctx.cfg.naming.contrast else ("H",)
@@ -109,7 +112,7 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae | None = None)
                                desc="caption eval", origin=ctx.origin)
         cached_l = caption_clips(con, contrast_captioner(captioner), needed("L"), ctx.audio, ctx.cfg.corpus.sample_rate,
                                  progress=tqdm, desc="caption eval L^k", origin=ctx.origin)
-    found = fired_evidence(ctx, sae, sets, getattr(captioner, "words_model", None)) if sae is not None else {}
+        found = fired_evidence(con, ctx, sae, sets, getattr(captioner, "words_model", None))
     label = {c.id: c.label for c in ctx.clips}
     oracle = LabelOracle()
 
@@ -118,7 +121,7 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae | None = None)
 
     out: dict[str, list[list[dict]]] = {}
     for method, runs in sets.items():
-        kind = "poly" if method == "poly" else "sae"
+        kind = unit_kind(method)
         for s in runs:
             rows = []
             for k in s["top"]:
