@@ -250,10 +250,11 @@ def test_training_and_scoring_on_a_gpu_agree_with_the_cpu(tmp_path):
     assert abs(gpu_metrics["fvu"] - cpu_metrics["fvu"]) < 0.03, (gpu_metrics["fvu"], cpu_metrics["fvu"])
     clips = [store.clip("L", rows)[:5000] for rows in store.index]
     def scored(device):
-        (tmp_path / device).mkdir()
+        pairs_dir = tmp_path / f"pairs_{device}"  # not the SAE's own folder (tmp_path / "cpu")
+        pairs_dir.mkdir()
         sae = Sae.load(tmp_path / "cpu", device=device)
-        _, stats = score_sae(sae, clips, ScoreAccumulator(sae.spec.d_sae, 4, 0, pairs_dir=tmp_path / device)).finish()
-        pairs = duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path / device}/*.parquet') ORDER BY clip, feature").df()
+        _, stats = score_sae(sae, clips, ScoreAccumulator(sae.spec.d_sae, 4, 0, pairs_dir=pairs_dir)).finish()
+        pairs = duckdb.sql(f"SELECT * FROM read_parquet('{pairs_dir}/*.parquet') ORDER BY clip, feature").df()
         return pairs, stats
 
     (cpu_pairs, cpu_stats), (gpu_pairs, gpu_stats) = scored("cpu"), scored("cuda")
