@@ -186,8 +186,8 @@ def _expand_braces(pattern: str) -> list[str]:
 
 def _glob(pattern: str, exclude: str | None = None) -> list[str]:
     files = [f for p in _expand_braces(pattern) for f in glob.glob(p, recursive=True)]
-    files = [f for f in files if Path(f).suffix.lower() in (".wav", ".ogg", ".oga", ".flac", ".aiff", ".aif")]
-    return [f for f in files if not (exclude and exclude in f)]
+    files = [f for f in files if Path(f).suffix.lower() in (".wav", ".ogg", ".oga", ".flac", ".aiff", ".aif", ".mp3")]
+    return [f for f in files if not (exclude and re.search(exclude, f))]
 
 
 def _signal_tasks(spec: dict | None, source: str, stream: int, rng, out: Path, recipe: dict) -> list[tuple]:
@@ -235,18 +235,27 @@ def _espeak_tasks(es: dict, sentences: list[str], count: int, folder: str, sourc
     return tasks
 
 
-def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
-    """Tux Paint stamp sounds labelled by the stamp's name, and a sample of its human speech."""
+def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
+    """Every sound file under spec's root matching spec's sounds ({glob: domain}) but not its exclude (a
+    regular expression), labelled by its cleaned file name, renamed by spec's rename."""
     if not spec:
         return []
     root, tasks = Path(spec["root"]), []
     sounds = sorted({(f, domain) for pattern, domain in spec["sounds"].items()
                      for f in _glob(str(root / pattern), spec["exclude"])})
     for i, (src, domain) in enumerate(sounds):
-        rel = f"{domain}/tuxpaint/{i:04d}.flac"
+        rel = f"{domain}/{source}/{i:04d}.flac"
         label = clean_label(Path(src).stem, drop)
         label = spec["rename"].get(label, label)
-        tasks.append((_copy_task, out, rel, _row(rel, label, domain, "tuxpaint", spec["license"]), src, recipe))
+        tasks.append((_copy_task, out, rel, _row(rel, label, domain, source, spec["license"]), src, recipe))
+    return tasks
+
+
+def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
+    """Tux Paint stamp sounds labelled by the stamp's name, and a sample of its human speech."""
+    if not spec:
+        return []
+    root, tasks = Path(spec["root"]), _named_sound_tasks(spec, "tuxpaint", drop, out, recipe)
     spoken = sorted({(f, label) for pattern, label in spec["speech"].items() for f in _glob(str(root / pattern))})
     picked = _pick([f"{f}\t{label}" for f, label in spoken], spec["speech_count"], rng)
     for i, item in enumerate(picked):
@@ -363,6 +372,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _gm_tasks(recipe.get("reference", {}).get("gm"), np.random.default_rng([recipe["seed"], 3]), out, recipe)
     tasks += _signal_tasks(recipe.get("reference", {}).get("signals"), "signals", 5,
                            np.random.default_rng([recipe["seed"], 5]), out, recipe)
+    tasks += _named_sound_tasks(recipe["sound"].get("scratch"), "scratch", drop, out, recipe)
     return tasks
 
 
