@@ -71,10 +71,23 @@ def _espeak_task(out: Path, rel: str, row: dict, args: list[str], text: str, rec
     return [row]
 
 
+def decode_source(source: str, rate: int) -> np.ndarray:
+    """A source file's samples; MP3s through sox (libmad), which decodes them the same on every call, where
+    libsndfile's mpg123 gave a damaged frame other samples on each read, depending on what the process had
+    decoded before (NaN, values of 7e5, or a few differing samples in Scratch's MP3s)."""
+    if Path(source).suffix.lower() != ".mp3":
+        return read_audio(source, rate)
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:  # -G: lower the gain rather than clip overshoot
+        subprocess.run(["sox", "-D", "-G", source, "-e", "floating-point", "-b", "32", tmp.name],
+                       check=True, capture_output=True)
+        data, file_rate = sf.read(tmp.name, dtype="float32")
+    return resample(to_mono(data), file_rate, rate)
+
+
 def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> list[dict]:
     try:
-        audio = read_audio(source, recipe["sample_rate"])
-    except (sf.LibsndfileError, RuntimeError, ValueError):
+        audio = decode_source(source, recipe["sample_rate"])
+    except (sf.LibsndfileError, RuntimeError, ValueError, subprocess.CalledProcessError):
         return []
     if audio.size == 0 or not np.isfinite(audio).all() or np.abs(audio).max() < 1e-3:
         return []
