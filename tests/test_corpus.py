@@ -162,7 +162,8 @@ def test_every_mp3_the_recipe_copies_decodes_to_the_same_samples_in_any_order(tm
     from pipeline.demo_corpus import RECIPE_FILE, _named_sound_tasks, decode_source
 
     recipe = tomllib.loads(RECIPE_FILE.read_text())
-    tasks = _named_sound_tasks(recipe["sound"]["scratch"], "scratch", recipe["cleaning"]["drop_words"], tmp_path, recipe)
+    drop = recipe["cleaning"]["drop_words"]
+    tasks = _named_sound_tasks(recipe["sound"]["scratch"], "scratch", drop, tmp_path, recipe)
     mp3s = sorted(task[4] for task in tasks if task[4].lower().endswith(".mp3"))
     assert len(mp3s) >= 30 and any(p.endswith("/Cat.mp3") for p in mp3s)
 
