@@ -57,6 +57,20 @@ def _intervals_view(sure: pd.DataFrame) -> pd.DataFrame:
                          for r in sure.itertuples(index=False)])
 
 
+def naming_by_retrieval(per_feature: pd.DataFrame) -> pd.DataFrame:
+    """Per method, its units split by whether their H^k clips found a concept (at least half of them share
+    the majority label) and each group's mean name-vs-majority-label similarity: a low name score is the
+    namer's where a concept was found and misnamed, the retrieval's where the clips share nothing to name."""
+    rows = []
+    for method, units in per_feature.groupby("method", sort=False):
+        found = units["purity"] >= 0.5
+        mean = lambda part: float(part.mean()) if len(part) else float("nan")
+        rows.append({"method": METHOD_NAMES.get(method, method), "units": len(units), "concept found": int(found.sum()),
+                     "name vs majority label, found": mean(units.loc[found, "name_label_sim"]),
+                     "name vs majority label, not found": mean(units.loc[~found, "name_label_sim"])})
+    return pd.DataFrame(rows)
+
+
 def _retrieval_view(retrieval: pd.DataFrame) -> pd.DataFrame:
     frame = retrieval.copy()
     frame["run"] = frame["run"].map(lambda m: METHOD_NAMES.get(m, m))
@@ -104,6 +118,11 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "two methods apart on that measure. F1 is not resampled (a resample repeats units, and the one-to-one "
         "matching counts a repeated name once).\n",
         md_table(_intervals_view(tables["table1_intervals"])) if "table1_intervals" in tables else "(not computed)\n",
+        "### Namer or retrieval? Names where the clips found a concept, and where they did not\n",
+        "A unit's H^k 'found a concept' when at least half of its clips share the majority label (H^k label purity "
+        ">= 0.5). Where they do, the name score measures the namer; where they do not, the majority label is one of "
+        "several and no name can match it well.\n",
+        md_table(naming_by_retrieval(tables["feature_names"])),
         "## Retrieval: are the representative clips purer than chance?\n",
         "Mean share of a top-C unit's H^k (and L^k) clips that carry its most common label (domain), against random "
         "p-sets of the same corpus; p: permutation test over 1,000 random draws. Held-out rows: each method's top C "

@@ -18,6 +18,7 @@ from pipeline.evaluation.domains import majority
 from pipeline.evaluation.matching import match_scores
 from pipeline.evaluation.probing import erased_at, probe, unlearn
 from pipeline.evaluation.stability import activation_similarity, decoder_similarity
+from pipeline.report import naming_by_retrieval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,8 +268,26 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
     assert "### How sure: 95 % bootstrap intervals" in text and "resamples with ours ahead" in text
+    ours = demo_eval["feature_names"][demo_eval["feature_names"]["method"] == "sae"]
+    split = naming_by_retrieval(demo_eval["feature_names"]).set_index("method").loc["Ours (r = mu x c)"]
+    assert split["concept found"] == (ours["purity"] >= 0.5).sum() and "### Namer or retrieval?" in text
     assert "## Unlearning" in text and "against training tokens" in text
     assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000
+
+
+def test_naming_by_retrieval_splits_units_by_whether_their_clips_found_a_concept():
+    """Hand example: ours has two units whose H^k found a concept (purity 1.0 and 0.5: names 0.9 and 0.5) and
+    two that did not (0.25: names 0.2 and 0.1); Mean Act.'s two both found one, none left for the other mean."""
+    per = pd.DataFrame({"method": ["sae"] * 4 + ["mean_act"] * 2,
+                        "purity": [1.0, 0.5, 0.25, 0.25, 0.75, 0.75],
+                        "name_label_sim": [0.9, 0.5, 0.2, 0.1, 0.6, 0.4]})
+    view = naming_by_retrieval(per).set_index("method")
+    ours, mean_act = view.loc["Ours (r = mu x c)"], view.loc["Mean Act."]
+    assert (ours["units"], ours["concept found"]) == (4, 2)
+    assert ours["name vs majority label, found"] == pytest.approx(0.7)
+    assert ours["name vs majority label, not found"] == pytest.approx(0.15)
+    assert mean_act["name vs majority label, found"] == pytest.approx(0.5)
+    assert np.isnan(mean_act["name vs majority label, not found"])
 
 
 def test_activation_similarity_matches_corrcoef_and_ignores_scale():
