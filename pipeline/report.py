@@ -61,10 +61,9 @@ def naming_by_retrieval(per_feature: pd.DataFrame) -> pd.DataFrame:
     """Per method, its units split by whether their H^k clips found a concept (at least half of them share
     the majority label) and each group's mean name-vs-majority-label similarity: a low name score is the
     namer's where a concept was found and misnamed, the retrieval's where the clips share nothing to name."""
-    rows = []
+    rows, mean = [], lambda part: float(part.mean()) if len(part) else float("nan")
     for method, units in per_feature.groupby("method", sort=False):
         found = units["purity"] >= 0.5
-        mean = lambda part: float(part.mean()) if len(part) else float("nan")
         rows.append({"method": METHOD_NAMES.get(method, method), "units": len(units), "concept found": int(found.sum()),
                      "name vs majority label, found": mean(units.loc[found, "name_label_sim"]),
                      "name vs majority label, not found": mean(units.loc[~found, "name_label_sim"])})
