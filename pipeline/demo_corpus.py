@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import io
 import os
+import struct
 import re
 import shutil
 import subprocess
@@ -92,6 +94,28 @@ def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> lis
     if audio.size == 0 or not np.isfinite(audio).all() or np.abs(audio).max() < 1e-3:
         return []
     _save(out / rel, audio, recipe)
+    return [row]
+
+
+def cat_entries(path: str | Path) -> list[tuple[str, bytes]]:
+    """The (title, WAV bytes) entries of an OpenTTD sound archive (.cat): a table of (offset, size) pairs,
+    the first offset flagged in its top bits, each entry a length-prefixed name ('"Title". By ...') then a
+    RIFF file."""
+    data = Path(path).read_bytes()
+    count = (struct.unpack_from("<I", data)[0] & 0x0FFFFFFF) // 8
+    entries = []
+    for i in range(count):
+        offset, size = struct.unpack_from("<II", data, 8 * i)
+        offset &= 0x0FFFFFFF
+        name = data[offset + 1 : offset + 1 + data[offset]].rstrip(b"\0").decode("latin-1")
+        entries.append((name.split('"')[1] if name.count('"') >= 2 else name, data[offset + 1 + data[offset] : offset + size]))
+    return entries
+
+
+def _cat_task(out: Path, rel: str, row: dict, archive: str, title: str, recipe: dict) -> list[dict]:
+    wav = dict(cat_entries(archive))[title]
+    data, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    _save(out / rel, resample(to_mono(data), rate, recipe["sample_rate"]), recipe)
     return [row]
 
 
@@ -386,7 +410,18 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _signal_tasks(recipe.get("reference", {}).get("signals"), "signals", 5,
                            np.random.default_rng([recipe["seed"], 5]), out, recipe)
     tasks += _named_sound_tasks(recipe["sound"].get("scratch"), "scratch", drop, out, recipe)
+    tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
     return tasks
+
+
+def _archive_tasks(spec: dict | None, source: str, out: Path, recipe: dict) -> list[tuple]:
+    """The entries of a sound archive (spec's archive) whose titles spec's labels names, labelled by it."""
+    if not spec or not Path(spec["archive"]).is_file():
+        return []
+    titles = [title for title, _ in cat_entries(spec["archive"]) if title in spec["labels"]]
+    return [(_cat_task, out, f"sound/{source}/{i:04d}.flac",
+             _row(f"sound/{source}/{i:04d}.flac", spec["labels"][title], "sound", source, spec["license"]),
+             spec["archive"], title, recipe) for i, title in enumerate(titles)]
 
 
 def balance(rows: list[dict], per_label: int | None, seed: int) -> list[dict]:
