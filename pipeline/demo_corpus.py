@@ -11,9 +11,9 @@ import glob
 import hashlib
 import io
 import os
-import struct
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import tomllib
@@ -107,13 +107,13 @@ def cat_entries(path: str | Path) -> list[tuple[str, bytes]]:
     for i in range(count):
         offset, size = struct.unpack_from("<II", data, 8 * i)
         offset &= 0x0FFFFFFF
-        name = data[offset + 1 : offset + 1 + data[offset]].rstrip(b"\0").decode("latin-1")
-        entries.append((name.split('"')[1] if name.count('"') >= 2 else name, data[offset + 1 + data[offset] : offset + size]))
+        body = offset + 1 + data[offset]  # after the name's length byte and the name
+        name = data[offset + 1 : body].rstrip(b"\0").decode("latin-1")
+        entries.append((name.split('"')[1] if name.count('"') >= 2 else name, data[body : offset + size]))
     return entries
 
 
-def _cat_task(out: Path, rel: str, row: dict, archive: str, title: str, recipe: dict) -> list[dict]:
-    wav = dict(cat_entries(archive))[title]
+def _wav_task(out: Path, rel: str, row: dict, wav: bytes, recipe: dict) -> list[dict]:
     data, rate = sf.read(io.BytesIO(wav), dtype="float32")
     _save(out / rel, resample(to_mono(data), rate, recipe["sample_rate"]), recipe)
     return [row]
@@ -288,6 +288,16 @@ def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Pat
     return tasks
 
 
+def _archive_tasks(spec: dict | None, source: str, out: Path, recipe: dict) -> list[tuple]:
+    """The entries of a sound archive (spec's archive) whose titles spec's labels names, labelled by it."""
+    if not spec or not Path(spec["archive"]).is_file():
+        return []
+    named = [(title, wav) for title, wav in cat_entries(spec["archive"]) if title in spec["labels"]]
+    rels = [f"sound/{source}/{i:04d}.flac" for i in range(len(named))]
+    return [(_wav_task, out, rel, _row(rel, spec["labels"][title], "sound", source, spec["license"]), wav, recipe)
+            for rel, (title, wav) in zip(rels, named)]
+
+
 def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
     """Tux Paint stamp sounds labelled by the stamp's name, and a sample of its human speech."""
     if not spec:
@@ -412,16 +422,6 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _named_sound_tasks(recipe["sound"].get("scratch"), "scratch", drop, out, recipe)
     tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
     return tasks
-
-
-def _archive_tasks(spec: dict | None, source: str, out: Path, recipe: dict) -> list[tuple]:
-    """The entries of a sound archive (spec's archive) whose titles spec's labels names, labelled by it."""
-    if not spec or not Path(spec["archive"]).is_file():
-        return []
-    titles = [title for title, _ in cat_entries(spec["archive"]) if title in spec["labels"]]
-    return [(_cat_task, out, f"sound/{source}/{i:04d}.flac",
-             _row(f"sound/{source}/{i:04d}.flac", spec["labels"][title], "sound", source, spec["license"]),
-             spec["archive"], title, recipe) for i, title in enumerate(titles)]
 
 
 def balance(rows: list[dict], per_label: int | None, seed: int) -> list[dict]:
