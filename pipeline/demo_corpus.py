@@ -63,13 +63,19 @@ def _save(path: Path, audio: np.ndarray, recipe: dict) -> None:
     sf.write(path, audio.astype(np.float32), rate, format="FLAC")
 
 
+def _read_at(file, rate: int) -> np.ndarray:
+    """A WAV file (a path or a file object) as mono float32 samples at `rate`: what every tool here writes."""
+    data, file_rate = sf.read(file, dtype="float32")
+    return resample(to_mono(data), file_rate, rate)
+
+
 # --- tasks: each makes one or more clips and returns their metadata rows -----------------------------
 
 def _espeak_task(out: Path, rel: str, row: dict, args: list[str], text: str, recipe: dict) -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", *args, "-w", tmp.name, text], check=True, capture_output=True)
-        data, rate = sf.read(tmp.name, dtype="float32")
-    _save(out / rel, resample(to_mono(data), rate, recipe["sample_rate"]), recipe)
+        audio = _read_at(tmp.name, recipe["sample_rate"])
+    _save(out / rel, audio, recipe)
     return [row]
 
 
@@ -82,8 +88,7 @@ def decode_source(source: str, rate: int) -> np.ndarray:
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:  # -G: lower the gain rather than clip overshoot
         subprocess.run(["sox", "-D", "-G", source, "-e", "floating-point", "-b", "32", tmp.name],
                        check=True, capture_output=True)
-        data, file_rate = sf.read(tmp.name, dtype="float32")
-    return resample(to_mono(data), file_rate, rate)
+        return _read_at(tmp.name, rate)
 
 
 def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> list[dict]:
@@ -114,8 +119,7 @@ def cat_entries(path: str | Path) -> list[tuple[str, bytes]]:
 
 
 def _wav_task(out: Path, rel: str, row: dict, wav: bytes, recipe: dict) -> list[dict]:
-    data, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    _save(out / rel, resample(to_mono(data), rate, recipe["sample_rate"]), recipe)
+    _save(out / rel, _read_at(io.BytesIO(wav), recipe["sample_rate"]), recipe)
     return [row]
 
 
@@ -125,8 +129,8 @@ def _sox_task(out: Path, rel: str, row: dict, effect: list[str], seconds: float,
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         cmd = ["sox", "-D", "-n", "-r", str(recipe["sample_rate"]), "-c", "1", "-b", "16", tmp.name, *effect]
         subprocess.run(cmd, check=True, capture_output=True)
-        data, rate = sf.read(tmp.name, dtype="float32")
-    _save(out / rel, resample(data, rate, recipe["sample_rate"]), recipe)
+        audio = _read_at(tmp.name, recipe["sample_rate"])
+    _save(out / rel, audio, recipe)
     return [row]
 
 
@@ -192,8 +196,7 @@ def _fluidsynth_task(out: Path, rels: list[str], rows: list[dict], program: int,
         mid.write_bytes(midi)
         subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(rate), "-F", str(wav), soundfont, str(mid)],
                        check=True, capture_output=True)
-        data, file_rate = sf.read(wav, dtype="float32")
-    audio = resample(to_mono(data), file_rate, rate)
+        audio = _read_at(wav, rate)
     for rel, start, phrase in zip(rels, starts, phrases):
         end = start + max(o + d for _, o, d in phrase) + tail
         _save(out / rel, audio[int(start * rate) : int(end * rate)], recipe)
