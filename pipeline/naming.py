@@ -103,7 +103,8 @@ class OfflineCaptioner:
 
     def __init__(self, model, library=None, embedder=None, k: int = 10, full: bool = True):
         self.model, self.library, self.embedder, self.k, self.full = model, library, embedder, k, full
-        refs = f"{len(library)} references {library.digest} by {embedder.name}" if library is not None else "none"
+        refs = (f"{len(library)} references {library.digest} by {embedder.name}, {k} a clip" if library is not None
+                else "none")
         what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
         self.id = f"offline-v3 ({what}references: {refs})"
         # the transcripts come with each word's place in the clip (frame-level evidence) where the model gives it

@@ -265,6 +265,12 @@ def test_l_clips_get_a_references_only_caption_under_their_own_id(whisper, libra
     assert OfflineCaptioner(whisper).for_contrast().full  # no library: nothing cheaper to offer
 
 
+def test_captions_voted_by_another_number_of_neighbours_are_cached_apart(whisper, library):
+    """The caption cache is keyed by the captioner's id: a config that asks for another k must recaption."""
+    three, ten = OfflineCaptioner(whisper, library, AisfxEmbedder(), k=3), OfflineCaptioner(whisper, library, AisfxEmbedder(), k=10)
+    assert three.id != ten.id and three.for_contrast().id != ten.for_contrast().id
+
+
 def test_reference_library_reuses_embeddings_made_elsewhere(demo_corpus, demo_rows, tmp_path):
     """Files whose embedding the store already holds are not embedded again; the library equals the one
     that embeds everything itself (the demo's name stage once embedded its 1,252 probing files twice)."""
