@@ -53,6 +53,13 @@ def rule_label(stem: str, rules: list[list[str]], default: str) -> str:
     return next((label for pattern, label in rules if re.search(pattern, stem)), default)
 
 
+def sound_label(stem: str, spec: dict, drop_words: list[str]) -> str:
+    """What a named sound file is: its cleaned file name, renamed by spec's rename (exact names) or by the
+    first of spec's rules (regular expressions on the cleaned name) that matches; else the cleaned name."""
+    name = clean_label(stem, drop_words)
+    return spec.get("rename", {}).get(name) or rule_label(name, spec.get("rules", []), name)
+
+
 def _save(path: Path, audio: np.ndarray, recipe: dict) -> None:
     rate = recipe["sample_rate"]
     audio = fit_length(audio, rate, recipe["min_seconds"], recipe["max_seconds"])
@@ -277,7 +284,7 @@ def _espeak_tasks(es: dict, sentences: list[str], count: int, folder: str, sourc
 
 def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
     """Every sound file under spec's root matching spec's sounds ({glob: domain}) but not its exclude (a
-    regular expression), labelled by its cleaned file name, renamed by spec's rename."""
+    regular expression), labelled by sound_label."""
     if not spec:
         return []
     root, tasks = Path(spec["root"]), []
@@ -285,8 +292,7 @@ def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Pat
                      for f in _glob(str(root / pattern), spec["exclude"])})
     for i, (src, domain) in enumerate(sounds):
         rel = f"{domain}/{source}/{i:04d}.flac"
-        label = clean_label(Path(src).stem, drop)
-        label = spec["rename"].get(label, label)
+        label = sound_label(Path(src).stem, spec, drop)
         tasks.append((_copy_task, out, rel, _row(rel, label, domain, source, spec["license"]), src, recipe))
     return tasks
 
@@ -404,7 +410,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
         files = _pick(_glob(spec["glob"], spec.get("exclude")), spec.get("count", 10**6), rng)
         for i, src in enumerate(files):
             rel = f"sound/{source}/{i:04d}.flac"
-            label = clean_label(Path(src).stem, drop)
+            label = sound_label(Path(src).stem, spec, drop)
             tasks.append((_copy_task, out, rel, _row(rel, label, "sound", source, spec["license"]), src, recipe))
 
     tasks += _signal_tasks(recipe["sound"]["sox"], "sox", 4, rng, out, recipe)

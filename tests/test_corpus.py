@@ -154,6 +154,24 @@ def test_the_heldout_set_is_label_balanced_with_animals_human_sounds_instruments
     assert {"steam train", "helicopter", "chainsaw", "cow", "lion roar"} <= set(opensfx) and opensfx["jet plane"] == 3
 
 
+def test_game_sounds_are_labelled_by_what_they_sound_like_not_by_what_happens_in_the_game(demo_corpus, demo_rows):
+    """Wesnoth's file names say what happens ("orc-die-1", "mace-miss", "human-female-hit-2"); its clips are
+    labelled by what a listener hears (a growl, a whoosh, a grunt), and a name no rule knows stays as it is."""
+    import tomllib
+
+    from pipeline.demo_corpus import sound_label
+
+    recipe = tomllib.loads((demo_corpus / "recipe.toml").read_text())
+    spec, drop = recipe["sound"]["wesnoth"], recipe["cleaning"]["drop_words"]
+    heard = {"orc-die-1": "monster growl", "mace-miss": "whoosh", "human-female-hit-2": "female grunt",
+             "human-old-die-3": "male scream", "magic-holy-miss-4": "magic spell", "thunderstick": "gunshot",
+             "horse-canter": "horse hooves", "campfire": "crackling fire", "explosion": "explosion"}
+    assert {stem: sound_label(stem, spec, drop) for stem in heard} == heard
+    wesnoth = {r["label"] for r in demo_rows if r["source"] == "wesnoth"}
+    assert {"monster growl", "whoosh", "male grunt", "magic spell"} <= wesnoth and len(wesnoth) >= 25
+    assert not [label for label in wesnoth if re.search(r"\b(die|hit|miss|orc|ogre|drake|human)\b", label)]
+
+
 def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
     """A hand-made .cat: two entries after a table whose first offset carries OpenTTD's flag bits; each
     entry a length-prefixed title line, then its WAV file, which decodes to what was written."""
