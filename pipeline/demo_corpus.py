@@ -430,6 +430,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
                            np.random.default_rng([recipe["seed"], 5]), out, recipe)
     tasks += _named_sound_tasks(recipe["sound"].get("scratch"), "scratch", drop, out, recipe)
     tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
+    tasks += _named_sound_tasks(recipe.get("reference", {}).get("minetest"), "minetest", drop, out, recipe)
     return tasks
 
 

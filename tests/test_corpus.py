@@ -249,6 +249,22 @@ def test_the_reference_library_has_every_general_midi_sound_from_another_soundfo
     assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
     assert all(centroid(c) > 0 for c in refs[::7])
 
+def test_the_reference_library_has_everyday_sounds_one_take_each(demo_corpus, demo_rows):
+    """Minetest's footsteps (one take on each of eleven surfaces), doors, glass, water and fire, labelled by
+    what they sound like; its sounds that say nothing of how they sound (player damage, tool breaks) left out."""
+    from collections import Counter
+
+    from pipeline.corpus import read_metadata
+
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] == "minetest"]
+    counts = Counter(c.label for c in refs)
+    assert {"footsteps", "door opening", "door closing", "glass breaking", "flowing water", "crackling fire",
+            "explosion", "wood chopping"} <= set(counts)
+    assert counts["footsteps"] == 11 and not {"player damage", "default tool breaks"} & set(counts)
+    assert all(c.label == c.label.lower() and not re.search(r"default|doors|env|tnt", c.label) for c in refs)
+    assert "minetest" not in {r["source"] for r in demo_rows}
+
+
 def test_the_reference_library_has_test_signals_drawn_apart_from_the_probing_corpus(demo_corpus, demo_rows):
     """The probing corpus's noise, tones, sweeps and clicks (source sox) had no reference to be described by (a
     clip never is by its own source), so brown noise was named after its nearest speech: the library has its
