@@ -7,6 +7,7 @@ that stage and the ones after it run again. Extraction is resumable inside itsel
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -77,18 +78,41 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _metadata_file(root: Path) -> Path | None:
+    return next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
+
+
 def _metadata_hash(root: Path) -> str:
-    meta = next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
+    meta = _metadata_file(root)
     return hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
+
+
+def _clip_list_hash(root: Path) -> str:
+    """The metadata's file names in order: all of it that extraction reads. Labels and the other columns reach
+    the store only, so relabelling a corpus re-runs the store and what follows, not extraction and training.
+    Metadata that does not parse falls back to its bytes (loading it will say what is wrong)."""
+    meta = _metadata_file(root)
+    if meta is None:
+        return "none"
+    try:
+        if meta.suffix == ".csv":
+            with meta.open(newline="", encoding="utf-8") as fh:
+                names = [row.get("file_name") for row in csv.DictReader(fh)]
+        else:
+            names = [json.loads(line).get("file_name") for line in meta.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+    except (ValueError, AttributeError):
+        return _metadata_hash(root)
+    return _hash(names)
 
 
 def stage_keys(cfg: Config) -> dict[str, str]:
     """The input hash of every stage, from the config alone (and the corpus metadata file's content)."""
-    corpus_hash = _metadata_hash(cfg.resolve(cfg.corpus.root))
+    root = cfg.resolve(cfg.corpus.root)
     # the version tags name changes of a stage's code that change its output (one activation regime; random
     # ties; the position measure)
-    keys = {"extract": _hash(cfg.identity("model"), cfg.identity("corpus"), cfg.extract.layers, corpus_hash,
-                             "regime-v2")}
+    keys = {"extract": _hash(cfg.identity("model"), cfg.identity("corpus"), cfg.extract.layers,
+                             _clip_list_hash(root), "regime-v2")}
     # the reference library by where it is (not how its path is spelled) and what its metadata lists
     references = [(r, _metadata_hash(Path(r))) for r in cfg.identity("naming")["reference"]]
     for layer in cfg.sae_layers:
@@ -98,7 +122,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             keys[f"train:{run}"] = _hash(keys["extract"], sae_cfg, layer, e)
             keys[f"score:{run}"] = _hash(keys[f"train:{run}"], cfg.identity("scoring"), "ties-v3", "position-v1")
             keys[f"store:{run}"] = _hash(keys[f"score:{run}"], cfg.identity("monosemanticity"), str(cfg.db_path),
-                                         store.SCHEMA_HASH, "distinct-v2")
+                                         store.SCHEMA_HASH, "distinct-v2", _metadata_hash(root))
             keys[f"atlas:{run}"] = _hash(keys[f"store:{run}"], "atlas-v6")  # names land after it (name stage)
             if cfg.naming.enabled:
                 # after the atlas: the frame-level evidence reads its timelines

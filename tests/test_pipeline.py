@@ -192,6 +192,17 @@ def test_stage_keys_follow_what_a_stage_reads_not_how_paths_are_spelled(tmp_path
     (refs / "metadata.csv").write_text("file_name,label\na.wav,cat\n")  # the library changed: names are stale
     c = stages.stage_keys(load_config(tmp_path / "a.toml"))
     assert {k for k in a if a[k] != c[k]} == {k for k in a if k.startswith("name:")} != set()
+    # the corpus relabelled: the store and what follows are stale, the activations and SAEs are not
+    meta = tmp_path / "corpus" / "metadata.csv"
+    header, first, *rest = meta.read_text().splitlines()
+    label = header.split(",").index("label")
+    first = ",".join("relabelled" if i == label else v for i, v in enumerate(first.split(",")))
+    meta.write_text("\n".join([header, first, *rest]) + "\n")
+    d = stages.stage_keys(load_config(tmp_path / "a.toml"))
+    redone = {k for k in c if c[k] != d[k]}
+    assert redone == {k for k in c if k.split(":")[0] in ("store", "atlas", "name")} != set()
+    meta.write_text("\n".join(meta.read_text().splitlines()[:-1]) + "\n")  # a clip fewer: extract again
+    assert stages.stage_keys(load_config(tmp_path / "a.toml"))["extract"] != d["extract"]
 
 
 def test_sae_settings_that_do_not_change_weights_keep_the_keys(tmp_path, demo_corpus, demo_rows):
