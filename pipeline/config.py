@@ -116,7 +116,7 @@ class NamingConfig:
     # labelled audiofolders the offline captioner describes clips by (nearest labelled clips, by the
     # [monosemanticity] embedder); none: the offline names say only what Whisper hears and how it sounds
     reference: list[str] = field(default_factory=list)
-    neighbours: int = 10  # references per clip
+    neighbours: int = 3  # references voting on a clip (chosen by benchmarks/describer_neighbours.py)
     contrast: bool = True  # caption L^k too and name what H^k shares and L^k lacks (the paper's contrast)
     base_url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio)
     model: str = ""  # model name on that server

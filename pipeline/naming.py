@@ -101,7 +101,7 @@ class OfflineCaptioner:
 
     prompt = "rule-based: labels of the nearest reference clips, Whisper transcript and tags, acoustic descriptors"
 
-    def __init__(self, model, library=None, embedder=None, k: int = 10, full: bool = True):
+    def __init__(self, model, library=None, embedder=None, k: int = 3, full: bool = True):
         self.model, self.library, self.embedder, self.k, self.full = model, library, embedder, k, full
         refs = (f"{len(library)} references {library.digest} by {embedder.name}, {k} a clip" if library is not None
                 else "none")

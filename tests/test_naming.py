@@ -267,7 +267,7 @@ def test_l_clips_get_a_references_only_caption_under_their_own_id(whisper, libra
 
 def test_captions_voted_by_another_number_of_neighbours_are_cached_apart(whisper, library):
     """The caption cache is keyed by the captioner's id: a config that asks for another k must recaption."""
-    three, ten = OfflineCaptioner(whisper, library, AisfxEmbedder(), k=3), OfflineCaptioner(whisper, library, AisfxEmbedder(), k=10)
+    three, ten = (OfflineCaptioner(whisper, library, AisfxEmbedder(), k=k) for k in (3, 10))
     assert three.id != ten.id and three.for_contrast().id != ten.for_contrast().id
 
 
