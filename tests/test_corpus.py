@@ -150,6 +150,9 @@ def test_the_heldout_set_is_label_balanced_with_animals_human_sounds_instruments
     assert counts["singing"] == recipe["heldout_per_label"]  # 10 sung clips, two left out by the balance
     assert not [label for label in scratch if re.search(r"[^a-z ]", label)]
     assert not scratch & {"chord", "suspense", "cave", "medieval", "triumph"}
+    desktop = Counter(c.label for c in heldout if c.meta["source"] == "freedesktop")  # events are not sounds
+    assert desktop["notification sound"] == recipe["heldout_per_label"] and "phone ringing" in desktop
+    assert not set(desktop) & {"device removed", "window question", "power unplug", "dialog error", "complete"}
     opensfx = Counter(c.label for c in heldout if c.meta["source"] == "opensfx")
     assert {"steam train", "helicopter", "chainsaw", "cow", "lion roar"} <= set(opensfx) and opensfx["jet plane"] == 3
 
