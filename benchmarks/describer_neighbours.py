@@ -23,17 +23,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def clip_vectors(config, root: Path, embedder):
-    """(clips, [n, dim] vectors) of a labelled audiofolder: the store's embeddings where it has them."""
+    """(clips, [n, dim] vectors) of a labelled audiofolder; the probing corpus's from the store where it has them
+    (the store keys embeddings by clip id, which only the probing corpus's clips share)."""
     from pipeline import store
     from pipeline.audio import read_audio
     from pipeline.corpus import read_metadata
 
     clips = [c for c in read_metadata(root) if c.label]
     have = {}
-    if config.db_path.is_file():
+    if root == config.resolve(config.corpus.root) and config.db_path.is_file():
         with store.connect(config.db_path, read_only=True) as con:
             have = store.read_embeddings(con, embedder.name, [c.id for c in clips])
-    todo = [c for c in clips if c.id not in have or root != config.resolve(config.corpus.root)]
+    todo = [c for c in clips if c.id not in have]
     if todo:
         got = embedder.embed([read_audio(c.path, config.corpus.sample_rate) for c in todo], config.corpus.sample_rate)
         have.update({c.id: v for c, v in zip(todo, got)})
