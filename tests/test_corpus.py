@@ -252,6 +252,7 @@ def test_the_reference_library_has_every_general_midi_sound_from_another_soundfo
     assert centroid(by_label["closed hi-hat"]) > 10 * centroid(by_label["kick drum"])
     assert all(centroid(c) > 0 for c in refs[::7])
 
+
 def test_the_reference_library_has_everyday_sounds_one_take_each(demo_corpus, demo_rows):
     """Minetest's footsteps (one take on each of eleven surfaces), doors, glass, water and fire, labelled by
     what they sound like; its sounds that say nothing of how they sound (player damage, tool breaks) left out."""
