@@ -46,18 +46,18 @@ class CorpusError(ValueError):
     """The corpus as a whole is unusable (no metadata, no file_name column, ...)."""
 
 
-def read_metadata(root: str | Path, problems: list[Problem] | None = None) -> list[Clip]:
-    """The rows of `root/metadata.csv` (or `.jsonl`) as Clips; files are not opened here.
+def metadata_file(root: str | Path) -> Path | None:
+    """root's metadata.csv, else its metadata.jsonl, else None."""
+    return next((Path(root) / name for name in METADATA_FILES if (Path(root) / name).is_file()), None)
 
-    A row without a file_name, with one that leaves the folder (absolute, or through `..`), or repeating an
-    earlier row's file is left out, logged, and appended to `problems` when given.
-    """
-    root = Path(root)
-    found = [root / name for name in METADATA_FILES if (root / name).is_file()]
-    if not found:
+
+def metadata_rows(root: str | Path) -> tuple[Path, list]:
+    """root's metadata file and its raw rows (dicts, or whatever a JSON line held); a missing file, a CSV
+    without a file_name column or a line that is not JSON is a CorpusError."""
+    meta_path = metadata_file(root)
+    if meta_path is None:
         raise CorpusError(f"{root}: no metadata.csv or metadata.jsonl (an audiofolder needs one, "
                           "with a file_name column; see README 'Bring your own corpus')")
-    meta_path = found[0]
     if meta_path.suffix == ".csv":
         with meta_path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -73,6 +73,17 @@ def read_metadata(root: str | Path, problems: list[Problem] | None = None) -> li
                     raise CorpusError(f"{meta_path}, line {number}: not JSON ({err.msg})") from None
         if rows and not any(isinstance(r, dict) and "file_name" in r for r in rows):
             raise CorpusError(f"{meta_path}: no row has a 'file_name' key")
+    return meta_path, rows
+
+
+def read_metadata(root: str | Path, problems: list[Problem] | None = None) -> list[Clip]:
+    """The rows of `root/metadata.csv` (or `.jsonl`) as Clips; files are not opened here.
+
+    A row without a file_name, with one that leaves the folder (absolute, or through `..`), or repeating an
+    earlier row's file is left out, logged, and appended to `problems` when given.
+    """
+    root = Path(root)
+    meta_path, rows = metadata_rows(root)
     clips, seen = [], set()
     for number, row in enumerate(rows, 1):
         row = {k: (v if v != "" else None) for k, v in row.items()} if isinstance(row, dict) else {}

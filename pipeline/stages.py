@@ -7,7 +7,6 @@ that stage and the ones after it run again. Extraction is resumable inside itsel
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from . import store
 from .activations import ActivationStore, extract
 from .config import Config
-from .corpus import Clip, clip_audio, read_metadata
+from .corpus import Clip, CorpusError, clip_audio, metadata_file, metadata_rows, read_metadata
 from .monosemanticity import eligible_units, monosemanticity, top_c
 from .scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .sae import Sae, torch_device
@@ -78,32 +77,20 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _metadata_file(root: Path) -> Path | None:
-    return next((root / n for n in ("metadata.csv", "metadata.jsonl") if (root / n).is_file()), None)
-
-
 def _metadata_hash(root: Path) -> str:
-    meta = _metadata_file(root)
+    meta = metadata_file(root)
     return hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
 
 
 def _clip_list_hash(root: Path) -> str:
     """The metadata's file names in order: all of it that extraction reads. Labels and the other columns reach
     the store only, so relabelling a corpus re-runs the store and what follows, not extraction and training.
-    Metadata that does not parse falls back to its bytes (loading it will say what is wrong)."""
-    meta = _metadata_file(root)
-    if meta is None:
-        return "none"
+    Metadata that does not load falls back to its bytes (loading it will say what is wrong)."""
     try:
-        if meta.suffix == ".csv":
-            with meta.open(newline="", encoding="utf-8") as fh:
-                names = [row.get("file_name") for row in csv.DictReader(fh)]
-        else:
-            names = [json.loads(line).get("file_name") for line in meta.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
-    except (ValueError, AttributeError):
+        _, rows = metadata_rows(root)
+    except (CorpusError, ValueError):  # ValueError: not UTF-8
         return _metadata_hash(root)
-    return _hash(names)
+    return _hash([row.get("file_name") if isinstance(row, dict) else None for row in rows])
 
 
 def stage_keys(cfg: Config) -> dict[str, str]:
