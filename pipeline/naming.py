@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from .acoustics import describe, descriptor_terms
+from .config import NamingConfig
 from .evidence import sentence, shared_clause, terms
 
 CAPTION_PROMPT = "Generate a detailed caption for the audio clip"  # the paper's captioner prompt
@@ -101,7 +102,7 @@ class OfflineCaptioner:
 
     prompt = "rule-based: labels of the nearest reference clips, Whisper transcript and tags, acoustic descriptors"
 
-    def __init__(self, model, library=None, embedder=None, k: int = 3, full: bool = True):
+    def __init__(self, model, library=None, embedder=None, k: int = NamingConfig.neighbours, full: bool = True):
         self.model, self.library, self.embedder, self.k, self.full = model, library, embedder, k, full
         refs = (f"{len(library)} references {library.digest} by {embedder.name}, {k} a clip" if library is not None
                 else "none")
