@@ -340,6 +340,15 @@ def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
         raise
 
 
+def forget_clips(con, prefix: str) -> None:
+    """Drop what the store caches per clip (embeddings, captions, word timings) for the clips whose id starts
+    with prefix: those caches are keyed by clip id alone, so they go stale when a clip's audio changes."""
+    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    for table in ("embeddings", "captions", "clip_words"):
+        if table in tables:
+            con.execute(f"DELETE FROM {table} WHERE starts_with(clip_id, ?)", [prefix])
+
+
 def write_embeddings(con, embedder: str, clip_ids: list[str], vectors: np.ndarray) -> None:
     frame = pd.DataFrame({"clip_id": clip_ids, "embedder": embedder, "vector": list(vectors.astype(np.float32))})
     _upsert_clips(con, "embeddings", frame, "AND embedder = ?", [embedder])

@@ -180,3 +180,24 @@ def test_packed_images_come_back_within_half_a_level():
     assert len(packed) < mel.nbytes / 3  # a byte a value at most, and compressed
     flat = store.unpack_image(store.pack_image(np.full((3, 2), 7.5)), (3, 2))
     assert (flat == 7.5).all()
+
+
+def test_forgetting_clips_drops_their_cached_embeddings_captions_and_words_only(tmp_path):
+    """The evaluation clips' per-clip caches are keyed by clip id alone: when their audio changes they are
+    dropped, every other clip's are kept (and a database without the name stage's tables is no error)."""
+    import numpy as np
+
+    db = tmp_path / "ard.duckdb"
+    with store.connect(db) as con:
+        store.write_embeddings(con, "aisfx", ["eval:a.flac", "a.flac"], np.ones((2, 3), np.float32))
+        store.forget_clips(con, "eval:")  # no clip_words table yet
+        assert set(store.read_embeddings(con, "aisfx", ["eval:a.flac", "a.flac"])) == {"a.flac"}
+        con.execute(store.NAME_SCHEMA)
+        store.write_embeddings(con, "aisfx", ["eval:b.flac"], np.ones((1, 3), np.float32))
+        for cid in ("eval:b.flac", "b.flac"):
+            con.execute("INSERT INTO captions VALUES (?, 'c', 'x', '[]', now())", [cid])
+            con.execute("INSERT INTO clip_words VALUES (?, 'm', '[]')", [cid])
+        store.forget_clips(con, "eval:")
+        for table in ("embeddings", "captions", "clip_words"):
+            assert [r[0] for r in con.execute(f"SELECT clip_id FROM {table} ORDER BY 1").fetchall()] == (
+                ["a.flac"] if table == "embeddings" else ["b.flac"])
