@@ -100,6 +100,16 @@ def read_metadata(root: str | Path, problems: list[Problem] | None = None) -> li
     return clips
 
 
+def file_signature(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time (None when it is missing): cheap to read for every clip of a large
+    corpus, and new whenever its audio is rewritten (as make and rsync judge a file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _file_name_problem(name) -> str | None:
     """Why a file_name cannot be used (missing, not text, or a path out of the corpus folder), or None."""
     if not isinstance(name, str) or not name.strip():

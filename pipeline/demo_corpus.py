@@ -7,6 +7,7 @@ does nothing. The metadata file is written last, atomically, so a killed build i
 from __future__ import annotations
 
 import csv
+import filecmp
 import glob
 import hashlib
 import io
@@ -66,8 +67,30 @@ def _save(path: Path, audio: np.ndarray, recipe: dict) -> None:
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 1.0:
         audio = audio / peak
+    buf = io.BytesIO()
+    sf.write(buf, audio.astype(np.float32), rate, format="FLAC")
+    _write_if_changed(path, buf.getvalue())
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write path atomically, or leave it untouched when it already holds these bytes: a rebuild after a recipe
+    edit keeps the size and time of every file whose audio did not change, so `ard run` and `ard evaluate`
+    extract, embed and caption only the clips that did (they judge a file by its size and time)."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio.astype(np.float32), rate, format="FLAC")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _move_unless_same(src: Path, dst: Path) -> None:
+    """Move a freshly built file into place, keeping the one there (and its time) when the bytes are equal."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        src.unlink()
+    else:
+        os.replace(src, dst)
 
 
 def _read_at(file, rate: int) -> np.ndarray:
@@ -506,8 +529,7 @@ def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | 
     heldout = balance([r for r in rows if r["source"] in held], recipe.get("heldout_per_label"), recipe["seed"])
     for folder, chosen in ((HELDOUT, heldout), (REFERENCE, [r for r in rows if r["source"] in refs])):
         for r in chosen:  # each folder a self-contained audiofolder: no file_name may leave it
-            (out / folder / r["file_name"]).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(out / r["file_name"], out / folder / r["file_name"])
+            _move_unless_same(out / r["file_name"], out / folder / r["file_name"])
         _write_metadata(out / folder / "metadata.csv", chosen)
     probing = [r for r in rows if r["source"] not in held | refs]
     _write_metadata(meta, probing)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import store
 from .activations import ActivationStore, extract
 from .config import Config
-from .corpus import Clip, CorpusError, clip_audio, metadata_file, metadata_rows, read_metadata
+from .corpus import Clip, CorpusError, clip_audio, file_signature, metadata_file, metadata_rows, read_metadata
 from .monosemanticity import eligible_units, monosemanticity, top_c
 from .scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .sae import Sae, torch_device
@@ -82,15 +82,17 @@ def _metadata_hash(root: Path) -> str:
     return hashlib.sha256(meta.read_bytes()).hexdigest()[:16] if meta else "none"
 
 
-def _clip_list_hash(root: Path) -> str:
-    """The metadata's file names in order: all of it that extraction reads. Labels and the other columns reach
-    the store only, so relabelling a corpus re-runs the store and what follows, not extraction and training.
-    Metadata that does not load falls back to its bytes (loading it will say what is wrong)."""
+def _clip_files_hash(root: Path) -> str:
+    """The metadata's file names in order and each file's size and modification time: all of it that
+    extraction reads, so audio rewritten under the same name is extracted again. Labels and the other columns
+    reach the store only, so relabelling a corpus re-runs the store and what follows, not extraction and
+    training. Metadata that does not load falls back to its bytes (loading it will say what is wrong)."""
     try:
-        _, rows = metadata_rows(root)
+        meta, rows = metadata_rows(root)
     except (CorpusError, ValueError):  # ValueError: not UTF-8
         return _metadata_hash(root)
-    return _hash([row.get("file_name") if isinstance(row, dict) else None for row in rows])
+    names = [row.get("file_name") if isinstance(row, dict) else None for row in rows]
+    return _hash([(name, file_signature(meta.parent / name) if isinstance(name, str) else None) for name in names])
 
 
 def stage_keys(cfg: Config) -> dict[str, str]:
@@ -99,7 +101,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
     # the version tags name changes of a stage's code that change its output (one activation regime; random
     # ties; the position measure)
     keys = {"extract": _hash(cfg.identity("model"), cfg.identity("corpus"), cfg.extract.layers,
-                             _clip_list_hash(root), "regime-v2")}
+                             _clip_files_hash(root), "regime-v2")}
     # the reference library by where it is (not how its path is spelled) and what its metadata lists
     references = [(r, _metadata_hash(Path(r))) for r in cfg.identity("naming")["reference"]]
     for layer in cfg.sae_layers:
@@ -351,6 +353,7 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
         if cfg.store.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.store.memory_limit}'")
         store.write_clips(con, _clips_frame(acts, by_id))
+        store.forget_changed_clips(con, {c.id: str(file_signature(c.path)) for c in clips})
         embed_clips(cfg, con, needed, lambda cid: clip_audio(by_id, cid, cfg.corpus), by_id)
         vectors = store.read_embeddings(con, cfg.monosemanticity.embedder, needed)
         dim = len(next(iter(vectors.values())))

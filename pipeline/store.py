@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS feature_matches (
 CREATE TABLE IF NOT EXISTS method_scores (
     run_id VARCHAR, method VARCHAR, seed INTEGER, feature INTEGER, e_h DOUBLE, e_l DOUBLE, ms DOUBLE);
 CREATE TABLE IF NOT EXISTS embeddings (clip_id VARCHAR, embedder VARCHAR, vector FLOAT[], PRIMARY KEY (clip_id, embedder));
+-- each clip's audio file (size and modification time) when the caches above were last kept: they are keyed by clip id
+CREATE TABLE IF NOT EXISTS clip_files (clip_id VARCHAR PRIMARY KEY, signature VARCHAR);
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, captioner VARCHAR, caption VARCHAR, terms JSON, created TIMESTAMP, PRIMARY KEY (clip_id, captioner));
 CREATE TABLE IF NOT EXISTS feature_map (run_id VARCHAR, feature INTEGER, x FLOAT, y FLOAT, hx FLOAT, hy FLOAT);
@@ -340,13 +342,26 @@ def write_atlas(con, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
         raise
 
 
-def forget_clips(con, prefix: str) -> None:
-    """Drop what the store caches per clip (embeddings, captions, word timings) for the clips whose id starts
-    with prefix: those caches are keyed by clip id alone, so they go stale when a clip's audio changes."""
+def forget_changed_clips(con, signatures: dict[str, str]) -> list[str]:
+    """Record each clip's file signature (clip id -> e.g. "size:mtime") and drop what the store caches per
+    clip (embeddings, captions, word timings: keyed by clip id alone, and by `id#i` for a long clip's chunks)
+    for the clips whose signature differs from the one recorded: no cache outlives the audio it was made from.
+    A clip seen for the first time is recorded, not dropped. Returns the changed clip ids."""
+    frame = pd.DataFrame({"clip_id": list(signatures), "signature": [str(v) for v in signatures.values()]})
+    con.register("_files", frame)
+    changed = [r[0] for r in con.execute("SELECT f.clip_id FROM _files f JOIN clip_files c USING (clip_id) "
+                                         "WHERE c.signature <> f.signature ORDER BY 1").fetchall()]
+    con.unregister("_files")
     tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    for table in ("embeddings", "captions", "clip_words"):
-        if table in tables:
-            con.execute(f"DELETE FROM {table} WHERE starts_with(clip_id, ?)", [prefix])
+    if changed:
+        con.register("_changed", pd.DataFrame({"clip_id": changed}))
+        for table in ("embeddings", "captions", "clip_words"):
+            if table in tables:
+                con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _changed c WHERE t.clip_id = c.clip_id "
+                            "OR starts_with(t.clip_id, c.clip_id || '#'))")
+        con.unregister("_changed")
+    _upsert_clips(con, "clip_files", frame)
+    return changed
 
 
 def write_embeddings(con, embedder: str, clip_ids: list[str], vectors: np.ndarray) -> None:

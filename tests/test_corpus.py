@@ -332,6 +332,19 @@ def test_demo_build_is_idempotent(demo_corpus):
     assert meta.stat().st_mtime_ns == before
 
 
+def test_a_rebuild_leaves_every_unchanged_audio_file_untouched(demo_corpus):
+    """A recipe edit rebuilds the corpus; files whose audio is the same keep their size and time (what `ard
+    run` and `ard evaluate` judge a file by), so nothing is extracted, embedded or captioned again for them."""
+    from pipeline.corpus import file_signature
+    from pipeline.demo_corpus import build_demo
+
+    files = sorted(demo_corpus.glob("**/*.flac"))
+    before = {f: file_signature(f) for f in files}
+    build_demo(demo_corpus, force=True)  # as after an edit of the recipe
+    assert sorted(demo_corpus.glob("**/*.flac")) == files
+    assert [f for f in files if file_signature(f) != before[f]] == []
+
+
 def test_a_config_that_reads_the_demo_builds_it(tmp_path, demo_corpus):
     from pipeline.config import load_config
     from pipeline.demo_corpus import reads_demo

@@ -202,7 +202,15 @@ def test_stage_keys_follow_what_a_stage_reads_not_how_paths_are_spelled(tmp_path
     redone = {k for k in c if c[k] != d[k]}
     assert redone == {k for k in c if k.split(":")[0] in ("store", "atlas", "name")} != set()
     meta.write_text("\n".join(meta.read_text().splitlines()[:-1]) + "\n")  # a clip fewer: extract again
-    assert stages.stage_keys(load_config(tmp_path / "a.toml"))["extract"] != d["extract"]
+    e = stages.stage_keys(load_config(tmp_path / "a.toml"))
+    assert e["extract"] != d["extract"]
+    # another clip's audio written under a clip's name (the metadata unchanged): extract again
+    first_file = tmp_path / "corpus" / first.split(",")[header.split(",").index("file_name")]
+    other = first_file.resolve().parent / sorted(p.name for p in first_file.resolve().parent.iterdir()
+                                                 if p.name != first_file.resolve().name)[0]
+    first_file.unlink()
+    shutil.copyfile(other, first_file)
+    assert stages.stage_keys(load_config(tmp_path / "a.toml"))["extract"] != e["extract"]
 
 
 def test_sae_settings_that_do_not_change_weights_keep_the_keys(tmp_path, demo_corpus, demo_rows):

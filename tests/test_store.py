@@ -182,22 +182,25 @@ def test_packed_images_come_back_within_half_a_level():
     assert (flat == 7.5).all()
 
 
-def test_forgetting_clips_drops_their_cached_embeddings_captions_and_words_only(tmp_path):
-    """The evaluation clips' per-clip caches are keyed by clip id alone: when their audio changes they are
-    dropped, every other clip's are kept (and a database without the name stage's tables is no error)."""
+def test_a_clip_whose_file_changed_loses_its_cached_embeddings_captions_and_words_only(tmp_path):
+    """The per-clip caches are keyed by clip id alone: when a clip's file signature differs from the one
+    recorded, its entries (and its chunks', `id#i`) are dropped; unchanged clips, clips seen for the first
+    time and clips whose id merely starts the same keep theirs."""
     import numpy as np
 
     db = tmp_path / "ard.duckdb"
+    ids = ["a.flac", "a.flac#1", "a.flac2", "b.flac", "eval:a.flac"]
     with store.connect(db) as con:
-        store.write_embeddings(con, "aisfx", ["eval:a.flac", "a.flac"], np.ones((2, 3), np.float32))
-        store.forget_clips(con, "eval:")  # no clip_words table yet
-        assert set(store.read_embeddings(con, "aisfx", ["eval:a.flac", "a.flac"])) == {"a.flac"}
-        con.execute(store.NAME_SCHEMA)
-        store.write_embeddings(con, "aisfx", ["eval:b.flac"], np.ones((1, 3), np.float32))
-        for cid in ("eval:b.flac", "b.flac"):
+        assert store.forget_changed_clips(con, {"a.flac": "(10, 1)", "b.flac": "(20, 1)"}) == []  # first seen
+        store.write_embeddings(con, "aisfx", ids, np.ones((len(ids), 3), np.float32))
+        for cid in ids:
             con.execute("INSERT INTO captions VALUES (?, 'c', 'x', '[]', now())", [cid])
             con.execute("INSERT INTO clip_words VALUES (?, 'm', '[]')", [cid])
-        store.forget_clips(con, "eval:")
+        assert store.forget_changed_clips(con, {"a.flac": "(10, 1)", "b.flac": "(20, 1)"}) == []  # unchanged
+        assert len(store.read_embeddings(con, "aisfx", ids)) == len(ids)
+        assert store.forget_changed_clips(con, {"a.flac": "(11, 2)", "b.flac": "(20, 1)", "c.flac": "None"}) == ["a.flac"]
         for table in ("embeddings", "captions", "clip_words"):
-            assert [r[0] for r in con.execute(f"SELECT clip_id FROM {table} ORDER BY 1").fetchall()] == (
-                ["a.flac"] if table == "embeddings" else ["b.flac"])
+            assert [r[0] for r in con.execute(f"SELECT clip_id FROM {table} ORDER BY 1").fetchall()] == [
+                "a.flac2", "b.flac", "eval:a.flac"]
+        # the new signature is the one recorded: the same file again is no change
+        assert store.forget_changed_clips(con, {"a.flac": "(11, 2)", "c.flac": "(5, 5)"}) == ["c.flac"]

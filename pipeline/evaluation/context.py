@@ -16,7 +16,7 @@ import numpy as np
 from .. import store
 from ..activations import ActivationStore, extract
 from ..config import Config
-from ..corpus import Clip, clip_audio, read_metadata
+from ..corpus import Clip, clip_audio, file_signature, read_metadata
 
 
 class HeldOutError(ValueError):
@@ -47,11 +47,6 @@ def trained_with(folder: Path, sae_cfg) -> bool:
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    """A file's size and modification time (None when it is missing): cheap, and new when its audio is."""
-    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
 
 
 def eval_id(clip_id: str) -> str:
@@ -86,16 +81,16 @@ class EvalContext:
         """The evaluation corpus's activations at every SAE layer (resumable; redone when inputs change)."""
         folder, layers = self.work / "activations", sorted(set(self.cfg.sae_layers) | {self.layer, self.ablation_layer})
         # each file's size and time: a clip whose audio changed under the same name is extracted again
-        files = [(c.id, c.label, _signature(c.path)) for c in self.clips]
+        files = [(c.id, c.label, file_signature(c.path)) for c in self.clips]
         key = _key(self.cfg.identity("model"), self.cfg.identity("corpus"), files, layers)
+        if self.cfg.db_path.is_file():  # the store's per-clip caches of a changed clip are as stale
+            with store.connect(self.cfg.db_path) as con:
+                store.forget_changed_clips(con, {eval_id(cid): str(sig) for cid, _, sig in files})
         stamp = self.work / "activations.key"
         if stamp.is_file() and stamp.read_text() == key:
             return ActivationStore(folder)
         if folder.exists():
             shutil.rmtree(folder)
-        if self.cfg.db_path.is_file():  # the store's per-clip caches of the evaluation clips are as stale
-            with store.connect(self.cfg.db_path) as con:
-                store.forget_clips(con, eval_id(""))
         acts = extract(self.model, self.clips, self.cfg.corpus, layers, folder, self.cfg.extract.shard_rows)
         stamp.write_text(key)
         return acts
