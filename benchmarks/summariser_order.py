@@ -1,7 +1,7 @@
 """Which shared "what" the offline summariser names a concept by: the contrast order against the earlier
 support-first order, on the probing corpus's stored runs.
 
-Every selected feature of every run is named again from its cached captions (the store's, of the captioner
+Every candidate feature of every run (its top C and the reserve) is named again from its cached captions (the store's, of the captioner
 that named it: run `ard run` first) by each order, and scored as Table 1 scores names: the MiniLM cosine of
 the name with the majority label of the feature's H^k clips, and F1 of the one-to-one name-label matching at
 gamma 0.7 and at the calibrated gamma. The probing corpus chooses (its clips are never described by their
@@ -36,14 +36,14 @@ class SupportFirst(OfflineSummariser):
 
 
 def features_named(config, summariser) -> list[dict]:
-    """run, feature, name and majority H^k label of every selected feature, named from cached captions."""
+    """run, feature, name and majority H^k label of every candidate feature, named from cached captions."""
     from pipeline import store
     from pipeline.naming import Caption
 
     rows = []
     with store.connect(config.db_path, read_only=True) as con:
         for run in store.runs(con)["run_id"]:
-            selected = store.features(con, run)
+            selected = store.features(con, run, "candidates")
             named = selected.dropna(subset=["naming"])
             if named.empty:
                 continue

@@ -213,7 +213,7 @@ def cmd_steer_eval(args) -> int:
     rows = []
     with store.connect(cfg.db_path, read_only=True) as con:
         concepts = store.concepts(con)
-        max_acts = store.features(con, run, selected_only=False)["max_act"].to_numpy()
+        max_acts = store.features(con, run, "all")["max_act"].to_numpy()
     concepts = concepts[concepts["run_id"] == run]
     sae = Sae.load(cfg.sae_dir(layer, expansion))
     speech_audio = held.speech  # held-out speech: clips the SAE never saw

@@ -104,6 +104,9 @@ class MonosemanticityConfig:
     # where a frame is, not what it sounds like: left out of top-C (0.3 % of tiny.en's encoder.3 features)
     max_position_eta2: float = 0.5
     distinct: float = 0.95  # 0.95: 27 distinct concepts in the demo's top 60 held-out units, against 7 in m^k order
+    # the next reserve x top_c units are named with the top C: a unit whose clips the namer finds no shared sound
+    # in ("mixed: ...") gives way to the next nameable one (0: the top C by m^k alone, as the paper)
+    reserve: float = 0.25
 
 
 @dataclass
@@ -270,6 +273,9 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ValueError(f"{path}: [corpus] long_clips must be 'reject' or 'chunk', not {config.corpus.long_clips!r}")
     if config.sae.kind not in ("topk", "batchtopk"):
         raise ValueError(f"{path}: [sae] kind must be 'topk' or 'batchtopk', not {config.sae.kind!r}")
+    if not 0 <= config.monosemanticity.reserve <= 10:
+        raise ValueError(f"{path}: [monosemanticity] reserve is a share of top_c from 0 (none) to 10, not "
+                         f"{config.monosemanticity.reserve}")
     _check_evaluation(config, path)
     check_engine(config, path)
     return config

@@ -47,6 +47,18 @@ def eligible_units(cfg, n_clips: np.ndarray, position_eta2: np.ndarray) -> np.nd
     return (n_clips >= cfg.monosemanticity.min_clips) & (position_eta2 <= cfg.monosemanticity.max_position_eta2)
 
 
+def n_candidates(c: int, reserve: float) -> int:
+    """How many units in m^k order are named for a top C of c: c and a reserve of ceil(reserve x c)."""
+    return c + int(np.ceil(max(reserve, 0.0) * c))
+
+
+def nameable_first(candidates, nameable, c: int) -> list[int]:
+    """The top C: the candidates (in m^k order) whose name says what their clips share, then, where fewer
+    than c do, the best of the others. nameable(unit) -> bool (naming.names_a_concept of its name)."""
+    named = [k for k in candidates if nameable(k)]
+    return (named + [k for k in candidates if not nameable(k)])[:c]
+
+
 def top_c(ms: np.ndarray, c: int, eligible: np.ndarray | None = None, H: np.ndarray | None = None,
           embeddings: np.ndarray | None = None, distinct: float | None = None) -> np.ndarray:
     """Indices of the C units with the highest m^k (NaN last), best first; only `eligible` ones if given.

@@ -34,8 +34,14 @@ from .evidence import sentence, shared_clause, terms
 
 CAPTION_PROMPT = "Generate a detailed caption for the audio clip"  # the paper's captioner prompt
 SUMMARY_PROMPT = "Describe the common sound-related concept present among these captions"  # the paper's
-SUMMARY_FORMAT = ("Answer in exactly two lines:\nName: <a short name of 2 to 6 words>\n"
-                  "Description: <one sentence>")
+MIXED = "mixed: "  # how a name says the clips share no sound: the offline summariser's rule, the others' instruction
+SUMMARY_FORMAT = ("Answer in exactly two lines:\nName: <a short name of 2 to 6 words, or 'mixed: <the two "
+                  "commonest sounds>' when the captions share no sound>\nDescription: <one sentence>")
+
+
+def names_a_concept(name: str | None) -> bool:
+    """Whether a name says what its clips share: not "mixed: ...", "unnamed" or missing."""
+    return bool(name) and not name.strip().lower().startswith(MIXED.strip()) and name != "unnamed"
 
 
 class NamingError(RuntimeError):
@@ -240,7 +246,7 @@ class OfflineSummariser:
                 why += f", {support(L, shared[0]) * len(L):.0f} of the {len(L)} least representative do"
         else:
             top = sorted(cands, key=lambda c: (c.startswith("~"), -mean(H, c), c))[:2]
-            name = "mixed: " + " and ".join(_show(c) for c in top) if top else "unnamed"
+            name = MIXED + " and ".join(_show(c) for c in top) if top else "unnamed"
             why = f"the {n} clips share no sound: the most common are {', '.join(_show(c) for c in top) or 'none'}"
         how = self._how(captions, contrast)
         words = Counter(t[5:] for c in captions for t in dict.fromkeys(c.terms) if t.startswith("word:"))
@@ -423,8 +429,8 @@ def contrast_captioner(captioner: Captioner) -> Captioner:
 
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
                   batch: int = 16, progress=None, origin=None, contrast: bool = True, evidence=None) -> int:
-    """Caption (cached per clip and captioner) the H^k clips of the run's selected features, and their L^k
-    clips when contrast is on, and name them. evidence(tops, words_model) -> {(feature, clip_id): Evidence}
+    """Caption (cached per clip and captioner) the H^k clips of the run's candidate features (its top C and
+    the reserve, store.features), and their L^k clips when contrast is on, and name them. evidence(tops, words_model) -> {(feature, clip_id): Evidence}
     gives the frame-level evidence of each H^k clip, added to its caption for that feature (as a sentence and
     as terms), so the namer reads where in the clip the feature fires.
 
@@ -437,7 +443,7 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
 
     from . import store
 
-    selected = store.features(con, run_id)["feature"].tolist()
+    selected = store.features(con, run_id, "candidates")["feature"].tolist()
     tops = store.top_clips(con, run_id, selected)
     bottoms = store.top_clips(con, run_id, selected, "L") if contrast else tops.iloc[:0]
     cached = caption_clips(con, captioner, list(dict.fromkeys(tops["clip_id"])), load_audio, sample_rate, batch,

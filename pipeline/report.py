@@ -105,8 +105,10 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "## Table 1: interpretability\n",
         "Rand. Rep.: mean ± std over its seeds. 'name vs majority label': mean cosine between a unit's name and the "
         "majority label of its H^k clips. 'H^k label purity': share of a unit's H^k clips that carry that majority "
-        "label (how well the clips were retrieved, whatever the namer). Paper figures: Qwen2-Audio-7B, layer 26, "
-        "e = 8, FSD50K, CLAP text similarity.\n",
+        "label (how well the clips were retrieved, whatever the namer). Each method's top C: its units in m^k "
+        "order, those whose name says what their clips share first (a unit named 'mixed: ...' gives way to the next "
+        "nameable one among the [monosemanticity] reserve), as `ard run` selects. Paper figures: Qwen2-Audio-7B, "
+        "layer 26, e = 8, FSD50K, CLAP text similarity.\n",
         md_table(table1_view(tables["table1"])),
         f"Calibrated gamma for `{meta.text_embedder}`: {meta.gamma_calibrated:.3f} (the threshold that best separates "
         f"the committed name/label pairs a person would and would not call a match, balanced accuracy "

@@ -27,7 +27,7 @@ from . import store
 from .activations import ActivationStore, extract
 from .config import Config
 from .corpus import Clip, CorpusError, clip_audio, file_signature, metadata_file, metadata_rows, read_metadata
-from .monosemanticity import eligible_units, monosemanticity, top_c
+from .monosemanticity import eligible_units, monosemanticity, n_candidates, nameable_first, top_c
 from .scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .sae import Sae, torch_device
 
@@ -371,14 +371,17 @@ def store_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             method_rows.append(pd.DataFrame({"method": base, "seed": seed, "feature": np.arange(len(m.ms)),
                                              "e_h": m.e_h, "e_l": m.e_l, "ms": m.ms}))
         eligible = eligible_units(cfg, data["n_clips"], data["position_eta2"])
-        chosen = top_c(ms_sae.ms, cfg.monosemanticity.top_c, eligible, data["sae/H"], table, cfg.monosemanticity.distinct)
+        # the top C and the reserve named with them; the top C by m^k until the name stage settles it
+        chosen = top_c(ms_sae.ms, n_candidates(cfg.monosemanticity.top_c, cfg.monosemanticity.reserve), eligible,
+                       data["sae/H"], table, cfg.monosemanticity.distinct)
         rank = np.full(len(ms_sae.ms), -1)
         rank[chosen] = np.arange(1, len(chosen) + 1)
         features = pd.DataFrame({
             "feature": np.arange(len(ms_sae.ms)), "frequency": data["frequency"], "max_act": data["max_act"],
             "n_clips": data["n_clips"], "position_eta2": data["position_eta2"], "e_h": ms_sae.e_h, "e_l": ms_sae.e_l,
             "ms": ms_sae.ms,
-            "ms_rank": pd.array(np.where(rank > 0, rank, None), dtype="Int64"), "selected": rank > 0,
+            "ms_rank": pd.array(np.where(rank > 0, rank, None), dtype="Int64"),
+            "selected": (rank > 0) & (rank <= cfg.monosemanticity.top_c),
             "name": None, "description": None, "naming": None})
         reps = _representatives_frame(data, ids, methods)
         store.write_scores(con, run, features, reps, store.ClipPairs(_pairs_dir(cfg, run), ids), pd.concat(method_rows),
@@ -398,7 +401,7 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
     from .evidence import run_evidence
     from .models import position_seconds
     from .namers import make_captioner, make_summariser, reference_library
-    from .naming import name_features
+    from .naming import name_features, names_a_concept
     from .reference import clip_origin
 
     by_id = {c.id: c for c in clips}
@@ -418,6 +421,10 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
             lambda tops, words: run_evidence(con, run, tops, load, cfg.corpus.sample_rate, TOKEN_S, words, tqdm))
         n = name_features(con, run, captioner, summariser, load, cfg.corpus.sample_rate, progress=tqdm,
                           origin=lambda cid: clip_origin(by_id, cid), contrast=cfg.naming.contrast, evidence=evidence)
+        candidates = store.features(con, run, "candidates")
+        name_of = dict(zip(candidates["feature"], candidates["name"]))
+        store.reselect(con, run, nameable_first(candidates["feature"].tolist(), lambda k: names_a_concept(name_of[k]),
+                                                cfg.monosemanticity.top_c))
         named = store.features(con, run).dropna(subset=["name"])  # semantic search over the names
         vectors = TextEmbedder().embed((named["name"] + ". " + named["description"].fillna("")).tolist())
         store.write_atlas(con, run, {"name_embeddings": pd.DataFrame({
@@ -427,7 +434,8 @@ def name_stage(cfg: Config, run: str, clips: list[Clip], model_loader) -> int:
 
 def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, clips: list[Clip]) -> None:
     """UMAP map, decoder neighbours, timelines and mel patches for the explorer; the cross-run matches of this
-    run's top-C features and of the other runs' top-C features in this run."""
+    run's candidate features (the top C and the reserve: the name stage picks the top C among them) and of the
+    other runs' candidates in this run."""
     from . import atlas
     from .matches import matches_with_others
     from .models import position_seconds
@@ -438,8 +446,7 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
     by_id = {c.id: c for c in clips}
     rows_of = {c.clip_id: c for c in acts.index}
     with store.connect(cfg.db_path) as con:
-        selected = store.features(con, run)
-        features = selected["feature"].to_numpy()
+        features = store.features(con, run, "candidates")["feature"].to_numpy()
         coords = atlas.decoder_map(W_dec, cfg.sae.seed)
         reps = con.execute("SELECT feature, clip_id, kind FROM representatives WHERE run_id = ? AND method = 'sae'",
                            [run]).df()
@@ -469,8 +476,8 @@ def atlas_stage(cfg: Config, acts: ActivationStore, layer: str, expansion: int, 
             "clip_mels": pd.DataFrame({"feature": reps["feature"].to_numpy(), "clip_id": reps["clip_id"].to_numpy(),
                                        "n_frames": [len(light[c]) for c in reps["clip_id"]], "n_mels": 40,
                                        "image": [store.pack_image(light[c]) for c in reps["clip_id"]]})})
-        selected_by_run = {r: store.features(con, r)["feature"].tolist() for r in store.runs(con)["run_id"]}
-        store.write_matches(con, run, matches_with_others(con, run, selected_by_run))
+        candidates = {r: store.features(con, r, "candidates")["feature"].tolist() for r in store.runs(con)["run_id"]}
+        store.write_matches(con, run, matches_with_others(con, run, candidates))
 
 
 def _h_centroids(con, cfg: Config, reps: pd.DataFrame, d_sae: int) -> np.ndarray:

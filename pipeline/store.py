@@ -434,10 +434,19 @@ def run_metrics(con, run_id: str) -> dict[str, float]:
     return dict(con.execute("SELECT metric, value FROM sae_metrics WHERE run_id = ?", [run_id]).fetchall())
 
 
-def features(con, run_id: str, selected_only: bool = True) -> pd.DataFrame:
-    where = "AND selected" if selected_only else ""
+def features(con, run_id: str, which: str = "selected") -> pd.DataFrame:
+    """A run's features in m^k rank order: "selected" (its top C), "candidates" (every ranked one: the top C
+    and the reserve named with them, of which the namer's verdict settles the top C) or "all"."""
+    where = {"selected": "AND selected", "candidates": "AND ms_rank IS NOT NULL", "all": ""}[which]
     return con.execute(f"SELECT * FROM features WHERE run_id = ? {where} ORDER BY ms_rank NULLS LAST, feature",
                        [run_id]).df()
+
+
+def reselect(con, run_id: str, chosen: Sequence[int]) -> None:
+    """Make `chosen` the run's selected features (its top C), every other feature unselected."""
+    con.register("_chosen", pd.DataFrame({"feature": np.asarray(chosen, dtype=np.int64)}))
+    con.execute("UPDATE features SET selected = feature IN (SELECT feature FROM _chosen) WHERE run_id = ?", [run_id])
+    con.unregister("_chosen")
 
 
 def top_clips(con, run_id: str, features: list[int], kind: str = "H") -> pd.DataFrame:

@@ -422,3 +422,14 @@ def test_evaluation_settings_are_checked_when_the_config_is_read(tmp_path, setti
         load_config(config)
     config.write_text((ROOT / "configs" / "demo.toml").read_text().replace("seeds = [1]", "seeds = []"))
     assert load_config(config).evaluation.seeds == []
+
+
+def test_a_negative_reserve_is_refused_when_the_config_is_read(tmp_path):
+    from pipeline.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text("[monosemanticity]\nreserve = -0.5\n")
+    with pytest.raises(ValueError, match=r"c.toml: \[monosemanticity\] reserve is a share of top_c"):
+        load_config(config)
+    config.write_text("[monosemanticity]\nreserve = 0\n")
+    assert load_config(config).monosemanticity.reserve == 0

@@ -14,6 +14,7 @@ import pytest
 from corpora import linked_corpus
 from pipeline import stages, store
 from pipeline.config import load_config
+from pipeline.naming import names_a_concept
 
 CONFIG = """
 [corpus]
@@ -97,9 +98,16 @@ def test_run_stores_two_runs_and_skips_what_is_done(finished, whisper):
         bad = con.execute("SELECT count(*) FROM clip_features WHERE abs(r - mu * c) > 1e-6 OR r <= 0").fetchone()[0]
         assert bad == 0
         sel = store.features(con, "encoder.3_topk_e2_k8_s0")
-        assert 0 < len(sel) <= 20 and sel["ms_rank"].tolist() == list(range(1, len(sel) + 1))
+        cand = store.features(con, "encoder.3_topk_e2_k8_s0", "candidates")
+        # the top C and the 0.25 x C reserve are ranked and named; the top C are the nameable candidates first
+        assert len(sel) == 20 and len(cand) == 25 and cand["ms_rank"].tolist() == list(range(1, 26))
+        assert cand["name"].notna().all() and set(sel["feature"]) <= set(cand["feature"])
+        nameable = [names_a_concept(n) for n in cand["name"]]
+        chosen = set([f for f, ok in zip(cand["feature"], nameable) if ok][:20]
+                     + [f for f, ok in zip(cand["feature"], nameable) if not ok][: max(0, 20 - sum(nameable))])
+        assert sel["feature"].tolist() == [f for f in cand["feature"] if f in chosen]
         # distinct order: the best unit first, then distinct concepts before copies, no concept (m^k <= 0) last
-        assert sel["ms"].iloc[0] == sel["ms"].max() and (sel["ms"] > 0).is_monotonic_decreasing
+        assert cand["ms"].iloc[0] == cand["ms"].max() and (cand["ms"] > 0).is_monotonic_decreasing
         reps = store.representatives(con, "encoder.3_topk_e2_k8_s0", int(sel["feature"].iloc[0]))
         assert (reps.groupby("kind").size() == 3).all()
         h = reps[reps.kind == "H"]

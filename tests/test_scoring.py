@@ -204,3 +204,19 @@ def test_position_eta2_by_hand_and_against_a_one_hot_regression():
     for u in range(3):
         y = np.concatenate([a[:, u] for _, a in rows])
         assert eta[u] == pytest.approx(LinearRegression().fit(onehot, y).score(onehot, y), abs=1e-6)
+
+
+def test_the_top_c_is_the_nameable_candidates_first_in_ms_order():
+    """C = 4 and a reserve of 0.25: 5 candidates; unit 7 ("mixed: ...") gives way to unit 5, the next nameable
+    one; where fewer than C are nameable the best of the others fill the list."""
+    from pipeline.monosemanticity import n_candidates, nameable_first
+    from pipeline.naming import names_a_concept
+
+    assert n_candidates(4, 0.25) == 5 and n_candidates(150, 0.25) == 188 and n_candidates(4, 0.0) == 4
+    names = {3: "dog barking", 7: "mixed: speech and drums", 1: "speech", 9: "Mixed: a and b", 5: "snare drum"}
+    candidates = [3, 7, 1, 9, 5]
+    assert nameable_first(candidates, lambda k: names_a_concept(names[k]), 4) == [3, 1, 5, 7]
+    assert nameable_first(candidates, lambda k: k == 9, 3) == [9, 3, 7]
+    assert nameable_first(candidates, lambda k: True, 10) == candidates
+    assert [names_a_concept(n) for n in ("unnamed", "", None, " mixed: x", "mixed drinks", "drum")] == [
+        False, False, False, False, True, True]

@@ -11,11 +11,11 @@ import torch
 from tqdm import tqdm
 
 from .. import store
-from ..monosemanticity import eligible_units, monosemanticity, top_c
+from ..monosemanticity import eligible_units, monosemanticity, n_candidates, nameable_first, top_c
 from ..namers import make_backends
 from ..evidence import clip_evidence
 from ..models import position_seconds
-from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner, with_evidence
+from ..naming import Caption, LabelOracle, caption_clips, contrast_captioner, names_a_concept, with_evidence
 from ..sae import Sae
 from ..scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
@@ -25,7 +25,8 @@ from .retrieval import purity, retrieval_row
 
 
 def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
-    """Per method (random: one entry per seed): H, m^k and the top-C units."""
+    """Per method (random: one entry per seed): H, L, m^k, the candidate units (the top C and the reserve, in
+    m^k order) and the top-C units (the first C candidates until `names` settles them)."""
     acts, cfg = ctx.activations, ctx.cfg
     p, seed, n_clips = cfg.scoring.p, cfg.scoring.seed, len(acts.index)
     acc = ScoreAccumulator(sae.spec.d_sae, p, seed, ("sae", "mean_act", "coverage"), buffer_pairs=cfg.scoring.buffer_pairs)
@@ -35,8 +36,10 @@ def unit_sets(ctx: EvalContext, sae: Sae) -> dict[str, list[dict]]:
 
     def add(method, H, L, units_eligible):
         ms = monosemanticity(H, L, ctx.embeddings).ms
-        top = top_c(ms, ctx.ev.top_c, units_eligible, H, ctx.embeddings, cfg.monosemanticity.distinct)
-        sets.setdefault(method, []).append({"H": H, "L": L, "ms": ms, "top": top})
+        candidates = top_c(ms, n_candidates(ctx.ev.top_c, cfg.monosemanticity.reserve), units_eligible, H,
+                           ctx.embeddings, cfg.monosemanticity.distinct)
+        sets.setdefault(method, []).append({"H": H, "L": L, "ms": ms, "candidates": candidates,
+                                            "top": candidates[: ctx.ev.top_c]})
 
     for method, (H, L) in reps.items():
         add(method, H.clips, L.clips, eligible)
@@ -68,7 +71,7 @@ def unit_kind(method: str) -> str:
 
 
 def fired_evidence(con, ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]], words_model: str | None) -> dict:
-    """{(unit kind, unit, clip row): Evidence} for the H^k clips of every method's top C that the captioner
+    """{(unit kind, unit, clip row): Evidence} for the H^k clips of every method's candidates that the captioner
     placed words in: the words each unit fires on, as `ard run` gives its namer. Acoustic descriptors are left
     out: they go to descriptions, not names, and would cost a pitch track per pair."""
     step = position_seconds(ctx.cfg.model, ctx.layer)
@@ -78,7 +81,7 @@ def fired_evidence(con, ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]],
     wanted: dict[int, set] = {}
     for method, runs in sets.items():
         for s in runs:
-            for k in s["top"]:
+            for k in s["candidates"]:
                 for c in s["H"][k][s["H"][k] >= 0]:
                     wanted.setdefault(int(c), set()).add((unit_kind(method), int(k)))
     words = store.read_words(con, words_model, [eval_id(index[c].clip_id) for c in wanted])
@@ -97,14 +100,16 @@ def fired_evidence(con, ctx: EvalContext, sae: Sae, sets: dict[str, list[dict]],
 
 
 def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae) -> dict[str, list[list[dict]]]:
-    """Names of every method's top C through the configured backends, each H^k caption with the unit's
-    frame-level evidence as in `ard run`; the oracle names ours by labels."""
+    """Names of every method's candidates through the configured backends, each H^k caption with the unit's
+    frame-level evidence as in `ard run`, and each method's top C settled as `ard run` settles it (the
+    candidates whose name says what their clips share first: sets' "top" is updated); the oracle names ours
+    by labels."""
     captioner, summariser = make_backends(ctx.cfg, lambda: ctx.model)
     index = list(ctx.activations.index)
     kinds = ("H", "L") if ctx.cfg.naming.contrast else ("H",)
 
     def needed(kind):
-        return sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["top"]
+        return sorted({eval_id(index[c].clip_id) for runs in sets.values() for s in runs for k in s["candidates"]
                        for c in s[kind][k] if c >= 0}) if kind in kinds else []
 
     with store.connect(ctx.cfg.db_path) as con:
@@ -123,15 +128,16 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae) -> dict[str, 
     for method, runs in sets.items():
         kind = unit_kind(method)
         for s in runs:
-            rows = []
-            for k in s["top"]:
+            rows = {}
+            for k in s["candidates"]:
                 caps = [with_evidence(Caption(*cached[eval_id(index[c].clip_id)]), found.get((kind, int(k), int(c))))
                         for c in s["H"][k] if c >= 0]
                 unlike = [Caption(*cached_l[eval_id(index[c].clip_id)]) for c in s["L"][k] if c >= 0] if "L" in kinds else []
-                rows.append({"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps, unlike).name,
-                             "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k])),
-                             "h_labels": ", ".join(x or "-" for x in labels_of(s["H"][k]))})
-            out.setdefault(method, []).append(rows)
+                rows[k] = {"unit": int(k), "ms": float(s["ms"][k]), "name": summariser.summarise(caps, unlike).name,
+                           "majority_label": oracle.name(labels_of(s["H"][k])).name, "purity": purity(labels_of(s["H"][k])),
+                           "h_labels": ", ".join(x or "-" for x in labels_of(s["H"][k]))}
+            s["top"] = nameable_first(list(s["candidates"]), lambda k: names_a_concept(rows[k]["name"]), ctx.ev.top_c)
+            out.setdefault(method, []).append([rows[k] for k in s["top"]])
     out["oracle"] = [[{**u, "name": u["majority_label"]} for u in out["sae"][0]]]
     return out
 
