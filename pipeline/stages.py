@@ -531,7 +531,8 @@ def summary(cfg: Config, run: str) -> dict:
         metrics = store.run_metrics(con, run)
         methods = store.method_summary(con, run).set_index("method")
         n_sel = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND selected", [run]).fetchone()[0]
-        named = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND name IS NOT NULL", [run]).fetchone()[0]
+        named = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND selected AND name IS NOT NULL",
+                            [run]).fetchone()[0]
     row = {"run": run, "named": named, "fvu": metrics.get("fvu"), "l0": metrics.get("l0"), "dead": metrics.get("dead_fraction"),
            "wer_clean": metrics.get("wer_clean"), "wer_spliced": metrics.get("wer_spliced"), "selected": n_sel}
     for method in methods.index:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import bpe_tokenizer, qwen2_audio, qwen2_text_config
-from transformers import Qwen2ForCausalLM
+from transformers import AutoTokenizer, Qwen2ForCausalLM
 
 from pipeline.naming import CAPTION_PROMPT, SUMMARY_PROMPT, Caption, NamingError, summary_request
 from pipeline.naming_local import Qwen2AudioCaptioner, TransformersSummariser
@@ -41,6 +41,7 @@ def test_transformers_summariser_names_from_the_model_reply_after_name(tmp_path)
     model = Qwen2ForCausalLM(qwen2_text_config(len(tok)))
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # as the summariser reads it: a saved BPE can split text otherwise
     captions = [Caption("a dog barks"), Caption("woof")]
     name = TransformersSummariser(str(tmp_path), max_new_tokens=8).summarise(captions)
     prompt = tok.apply_chat_template([{"role": "user", "content": summary_request(captions, SUMMARY_PROMPT)}],
