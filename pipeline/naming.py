@@ -214,8 +214,9 @@ def what_weights(caption: Caption) -> dict[str, float]:
 class OfflineSummariser:
     """The paper's contrast, by rule: of the "what"s at least half the H^k captions share, the one with the
     largest weight in H^k beyond its weight in L^k becomes the name (a full reference label before a head
-    word such as "drum" or "speech"); "mixed: A and B" when nothing is shared by half the H^k clips. How it sounds (descriptors most H^k clips share and L^k
-    lacks) and what Whisper hears go in the description: acoustic adjectives in a name only blur it."""
+    word such as "drum" or "speech"); "mixed: A and B" when nothing is shared by half the H^k clips. How it
+    sounds (descriptors most H^k clips share and L^k lacks) and what Whisper hears go in the description:
+    acoustic adjectives in a name only blur it."""
 
     id = "offline-contrast-v6"
     prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
@@ -261,9 +262,9 @@ class OfflineSummariser:
     def order(self, shared: list[str], score: dict[str, float], support: dict[str, float]) -> list[str]:
         """The shared "what"s, best name first: by the contrast (mean weight in H^k minus in L^k), a head
         counting HEAD less than a full label; ties to the one more clips share; a head gives way to a more
-        specific kind of itself that as many clips share ("male speech" before "speech"). What most clips lean to beats
-        what every clip grazes: one of 3 voting neighbours in each clip (a share of 1/3) loses to two neighbours
-        in most clips. Chosen on the probing corpus (benchmarks/summariser_order.py)."""
+        specific kind of itself that as many clips share ("male speech" before "speech"). What most clips lean
+        to beats what every clip grazes: one of 3 voting neighbours in each clip (a share of 1/3) loses to two
+        neighbours in most clips. Chosen on the probing corpus (benchmarks/summariser_order.py)."""
         ranked = sorted(shared, key=lambda c: (-(score[c] - (self.HEAD if c.startswith("~") else 0.0)), -support[c], c))
         if ranked and ranked[0].startswith("~"):  # a head gives way to a shared, more specific kind of itself
             finer = [c for c in ranked[1:] if c.lstrip("~").endswith(" " + ranked[0][1:])
@@ -430,9 +431,10 @@ def contrast_captioner(captioner: Captioner) -> Captioner:
 def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser, load_audio, sample_rate: int,
                   batch: int = 16, progress=None, origin=None, contrast: bool = True, evidence=None) -> int:
     """Caption (cached per clip and captioner) the H^k clips of the run's candidate features (its top C and
-    the reserve, store.features), and their L^k clips when contrast is on, and name them. evidence(tops, words_model) -> {(feature, clip_id): Evidence}
-    gives the frame-level evidence of each H^k clip, added to its caption for that feature (as a sentence and
-    as terms), so the namer reads where in the clip the feature fires.
+    the reserve, store.features), and their L^k clips when contrast is on, and name them.
+    evidence(tops, words_model) -> {(feature, clip_id): Evidence} gives the frame-level evidence of each H^k
+    clip, added to its caption for that feature (as a sentence and as terms), so the namer reads where in the
+    clip the feature fires.
 
     Names are written as each batch of features is done, so a backend that fails midway leaves the
     names already stored intact. Returns the number of features named.
@@ -443,9 +445,9 @@ def name_features(con, run_id: str, captioner: Captioner, summariser: Summariser
 
     from . import store
 
-    selected = store.features(con, run_id, "candidates")["feature"].tolist()
-    tops = store.top_clips(con, run_id, selected)
-    bottoms = store.top_clips(con, run_id, selected, "L") if contrast else tops.iloc[:0]
+    candidates = store.features(con, run_id, "candidates")["feature"].tolist()
+    tops = store.top_clips(con, run_id, candidates)
+    bottoms = store.top_clips(con, run_id, candidates, "L") if contrast else tops.iloc[:0]
     cached = caption_clips(con, captioner, list(dict.fromkeys(tops["clip_id"])), load_audio, sample_rate, batch,
                            progress, f"caption {run_id}", origin)
     light = contrast_captioner(captioner)
