@@ -52,6 +52,8 @@ def features_named(config, summariser) -> list[dict]:
             H, L = (store.top_clips(con, run, selected["feature"].tolist(), kind) for kind in ("H", "L"))
             caps_h = store.read_captions(con, captioner, H["clip_id"].unique().tolist())
             caps_l = store.read_captions(con, light, L["clip_id"].unique().tolist())
+            if len(L) and not caps_l:  # the contrast captioner's id is the offline captioner's, "references only"
+                raise SystemExit(f"{run}: no cached L^k captions under {light!r}: run `ard run` (contrast on) first")
             unlike = {f: [Caption(*caps_l[c]) for c in g["clip_id"] if c in caps_l] for f, g in L.groupby("feature")}
             for feature, group in H.groupby("feature"):
                 caps = [Caption(*caps_h[c]) for c in group["clip_id"] if c in caps_h]
