@@ -352,13 +352,11 @@ def forget_changed_clips(con, signatures: dict[str, str]) -> list[str]:
     changed = [r[0] for r in con.execute("SELECT f.clip_id FROM _files f JOIN clip_files c USING (clip_id) "
                                          "WHERE c.signature <> f.signature ORDER BY 1").fetchall()]
     con.unregister("_files")
-    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if changed:
+    if changed:  # a writing connection has every cache table (connect applies SCHEMA and NAME_SCHEMA)
         con.register("_changed", pd.DataFrame({"clip_id": changed}))
         for table in ("embeddings", "captions", "clip_words"):
-            if table in tables:
-                con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _changed c WHERE t.clip_id = c.clip_id "
-                            "OR starts_with(t.clip_id, c.clip_id || '#'))")
+            con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _changed c WHERE t.clip_id = c.clip_id "
+                        "OR starts_with(t.clip_id, c.clip_id || '#'))")
         con.unregister("_changed")
     _upsert_clips(con, "clip_files", frame)
     return changed
