@@ -18,6 +18,7 @@ import struct
 import subprocess
 import tempfile
 import tomllib
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -307,15 +308,17 @@ def _espeak_tasks(es: dict, sentences: list[str], count: int, folder: str, sourc
 
 def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
     """Every sound file under spec's root matching spec's sounds ({glob: domain}) but not its exclude (a
-    regular expression), labelled by sound_label."""
+    regular expression), labelled by sound_label; a file whose label is empty (a rule `[pattern, ""]`) is
+    left out, so that a rule list can end by leaving out every sound it does not name."""
     if not spec:
         return []
-    root, tasks = Path(spec["root"]), []
+    root = Path(spec["root"])
     sounds = sorted({(f, domain) for pattern, domain in spec["sounds"].items()
-                     for f in _glob(str(root / pattern), spec["exclude"])})
-    for i, (src, domain) in enumerate(sounds):
+                     for f in _glob(str(root / pattern), spec.get("exclude"))})
+    labelled = [(src, domain, label) for src, domain in sounds if (label := sound_label(Path(src).stem, spec, drop))]
+    tasks = []
+    for i, (src, domain, label) in enumerate(labelled):
         rel = f"{domain}/{source}/{i:04d}.flac"
-        label = sound_label(Path(src).stem, spec, drop)
         tasks.append((_copy_task, out, rel, _row(rel, label, domain, source, spec["license"]), src, recipe))
     return tasks
 
@@ -454,20 +457,26 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _named_sound_tasks(recipe["sound"].get("scratch"), "scratch", drop, out, recipe)
     tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
     tasks += _named_sound_tasks(recipe.get("reference", {}).get("minetest"), "minetest", drop, out, recipe)
+    tasks += _named_sound_tasks(recipe["sound"].get("widelands"), "widelands", drop, out, recipe)
     return tasks
 
 
-def balance(rows: list[dict], per_label: int | None, seed: int) -> list[dict]:
-    """At most per_label rows of each label (a seeded draw), in their original order."""
-    if not per_label:
-        return rows
-    rng, keep = np.random.default_rng([seed, 2]), set()
+def balance(rows: list[dict], per_label: int | None, seed: int, min_per_label: int = 1) -> list[dict]:
+    """At most per_label rows of each label (a draw seeded by the seed and the label, so that rows of one
+    label added or removed leave every other label's draw as it was), in their original order; a label
+    with fewer than min_per_label rows is left out (a label no two clips share cannot be retrieved
+    together: it only lowers the ceiling of every method's purity alike)."""
+    keep: set[int] = set()
     by_label: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_label.setdefault(r["label"], []).append(i)
     for label in sorted(by_label):
         idx = by_label[label]
-        keep.update(idx if len(idx) <= per_label else rng.choice(idx, per_label, replace=False).tolist())
+        if len(idx) < min_per_label:
+            continue
+        rng = np.random.default_rng([seed, 2, zlib.crc32(label.encode())])
+        keep.update(idx if not per_label or len(idx) <= per_label
+                    else rng.choice(idx, per_label, replace=False).tolist())
     return [r for i, r in enumerate(rows) if i in keep]
 
 
@@ -526,7 +535,8 @@ def build_demo(out: str | Path, recipe_path: Path = RECIPE_FILE, workers: int | 
             rows.extend(done)
     rows.sort(key=lambda r: r["file_name"])
     held, refs = set(recipe.get("heldout_sources", [])), set(recipe.get("reference_sources", []))
-    heldout = balance([r for r in rows if r["source"] in held], recipe.get("heldout_per_label"), recipe["seed"])
+    heldout = balance([r for r in rows if r["source"] in held], recipe.get("heldout_per_label"), recipe["seed"],
+                      recipe.get("heldout_min_per_label", 1))
     for folder, chosen in ((HELDOUT, heldout), (REFERENCE, [r for r in rows if r["source"] in refs])):
         for r in chosen:  # each folder a self-contained audiofolder: no file_name may leave it
             _move_unless_same(out / r["file_name"], out / folder / r["file_name"])
