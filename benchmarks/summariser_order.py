@@ -1,8 +1,9 @@
-"""Which shared "what" the offline summariser names a concept by: the contrast order against the earlier
-support-first order, on the probing corpus's stored runs.
+"""Which shared "what" the offline summariser names a concept by: with WordNet's kinds ("lark" and "owl"
+share "bird") against the labels and their compound heads alone (offline-contrast-v6), on the probing
+corpus's stored runs.
 
 Every candidate feature of every run (its top C and the reserve) is named again from its cached captions (the store's, of the captioner
-that named it: run `ard run` first) by each order, and scored as Table 1 scores names: the MiniLM cosine of
+that named it: run `ard run` first) by each summariser, and scored as Table 1 scores names: the MiniLM cosine of
 the name with the majority label of the feature's H^k clips, and F1 of the one-to-one name-label matching at
 gamma 0.7 and at the calibrated gamma. The probing corpus chooses (its clips are never described by their
 own source); `ard evaluate` reports the held-out corpus.
@@ -25,14 +26,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pipeline.naming import OfflineSummariser  # noqa: E402
 
 
-class SupportFirst(OfflineSummariser):
-    """The order before: the "what" the most H^k clips hold at a weight of 0.2 or more (a head counting 0.25
-    less), then full labels before heads, longer heads first, then the contrast."""
+class LabelsAlone(OfflineSummariser):
+    """offline-contrast-v6: no kinds, and a head gave way to any more specific kind of itself that as many
+    clips held at a weight of 0.2 or more, whatever its share of the head's weight."""
+
+    def __init__(self):
+        super().__init__(kinds=lambda label: ())
 
     def order(self, shared, score, support):
-        return sorted(shared, key=lambda c: (-(support[c] - (self.HEAD if c.startswith("~") else 0.0)),
-                                             c.startswith("~"), -len(c.split()) if c.startswith("~") else 0,
-                                             -score[c], c))
+        ranked = sorted(shared, key=lambda c: (-(score[c] - (self.HEAD if c.startswith("~") else 0.0)), -support[c], c))
+        if ranked and ranked[0].startswith("~"):
+            finer = [c for c in ranked[1:] if c.lstrip("~").endswith(" " + ranked[0][1:])
+                     and support[c] >= support[ranked[0]]]
+            if finer:
+                ranked.remove(finer[0])
+                ranked.insert(0, finer[0])
+        return ranked
 
 
 def features_named(config, summariser) -> list[dict]:
@@ -80,8 +89,8 @@ def main() -> None:
     gamma, _ = calibrate_gamma(text)
     labels = sorted({c.label for c in read_metadata(config.resolve(config.corpus.root)) if c.label})
     label_vectors = text.embed(labels)
-    print(f"{'order':14s} {'run':28s} {'features':>8s} {'name~label':>10s} {'F1@0.7':>7s} {f'F1@{gamma:.3f}':>9s}  distinct")
-    for title, summariser in (("support-first", SupportFirst()), ("contrast", OfflineSummariser())):
+    print(f"{'summariser':14s} {'run':28s} {'features':>8s} {'name~label':>10s} {'F1@0.7':>7s} {f'F1@{gamma:.3f}':>9s}  distinct")
+    for title, summariser in (("labels alone", LabelsAlone()), ("wordnet kinds", OfflineSummariser())):
         rows = features_named(config, summariser)
         if not rows:
             raise SystemExit(f"{config.db_path}: no named run with cached captions: run `ard run` first")

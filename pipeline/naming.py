@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -191,18 +191,18 @@ def reference_votes(caption: Caption) -> list[tuple[str, float]]:
     return [(label, w * total / left) for label, w in kept] if left > 0 else votes
 
 
-def what_weights(caption: Caption) -> dict[str, float]:
+def what_weights(caption: Caption, kinds: Callable[[str], Sequence[str]] = lambda label: ()) -> dict[str, float]:
     """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share, after
     the voice's pitch has its say), each of the label's shorter heads ("~electric guitar" and "~guitar" for
-    "jazz electric guitar", summed over the labels that share them: an English compound names the kind last),
-    Whisper's tags, and "~speech" when Whisper heard words. "~" marks a fallback: named only when no full
-    label is shared."""
+    "jazz electric guitar": an English compound names the kind last) and each of its kinds(label) ("~bird"
+    for "lark"), each summed over the labels that share it, Whisper's tags, and "~speech" when Whisper heard
+    words. "~" marks a fallback: named only when no full label is shared as well."""
     out: Counter = Counter()
     for label, w in reference_votes(caption):
         out[label] += w
         words = label.split()
-        for i in range(1, len(words)):
-            out["~" + " ".join(words[i:])] += w
+        for head in dict.fromkeys([" ".join(words[i:]) for i in range(1, len(words))] + list(kinds(label))):
+            out["~" + head] += w
     for term in caption.terms:
         if term.startswith("tag:"):
             out[term] = 1.0
@@ -216,17 +216,28 @@ class OfflineSummariser:
     largest weight in H^k beyond its weight in L^k becomes the name (a full reference label before a head
     word such as "drum" or "speech"); "mixed: A and B" when nothing is shared by half the H^k clips. How it
     sounds (descriptors most H^k clips share and L^k lacks) and what Whisper hears go in the description:
-    acoustic adjectives in a name only blur it."""
+    acoustic adjectives in a name only blur it. kinds(label) says what a label is a kind of (WordNet's
+    hypernyms by default, `lexicon.WordNet`), so that clips described as a lark, a blackbird and an owl share
+    "bird"."""
 
-    id = "offline-contrast-v6"
+    id = "offline-contrast-v7"
     prompt = ("rule-based: the label most H^k captions share minus its share in the L^k captions; shared "
               "descriptors and words in the description")
     PROMINENT = 0.2  # a "what" counts as present in a caption from this weight on
 
+    def __init__(self, kinds: Callable[[str], Sequence[str]] | None = None):
+        self._kinds = kinds
+
+    def kinds(self, label: str) -> Sequence[str]:
+        if self._kinds is None:  # WordNet is read on first use (about 0.2 s), not at import
+            from .lexicon import WordNet
+            self._kinds = WordNet().kinds
+        return self._kinds(label)
+
     def summarise(self, captions: Sequence[Caption], contrast: Sequence[Caption] = ()) -> Name:
         if not captions:
             return Name("unnamed", "No clips.")
-        H, L = [what_weights(c) for c in captions], [what_weights(c) for c in contrast]
+        H, L = [what_weights(c, self.kinds) for c in captions], [what_weights(c, self.kinds) for c in contrast]
         cands = sorted({w for h in H for w in h})
 
         def mean(ws, cand):
@@ -262,13 +273,16 @@ class OfflineSummariser:
     def order(self, shared: list[str], score: dict[str, float], support: dict[str, float]) -> list[str]:
         """The shared "what"s, best name first: by the contrast (mean weight in H^k minus in L^k), a head
         counting HEAD less than a full label; ties to the one more clips share; a head gives way to a more
-        specific kind of itself that as many clips share ("male speech" before "speech"). What most clips lean
+        specific kind of itself that as many clips share and that holds at least half the head's weight
+        ("male speech" before "speech"; "lark" before "bird" only where the clips lean to lark, not where a
+        third of each clip's vote is lark, a third blackbird). What most clips lean
         to beats what every clip grazes: one of 3 voting neighbours in each clip (a share of 1/3) loses to two
         neighbours in most clips. Chosen on the probing corpus (benchmarks/summariser_order.py)."""
         ranked = sorted(shared, key=lambda c: (-(score[c] - (self.HEAD if c.startswith("~") else 0.0)), -support[c], c))
         if ranked and ranked[0].startswith("~"):  # a head gives way to a shared, more specific kind of itself
-            finer = [c for c in ranked[1:] if c.lstrip("~").endswith(" " + ranked[0][1:])
-                     and support[c] >= support[ranked[0]]]
+            head = ranked[0][1:]
+            finer = [c for c in ranked[1:] if (c.lstrip("~").endswith(" " + head) or head in self.kinds(c.lstrip("~")))
+                     and support[c] >= support[ranked[0]] and score[c] >= score[ranked[0]] / 2]
             if finer:
                 ranked.remove(finer[0])
                 ranked.insert(0, finer[0])

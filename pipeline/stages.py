@@ -116,7 +116,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             if cfg.naming.enabled:
                 # after the atlas: the frame-level evidence reads its timelines
                 keys[f"name:{run}"] = _hash(keys[f"atlas:{run}"], {**cfg.identity("naming"), "reference": references},
-                                            "contrast-v4", "name-embeddings", store.NAME_SCHEMA_HASH, "evidence-v1")
+                                            "contrast-v5", "name-embeddings", store.NAME_SCHEMA_HASH, "evidence-v1")
     return keys
 
 
