@@ -30,18 +30,10 @@ class LabelsAlone(OfflineSummariser):
     """offline-contrast-v6: no kinds, and a head gave way to any more specific kind of itself that as many
     clips held at a weight of 0.2 or more, whatever its share of the head's weight."""
 
+    FINER_SHARE = 0.0
+
     def __init__(self):
         super().__init__(kinds=lambda label: ())
-
-    def order(self, shared, score, support):
-        ranked = sorted(shared, key=lambda c: (-(score[c] - (self.HEAD if c.startswith("~") else 0.0)), -support[c], c))
-        if ranked and ranked[0].startswith("~"):
-            finer = [c for c in ranked[1:] if c.lstrip("~").endswith(" " + ranked[0][1:])
-                     and support[c] >= support[ranked[0]]]
-            if finer:
-                ranked.remove(finer[0])
-                ranked.insert(0, finer[0])
-        return ranked
 
 
 def features_named(config, summariser) -> list[dict]:

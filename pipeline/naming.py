@@ -269,6 +269,7 @@ class OfflineSummariser:
                     + (f"; {where}" if where else "") + ".")
 
     HEAD = 0.25  # what a head ("~drum", "~speech") must gain over a full label to name the concept instead
+    FINER_SHARE = 0.5  # the share of a head's contrast a more specific kind of itself must hold to name it instead
 
     def order(self, shared: list[str], score: dict[str, float], support: dict[str, float]) -> list[str]:
         """The shared "what"s, best name first: by the contrast (mean weight in H^k minus in L^k), a head
@@ -282,7 +283,7 @@ class OfflineSummariser:
         if ranked and ranked[0].startswith("~"):  # a head gives way to a shared, more specific kind of itself
             head = ranked[0][1:]
             finer = [c for c in ranked[1:] if (c.lstrip("~").endswith(" " + head) or head in self.kinds(c.lstrip("~")))
-                     and support[c] >= support[ranked[0]] and score[c] >= score[ranked[0]] / 2]
+                     and support[c] >= support[ranked[0]] and score[c] >= score[ranked[0]] * self.FINER_SHARE]
             if finer:
                 ranked.remove(finer[0])
                 ranked.insert(0, finer[0])
