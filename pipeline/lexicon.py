@@ -6,9 +6,10 @@ network, no model."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
-WORDNET = Path("/usr/share/wordnet")
+WORDNET = Path("/usr/share/wordnet")  # Debian's; WordNet's own WNSEARCHDIR names another (Homebrew's, a copy)
 MIN_TAGGED = 5  # a kind's word must be this common (SemCor tags in that sense): "bird" 29, "insect" 8; not "mammal" 3
 MIN_DEPTH = 7  # kinds at least this deep: "bird" 9, "vehicle" 7; not "animal" 6, "device" 6, "object" 2
 # WordNet's lexicographer files: a sound's word is an act (04), a communication (10: "howl") or an event
@@ -19,11 +20,11 @@ SOUND_FILES, MAKER_FILES = {"04", "10", "11"}, {"05", "06"}
 class WordNet:
     """The noun hierarchy: each label's first (most frequent) sense and the kinds above it."""
 
-    def __init__(self, root: str | Path = WORDNET):
-        root = Path(root)
+    def __init__(self, root: str | Path | None = None):
+        root = Path(root or os.environ.get("WNSEARCHDIR") or WORDNET)
         if not (root / "index.noun").is_file():
             raise FileNotFoundError(f"{root}: no WordNet database (index.noun): install the Debian package "
-                                    "wordnet-base (`make setup` does)")
+                                    "wordnet-base (`make setup` does), or set WNSEARCHDIR to a WordNet 3.0 dict folder")
         self.first: dict[str, int] = {}  # lemma -> offset of its first noun sense
         for line in (root / "index.noun").open(encoding="latin-1"):
             if line.startswith(" "):

@@ -178,11 +178,15 @@ def test_clips_described_by_four_bird_names_are_named_bird_from_wordnet():
     assert OfflineSummariser().summarise(thirds).name == "bird"
 
 
-def test_wordnet_missing_says_which_package_to_install(tmp_path):
+def test_wordnet_missing_says_which_package_to_install(tmp_path, monkeypatch):
+    """A folder without WordNet's files, given or named by WordNet's own WNSEARCHDIR, is a clear error."""
     from pipeline.lexicon import WordNet
 
     with pytest.raises(FileNotFoundError, match="wordnet-base"):
         WordNet(tmp_path)
+    monkeypatch.setenv("WNSEARCHDIR", str(tmp_path / "dict"))
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'dict'}: no WordNet database"):
+        WordNet()
 
 
 def test_a_speech_clips_pitch_outvotes_neighbours_of_the_other_voice():
