@@ -191,17 +191,22 @@ def reference_votes(caption: Caption) -> list[tuple[str, float]]:
     return [(label, w * total / left) for label, w in kept] if left > 0 else votes
 
 
+def heads(label: str, kinds: Callable[[str], Sequence[str]] = lambda label: ()) -> list[str]:
+    """What a label is a kind of, as a shorter name: its shorter endings ("electric guitar" and "guitar" for
+    "jazz electric guitar": an English compound names the kind last), then kinds(label) ("bird" for "lark")."""
+    words = label.split()
+    return list(dict.fromkeys([" ".join(words[i:]) for i in range(1, len(words))] + list(kinds(label))))
+
+
 def what_weights(caption: Caption, kinds: Callable[[str], Sequence[str]] = lambda label: ()) -> dict[str, float]:
     """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share, after
-    the voice's pitch has its say), each of the label's shorter heads ("~electric guitar" and "~guitar" for
-    "jazz electric guitar": an English compound names the kind last) and each of its kinds(label) ("~bird"
-    for "lark"), each summed over the labels that share it, Whisper's tags, and "~speech" when Whisper heard
+    the voice's pitch has its say), each of its heads ("~guitar" for "jazz electric guitar", "~bird" for
+    "lark"), each summed over the labels that share it, Whisper's tags, and "~speech" when Whisper heard
     words. "~" marks a fallback: named only when no full label is shared as well."""
     out: Counter = Counter()
     for label, w in reference_votes(caption):
         out[label] += w
-        words = label.split()
-        for head in dict.fromkeys([" ".join(words[i:]) for i in range(1, len(words))] + list(kinds(label))):
+        for head in heads(label, kinds):
             out["~" + head] += w
     for term in caption.terms:
         if term.startswith("tag:"):
@@ -282,7 +287,7 @@ class OfflineSummariser:
         ranked = sorted(shared, key=lambda c: (-(score[c] - (self.HEAD if c.startswith("~") else 0.0)), -support[c], c))
         if ranked and ranked[0].startswith("~"):  # a head gives way to a shared, more specific kind of itself
             head = ranked[0][1:]
-            finer = [c for c in ranked[1:] if (c.lstrip("~").endswith(" " + head) or head in self.kinds(c.lstrip("~")))
+            finer = [c for c in ranked[1:] if head in heads(c.lstrip("~"), self.kinds)
                      and support[c] >= support[ranked[0]] and score[c] >= score[ranked[0]] * self.FINER_SHARE]
             if finer:
                 ranked.remove(finer[0])
