@@ -38,6 +38,16 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The code that turns cached captions into names (the offline summariser, WordNet's kinds, the frame-level
+# evidence): the name stage's key holds a hash of its source, so that any edit to it names every run again
+# (about a minute on the demo, captions cached). Captions stay cached under the captioner's id.
+NAMER_SOURCES = tuple(Path(__file__).parent / f for f in ("naming.py", "lexicon.py", "evidence.py"))
+
+
+def _source_hash(files) -> str:
+    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:16]
+
+
 class StageLog:
     """Which stages finished with which input hash (<work>/stages.json), and how long each took
     (<work>/timings.json: seconds of the stage's last run, to see where a run's time goes)."""
@@ -116,7 +126,7 @@ def stage_keys(cfg: Config) -> dict[str, str]:
             if cfg.naming.enabled:
                 # after the atlas: the frame-level evidence reads its timelines
                 keys[f"name:{run}"] = _hash(keys[f"atlas:{run}"], {**cfg.identity("naming"), "reference": references},
-                                            "contrast-v5", "name-embeddings", store.NAME_SCHEMA_HASH, "evidence-v1")
+                                            _source_hash(NAMER_SOURCES), "name-embeddings", store.NAME_SCHEMA_HASH)
     return keys
 
 

@@ -178,6 +178,24 @@ def test_sigkilled_ard_run_resumes_to_the_same_tables(trained, finished, tmp_pat
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-6)
 
 
+def test_an_edit_to_the_namers_code_names_again_and_redoes_nothing_else(tmp_path, demo_corpus, demo_rows,
+                                                                        monkeypatch):
+    _make_project(tmp_path, demo_corpus, demo_rows)
+    (tmp_path / "a.toml").write_text(CONFIG)
+    copies = []
+    for source in stages.NAMER_SOURCES:
+        copies.append(tmp_path / source.name)
+        shutil.copy(source, copies[-1])
+    monkeypatch.setattr(stages, "NAMER_SOURCES", tuple(copies))
+    before = stages.stage_keys(load_config(tmp_path / "a.toml"))
+    assert before == stages.stage_keys(load_config(tmp_path / "a.toml"))
+    for copy in copies:  # an edit to any of them (a rule of the summariser, WordNet's reader, the evidence)
+        copy.write_text(copy.read_text() + "\n# edited\n")
+        after = stages.stage_keys(load_config(tmp_path / "a.toml"))
+        assert {k for k in before if before[k] != after[k]} == {k for k in before if k.startswith("name:")} != set()
+        before = after
+
+
 def test_stage_keys_follow_what_a_stage_reads_not_how_paths_are_spelled(tmp_path, demo_corpus, demo_rows):
     _make_project(tmp_path, demo_corpus, demo_rows)
     refs = tmp_path / "refs"
