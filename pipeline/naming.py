@@ -221,8 +221,9 @@ class OfflineSummariser:
     a head of one such as "guitar" or "speech", a kind of one from WordNet such as "bird" for "lark", a
     Whisper tag), the one with the largest weight in H^k beyond its weight in L^k names the concept. A head
     holds the weight of every label it heads, so clips split between a lark, a blackbird and birds chirping
-    are "bird", and speech Whisper hears words in is "speech" unless every reference of every clip names one
-    voice ("male speech": a full label wins a tie with its head). "mixed: A and B" when nothing is shared by half the H^k clips. How it sounds
+    are "bird", and speech Whisper hears words in is mostly "speech": a voice ("male speech") names it only
+    with as large a contrast, as where every reference names that voice (a full label wins a tie with its
+    head) or where the L^k clips are speech of another voice. "mixed: A and B" when nothing is shared by half the H^k clips. How it sounds
     (descriptors most H^k clips share and L^k lacks) and what Whisper hears go in the description: acoustic
     adjectives in a name only blur it. Chosen on the probing corpus against naming by the closest meaning and
     against the earlier rule that held heads back (benchmarks/summariser_order.py)."""
