@@ -202,7 +202,8 @@ def what_weights(caption: Caption, kinds: Callable[[str], Sequence[str]] = lambd
     """What a caption says the sound is, with weights in [0, 1]: each reference label (its vote share, after
     the voice's pitch has its say), each of its heads ("~guitar" for "jazz electric guitar", "~bird" for
     "lark"), each summed over the labels that share it, Whisper's tags, and "~speech" when Whisper heard
-    words. "~" marks a fallback: named only when no full label is shared as well."""
+    words. "~" marks a head: it names the clips where it holds more than any full label (it holds the
+    weights of all the labels it heads), and a full label wins a tie."""
     out: Counter = Counter()
     for label, w in reference_votes(caption):
         out[label] += w
@@ -223,9 +224,9 @@ class OfflineSummariser:
     holds the weight of every label it heads, so clips split between a lark, a blackbird and birds chirping
     are "bird", and speech Whisper hears words in is mostly "speech": a voice ("male speech") names it only
     with as large a contrast, as where every reference names that voice (a full label wins a tie with its
-    head) or where the L^k clips are speech of another voice. "mixed: A and B" when nothing is shared by half the H^k clips. How it sounds
-    (descriptors most H^k clips share and L^k lacks) and what Whisper hears go in the description: acoustic
-    adjectives in a name only blur it. Chosen on the probing corpus against naming by the closest meaning and
+    head) or where the L^k clips are speech of another voice. "mixed: A and B" when nothing is shared by
+    half the H^k clips. How it sounds (descriptors most H^k clips share and L^k lacks) and what Whisper
+    hears go in the description: acoustic adjectives in a name only blur it. Chosen on the probing corpus against naming by the closest meaning and
     against the earlier rule that held heads back (benchmarks/summariser_order.py)."""
 
     id = "offline-contrast-v8"
