@@ -70,10 +70,14 @@ class StageLog:
     def mark(self, stage: str, key: str, seconds: float) -> None:
         """Record a finished stage and how long it took."""
         self.done = {**_read_json(self.path), stage: key}  # re-read: another process may have marked since
-        self.seconds = {**_read_json(self.timings_path), stage: round(seconds, 1)}
         _write_json(self.path, self.done)
+        self.timed(stage, seconds)
+
+    def timed(self, part: str, seconds: float) -> None:
+        """Record how long a stage or a part of one took (timings.json only)."""
+        self.seconds = {**_read_json(self.timings_path), part: round(seconds, 1)}
         _write_json(self.timings_path, self.seconds)
-        log.info("%s: %.0f s", stage, seconds)
+        log.info("%s: %.0f s", part, seconds)
 
 
 def _read_json(path: Path) -> dict:

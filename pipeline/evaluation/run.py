@@ -3,6 +3,8 @@ written as a report (report.md + figures)."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
 from .. import store
@@ -20,13 +22,19 @@ from .table1 import names, retrieval, table1, unit_sets
 
 
 def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
-    """Every table, each stored as soon as it is computed (a late failure keeps the ones before it)."""
+    """Every table, each stored as soon as it is computed (a late failure keeps the ones before it), and the
+    seconds each took in timings.json ("evaluate:<table>", with the inputs it was the first to need)."""
+    from ..stages import StageLog
+
     tables: dict[str, pd.DataFrame] = {}
+    timings, since = StageLog(ctx.cfg.work_dir), [time.perf_counter()]
 
     def keep(**finished: pd.DataFrame) -> None:
         with store.connect(ctx.cfg.db_path) as con:
             store.write_evaluation(con, finished)
         tables.update(finished)
+        timings.timed(f"evaluate:{next(iter(finished))}", time.perf_counter() - since[0])
+        since[0] = time.perf_counter()
 
     sae = Sae.load(ctx.cfg.sae_dir(ctx.layer, ctx.expansion))
     sets = unit_sets(ctx, sae)
