@@ -60,6 +60,15 @@ def kept_text(decoding, no_speech_threshold: float = NO_SPEECH_THRESHOLD,
     return "" if silent else decoding.text
 
 
+def heard_speech(decoding) -> bool:
+    """Whether Whisper heard words a listener would: it wrote some and calls speech more likely than not (its
+    no-speech probability below one half). Its silence rule (`kept_text`) drops a window only above 0.6 with a
+    mean log-probability at most -1, and keeps most of what it writes on music, engines and animals ("Thanks
+    for watching!", "I'm gonna go to the next one.": no-speech probabilities of 0.5-0.8, log-probabilities
+    above -1)."""
+    return bool(decoding.text.strip()) and decoding.no_speech_prob < 0.5
+
+
 @dataclass
 class Split:
     """Speech clips with their reference texts, and non-speech clips (music, sound)."""

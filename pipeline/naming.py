@@ -113,7 +113,7 @@ class OfflineCaptioner:
         refs = (f"{len(library)} references {library.digest} by {embedder.name}, {k} a clip" if library is not None
                 else "none")
         what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
-        self.id = f"offline-v3 ({what}references: {refs})"
+        self.id = f"offline-v4 ({what}references: {refs})"
         # the transcripts come with each word's place in the clip (frame-level evidence) where the model gives it
         self.words_model = getattr(model, "name", None) if full and hasattr(model, "place_words") else None
 
@@ -123,17 +123,18 @@ class OfflineCaptioner:
         return OfflineCaptioner(self.model, self.library, self.embedder, self.k, full=False) if self.library else self
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
-        from .hallucination import kept_text
+        from .hallucination import heard_speech
         from .reference import Origin
 
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
-        words = [None] * len(audios)
+        words, heard = [None] * len(audios), [True] * len(audios)
         if audios and self.words_model:
             decoded = self.model.decode_batch(list(audios), max_new_tokens=48)
             transcripts = [d.text for d in decoded]
-            # words where the caption calls it speech (two content words) and Whisper would not call it silent:
-            # a lone "you" on music is Whisper's best-known hallucination, not a word under the frames
-            spoken = [i for i, d in enumerate(decoded) if kept_text(d) and len(transcript_terms(d.text)[1]) >= 2]
+            # Whisper's words count where it heard speech: "Thanks for watching!" on an engine is its
+            # best-known hallucination, not speech nor a word under the frames (its bracketed tags still count)
+            heard = [heard_speech(d) for d in decoded]
+            spoken = [i for i, d in enumerate(decoded) if heard[i] and len(transcript_terms(d.text)[1]) >= 2]
             placed = dict(zip(spoken, self.model.place_words([audios[i] for i in spoken], [decoded[i] for i in spoken])
                               if spoken else []))
             words = [placed.get(i, ()) for i in range(len(audios))]
@@ -148,8 +149,8 @@ class OfflineCaptioner:
             near = [[] for _ in audios]
         if not self.full:
             return [self.references_only(n) for n in near]
-        return [replace(self.caption_one(a, sample_rate, t, n), words=w)
-                for a, t, n, w in zip(audios, transcripts, near, words)]
+        return [replace(self.caption_one(a, sample_rate, t, n, h), words=w)
+                for a, t, n, w, h in zip(audios, transcripts, near, words, heard)]
 
     @staticmethod
     def references_only(neighbours) -> Caption:
@@ -159,9 +160,11 @@ class OfflineCaptioner:
         return Caption(f"Sounds like {like}.", [f"ref:{label}={w:.3f}" for label, w in votes])
 
     @classmethod
-    def caption_one(cls, audio: np.ndarray, rate: int, transcript: str, neighbours=()) -> Caption:
+    def caption_one(cls, audio: np.ndarray, rate: int, transcript: str, neighbours=(), heard: bool = True) -> Caption:
+        """heard: whether the transcript's words are speech (`hallucination.heard_speech`); its tags count either way."""
         d = describe(audio, rate)
         tags, words = transcript_terms(transcript)
+        words = words if heard else []
         refs = cls.references_only(neighbours)
         how = descriptor_terms(d)
         terms = (refs.terms + [f"tag:{t}" for t in tags] + (["speech"] if len(words) >= 2 else []) + how

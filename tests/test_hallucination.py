@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.hallucination import _floor_change, choose, is_false_positive, kept_text, nonspeech_probe
+from pipeline.hallucination import _floor_change, choose, heard_speech, is_false_positive, kept_text, nonspeech_probe
 from pipeline.models.whisper import Decoding
 from pipeline.report import _steering_section, steering_figure
 from pipeline.sae import Sae, SaeSpec
@@ -20,6 +20,14 @@ def test_kept_text_follows_whispers_silence_rule():
     assert kept_text(Decoding("you", 0.6, -3.0)) == "you"  # 0.6 itself is not above the threshold
     assert kept_text(Decoding("you", 0.9, -1.5), no_speech_threshold=0.95) == "you"
     assert not is_false_positive(kept_text(Decoding("you", 0.8, -1.2))) and is_false_positive("you")
+
+
+def test_speech_is_heard_where_whisper_keeps_the_text_and_calls_speech_more_likely_than_not():
+    assert heard_speech(Decoding("keep the receipt", 0.08, -0.2))
+    assert not heard_speech(Decoding("Thanks for watching!", 0.8, -0.8))  # kept by the silence rule, not speech
+    assert not heard_speech(Decoding("Bye bye.", 0.5, -0.5))  # even odds is not more likely than not
+    assert heard_speech(Decoding("a spoken letter", 0.49, -1.6)) and not heard_speech(Decoding(" ", 0.1, -0.1))
+    assert kept_text(Decoding("Thanks for watching!", 0.8, -0.8))  # what Whisper's silence rule alone keeps
 
 
 def _tiny_sae(d_in=6, d_sae=8, k=3, seed=0) -> Sae:

@@ -48,6 +48,25 @@ def test_offline_captions_speech_with_its_transcript(captioner, demo_corpus, dem
         assert "Whisper hears" in cap.text
 
 
+def test_words_whisper_writes_on_sounds_it_calls_unlikely_speech_are_not_speech(captioner, whisper, demo_corpus,
+                                                                                  demo_rows):
+    """Screams, splats and accordions: Whisper writes "Bye bye." or "Stay strong." on some of them (kept by its
+    own silence rule); where it calls speech less likely than not, no "speech", no words."""
+    from pipeline.hallucination import heard_speech, kept_text
+    from pipeline.naming import transcript_terms
+
+    audios = [a for label in ("male scream", "accordion", "splat")
+              for a in _clips(demo_corpus, demo_rows, label)[0]]
+    decoded = whisper.decode_batch(audios, max_new_tokens=48)
+    wrote = [i for i, d in enumerate(decoded) if kept_text(d) and len(transcript_terms(d.text)[1]) >= 2]
+    unheard = [i for i in wrote if not heard_speech(decoded[i])]
+    assert unheard, [(d.text, d.no_speech_prob) for d in decoded]  # the case exists on the demo's real audio
+    caps = captioner.caption([audios[i] for i in wrote], 16_000)
+    for i, cap in zip(wrote, caps):
+        said = "speech" in cap.terms and any(t.startswith("word:") for t in cap.terms) and "Whisper hears" in cap.text
+        assert said == (i not in unheard), (decoded[i], cap.text)
+
+
 def test_offline_captions_tones_with_pitch_words(captioner, demo_corpus, demo_rows):
     audios, _ = _clips(demo_corpus, demo_rows, "sine tone")
     caps = captioner.caption(audios, 16_000)
