@@ -48,4 +48,4 @@ test: setup
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/heldout data/demo/reference data/demo/work data/demo/report data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb data/demo/*.pairs
+	rm -rf $(VENV) data/demo/speech data/demo/music data/demo/sound data/demo/heldout data/demo/reference data/demo/work data/demo/report data/demo/metadata.csv data/demo/.recipe.sha256 data/demo/*.duckdb data/demo/*.pairs data/demo_ci

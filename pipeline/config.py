@@ -254,17 +254,38 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Read a TOML config; unknown keys are errors (a typo must not silently fall back to a default)."""
-    if path is None:
-        return Config()
-    path = Path(path)
+def _read_values(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's values, over those of the file its `extends` names (each table merged key by key,
+    this file's values winning). The base must sit in the same folder: relative paths resolve from the file
+    that is loaded, and a base elsewhere would silently read other folders."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file (see configs/demo.toml for an example)")
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from err
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    base_path = path.parent / str(base)
+    if base_path.resolve().parent != path.resolve().parent:
+        raise ValueError(f"{path}: extends = {base!r} must name a config in the same folder (its relative paths "
+                         f"resolve from this file's folder); copy it next to this one")
+    if base_path.resolve() in seen:
+        raise ValueError(f"{path}: extends = {base!r} makes a loop ({' -> '.join(p.name for p in seen)})")
+    merged = _read_values(base_path, (*seen, path.resolve()))
+    for key, value in values.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a TOML config (and the one its `extends` names); unknown keys are errors (a typo must not
+    silently fall back to a default)."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    values = _read_values(path)
     values.pop("path", None)
     config = _build(Config, values, str(path))
     config.path = path.resolve()

@@ -41,15 +41,17 @@ def whisper():
 
 @pytest.fixture(scope="session")
 def demo_config(demo_corpus):
+    """configs/ci.toml: the demo's corpus, layers and held-out set at about a third of its cost (shorter SAE
+    training, fewer features named), in data/demo_ci: the suite fits CI's 90 minutes on 2 cores."""
     from pipeline.config import load_config
 
-    return load_config(ROOT / "configs" / "demo.toml")
+    return load_config(ROOT / "configs" / "ci.toml")
 
 
 @pytest.fixture(scope="session")
 def demo_db(demo_config, whisper) -> Path:
-    """The real demo database (data/demo/ard.duckdb), built once per session: `ard run configs/demo.toml`,
-    every stage skipped when already current. `make demo` then starts at once."""
+    """The real database of the demo corpus (data/demo_ci/ard.duckdb), built once per session: `ard run
+    configs/ci.toml`, every stage skipped when already current."""
     from pipeline.stages import run_all
 
     run_all(demo_config, lambda: whisper)
@@ -58,7 +60,7 @@ def demo_db(demo_config, whisper) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_eval(demo_db, demo_config, whisper) -> dict:
-    """`ard evaluate configs/demo.toml` on the demo database, once per session (its SAEs are trained once)."""
+    """`ard evaluate configs/ci.toml` on that database, once per session (its SAEs are trained once)."""
     from pipeline.evaluation.run import evaluate
 
     return evaluate(demo_config, lambda: whisper)

@@ -77,7 +77,7 @@ def test_the_peers_run_our_exports_to_our_outputs(kind, fmt, tmp_path):
 def test_ard_export_sae_writes_both_formats(demo_config, demo_db, tmp_path):
     for fmt in ("saelens", "dictionary_learning"):
         out = tmp_path / fmt
-        run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "sae", str(ROOT / "configs" / "demo.toml"),
+        run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "sae", str(demo_config.path),
                               str(out), "--format", fmt], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-1500:]
         ours = Sae.load(demo_config.sae_dir(demo_config.sae_layers[-1], demo_config.sae.expansions[0]))

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -249,3 +250,29 @@ def test_sae_settings_that_do_not_change_weights_keep_the_keys(tmp_path, demo_co
     a, b, c = (stages.stage_keys(load_config(tmp_path / f"{n}.toml")) for n in "abc")
     assert a == b
     assert {k for k in a if a[k] != c[k]} == {k for k in a if k != "extract"}
+
+
+def test_a_config_extends_another_in_its_folder_table_by_table(tmp_path):
+    (tmp_path / "base.toml").write_text('[sae]\nk = 16\nsteps = 900\n[scoring]\np = 5\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[sae]\nsteps = 100\n')
+    cfg = load_config(tmp_path / "child.toml")
+    assert (cfg.sae.k, cfg.sae.steps, cfg.scoring.p) == (16, 100, 5) and cfg.path == (tmp_path / "child.toml").resolve()
+    (tmp_path / "base.toml").write_text('extends = "child.toml"\n')
+    with pytest.raises(ValueError, match="makes a loop"):
+        load_config(tmp_path / "child.toml")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.toml").write_text('extends = "../base.toml"\n')
+    with pytest.raises(ValueError, match="same folder"):
+        load_config(tmp_path / "sub" / "c.toml")
+
+
+def test_the_test_suites_config_is_the_demo_but_for_its_cost_and_where_it_writes():
+    """configs/ci.toml (the suite's database) must stay the demo's cut: same corpus, model, layers, held-out set."""
+    from dataclasses import asdict
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    demo, ci = asdict(load_config(root / "demo.toml")), asdict(load_config(root / "ci.toml"))
+    differ = {(table, key) for table in demo if isinstance(demo[table], dict)
+              for key in demo[table] if demo[table][key] != ci[table][key]}
+    assert differ == {("extract", "work_dir"), ("sae", "steps"), ("sae", "splice_clips"), ("monosemanticity", "top_c"),
+                      ("evaluation", "report_dir"), ("store", "db")}

@@ -14,7 +14,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="module")
 def atlas(demo_db, demo_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("share") / "atlas"
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "atlas", str(ROOT / "configs" / "demo.toml"),
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "atlas", str(demo_config.path),
                           str(out)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     return out, run.stdout
