@@ -22,7 +22,7 @@ def test_kept_text_follows_whispers_silence_rule():
     assert not is_false_positive(kept_text(Decoding("you", 0.8, -1.2))) and is_false_positive("you")
 
 
-def test_speech_is_heard_where_whisper_keeps_the_text_and_calls_speech_more_likely_than_not():
+def test_speech_is_heard_where_whisper_writes_words_and_calls_speech_more_likely_than_not():
     assert heard_speech(Decoding("keep the receipt", 0.08, -0.2))
     assert not heard_speech(Decoding("Thanks for watching!", 0.8, -0.8))  # kept by the silence rule, not speech
     assert not heard_speech(Decoding("Bye bye.", 0.5, -0.5))  # even odds is not more likely than not
