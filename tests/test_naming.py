@@ -164,15 +164,19 @@ def test_summariser_falls_back_to_the_shared_head_word_then_to_mixed():
     assert OfflineSummariser().summarise([]).name == "unnamed"
 
 
-def test_a_concept_is_what_most_clips_share_not_what_half_of_them_do():
-    """Two dog clips and two piano clips are a split, not a dog concept: "mixed" (v8 named it "dog", the
-    half with the larger weight); a third dog clip makes "dog". Five of eight name, four of eight do not."""
+def test_half_the_clips_sharing_a_sound_name_it_and_a_stricter_share_says_mixed():
+    """Two dog clips and two piano clips: half is enough, and the contrast picks the heavier "dog"; with
+    SHARED above a half (benchmarks/summariser_shared.py's alternative: better names on the probing corpus,
+    worse held out) the split is "mixed", and three dogs in four still "dog"."""
+
+    class Most(OfflineSummariser):
+        SHARED = 0.5 + 1e-9
+
     dogs, pianos = [_cap(("dog", 1.0))], [_cap(("piano", 0.9), ("rain", 0.1))]
-    split = OfflineSummariser().summarise(dogs * 2 + pianos * 2).name
+    assert OfflineSummariser().summarise(dogs * 2 + pianos * 2).name == "dog"
+    split = Most().summarise(dogs * 2 + pianos * 2).name
     assert split.startswith("mixed: ") and "dog" in split and "piano" in split
-    assert OfflineSummariser().summarise(dogs * 3 + pianos).name == "dog"
-    assert OfflineSummariser().summarise(dogs * 4 + pianos * 4).name.startswith("mixed: ")
-    assert OfflineSummariser().summarise(dogs * 5 + pianos * 3).name == "dog"
+    assert Most().summarise(dogs * 3 + pianos).name == "dog"
 
 
 def test_summariser_names_the_longest_head_the_clips_share():
