@@ -80,33 +80,42 @@ class NearestInMeaning(OfflineSummariser):
         return names[int(np.argmax(self.embed([_show(c) for c in names]) @ self.embed(whats).T @ weights))]
 
 
-def features_named(config, summariser) -> list[dict]:
-    """run, feature, name and majority H^k label of every candidate feature, named from cached captions."""
+def cached_captions(config) -> dict[str, tuple[list[int], dict, dict]]:
+    """{run: (its candidate features in m^k order, {feature: (H^k captions, H^k labels)}, {feature: L^k
+    captions})}, the captions from the store's cache of the captioner that named the run."""
     from pipeline import store
     from pipeline.naming import Caption
 
-    rows = []
+    out = {}
     with store.connect(config.db_path, read_only=True) as con:
         for run in store.runs(con)["run_id"]:
-            selected = store.features(con, run, "candidates")
-            named = selected.dropna(subset=["naming"])
+            cand = store.features(con, run, "candidates")
+            named = cand.dropna(subset=["naming"])
             if named.empty:
                 continue
             captioner = json.loads(named["naming"].iloc[0])["captioner"]
             light = captioner.replace(captioner.split("references:")[0].split("(", 1)[1], "references only; ")
-            H, L = (store.top_clips(con, run, selected["feature"].tolist(), kind) for kind in ("H", "L"))
+            H, L = (store.top_clips(con, run, cand["feature"].tolist(), kind) for kind in ("H", "L"))
             caps_h = store.read_captions(con, captioner, H["clip_id"].unique().tolist())
             caps_l = store.read_captions(con, light, L["clip_id"].unique().tolist())
             if len(L) and not caps_l:  # the contrast captioner's id is the offline captioner's, "references only"
                 raise SystemExit(f"{run}: no cached L^k captions under {light!r}: run `ard run` (contrast on) first")
             unlike = {f: [Caption(*caps_l[c]) for c in g["clip_id"] if c in caps_l] for f, g in L.groupby("feature")}
-            for feature, group in H.groupby("feature"):
-                caps = [Caption(*caps_h[c]) for c in group["clip_id"] if c in caps_h]
-                if not caps:
-                    continue
-                majority = Counter(l for l in group["label"] if l).most_common(1)
-                rows.append({"run": run, "name": summariser.summarise(caps, unlike.get(feature, [])).name,
-                             "majority": majority[0][0] if majority else ""})
+            tops = {f: ([Caption(*caps_h[c]) for c in g["clip_id"] if c in caps_h], list(g["label"]))
+                    for f, g in H.groupby("feature")}
+            out[run] = ([f for f in cand["feature"] if f in tops and tops[f][0]], tops, unlike)
+    return out
+
+
+def features_named(config, summariser) -> list[dict]:
+    """run, feature, name and majority H^k label of every candidate feature, named from cached captions."""
+    rows = []
+    for run, (order, tops, unlike) in cached_captions(config).items():
+        for feature in order:
+            caps, labels = tops[feature]
+            majority = Counter(l for l in labels if l).most_common(1)
+            rows.append({"run": run, "name": summariser.summarise(caps, unlike.get(feature, [])).name,
+                         "majority": majority[0][0] if majority else ""})
     return rows
 
 

@@ -28,38 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from pipeline.naming import OfflineSummariser  # noqa: E402
+from summariser_order import cached_captions  # noqa: E402 (this folder)
 
 
 class Most(OfflineSummariser):
     """A "what" names the H^k clips only when present in more than half of their captions (three of four)."""
 
     SHARED = 0.5 + 1e-9
-
-
-def candidates(config) -> dict[str, tuple[list[int], dict, dict]]:
-    """{run: (candidate features in m^k order, {feature: (H^k captions, H^k labels)}, {feature: L^k captions})}."""
-    import json
-
-    from pipeline import store
-    from pipeline.naming import Caption
-
-    out = {}
-    with store.connect(config.db_path, read_only=True) as con:
-        for run in store.runs(con)["run_id"]:
-            cand = store.features(con, run, "candidates")
-            named = cand.dropna(subset=["naming"])
-            if named.empty:
-                continue
-            captioner = json.loads(named["naming"].iloc[0])["captioner"]
-            light = captioner.replace(captioner.split("references:")[0].split("(", 1)[1], "references only; ")
-            H, L = (store.top_clips(con, run, cand["feature"].tolist(), kind) for kind in ("H", "L"))
-            caps_h = store.read_captions(con, captioner, H["clip_id"].unique().tolist())
-            caps_l = store.read_captions(con, light, L["clip_id"].unique().tolist())
-            unlike = {f: [Caption(*caps_l[c]) for c in g["clip_id"] if c in caps_l] for f, g in L.groupby("feature")}
-            tops = {f: ([Caption(*caps_h[c]) for c in g["clip_id"] if c in caps_h], list(g["label"]))
-                    for f, g in H.groupby("feature")}
-            out[run] = ([f for f in cand["feature"] if f in tops and tops[f][0]], tops, unlike)
-    return out
 
 
 def main() -> None:
@@ -73,7 +48,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
     config = load_config(parser.parse_args().config)
     text, c = TextEmbedder(), config.monosemanticity.top_c
-    runs = candidates(config)
+    runs = cached_captions(config)
     if not runs:
         raise SystemExit(f"{config.db_path}: no named run with cached captions: run `ard run` first")
     print(f"{'rule':28s} {'run':28s} {'units':>5s} {'name~label':>10s} {'purity':>7s} {'mixed':>5s} {'distinct':>8s}")
