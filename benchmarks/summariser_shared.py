@@ -1,8 +1,8 @@
 """How many H^k clips must share a "what" for the offline summariser to name them by it: at least half (the
 summariser's rule, v8) or most, more than half (measured and left out: better on the probing corpus, worse
-held out, where the describer agrees with itself less and two thirds of the units came out "mixed"). Fewer shared "what"s means more units named "mixed: ...", which the top C puts
-after the nameable ones ([monosemanticity] reserve), so the rule changes both the names and which units are
-selected.
+held out, where the describer agrees with itself less and two thirds of the units came out "mixed").
+Fewer shared "what"s means more units named "mixed: ...", which the top C puts after the nameable ones
+([monosemanticity] reserve), so the rule changes both the names and which units are selected.
 
 Every candidate feature of every run (its top C and the reserve) is named again from its cached captions
 (the store's, of the captioner that named it: run `ard run` first) under each rule, its top C chosen as
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from pipeline.naming import OfflineSummariser  # noqa: E402
+from pipeline.naming import LabelOracle, OfflineSummariser  # noqa: E402
 from summariser_order import cached_captions  # noqa: E402 (this folder)
 
 
@@ -56,7 +55,7 @@ def main() -> None:
         for run, (order, tops, unlike) in runs.items():
             names = {f: summariser.summarise(tops[f][0], unlike.get(f, [])).name for f in order}
             top = nameable_first(order, lambda f: names_a_concept(names[f]), c)
-            majority = [Counter(x for x in tops[f][1] if x).most_common(1)[0][0] for f in top]
+            majority = [LabelOracle().name(tops[f][1]).name for f in top]
             sim = (text.embed([names[f] for f in top]) * text.embed(majority)).sum(1)
             print(f"{title:28s} {run:28s} {len(top):5d} {sim.mean():10.3f} "
                   f"{np.mean([purity(tops[f][1]) for f in top]):7.3f} "
