@@ -115,7 +115,7 @@ class OfflineCaptioner:
         what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
         self.id = f"offline-v4 ({what}references: {refs})"
         # the transcripts come with each word's place in the clip (frame-level evidence) where the model gives it
-        self.words_model = getattr(model, "name", None) if full and hasattr(model, "place_words") else None
+        self.words_model = getattr(model, "name", None) if full and hasattr(model, "decode_and_place") else None
 
     def for_contrast(self) -> "OfflineCaptioner":
         """The captioner of L^k clips: their nearest references only (the contrast needs what they sound like,
@@ -129,15 +129,11 @@ class OfflineCaptioner:
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
         words, heard = [None] * len(audios), [True] * len(audios)
         if audios and self.words_model:
-            decoded = self.model.decode_batch(list(audios), max_new_tokens=48)
-            transcripts = [d.text for d in decoded]
             # Whisper's words count where it heard speech: "Thanks for watching!" on an engine is its
             # best-known hallucination, not speech nor a word under the frames (its bracketed tags still count)
-            heard = [heard_speech(d) for d in decoded]
-            spoken = [i for i, d in enumerate(decoded) if heard[i] and len(transcript_terms(d.text)[1]) >= 2]
-            placed = dict(zip(spoken, self.model.place_words([audios[i] for i in spoken], [decoded[i] for i in spoken])
-                              if spoken else []))
-            words = [placed.get(i, ()) for i in range(len(audios))]
+            decoded, words = self.model.decode_and_place(
+                list(audios), 48, lambda d: heard_speech(d) and len(transcript_terms(d.text)[1]) >= 2)
+            transcripts, heard = [d.text for d in decoded], [heard_speech(d) for d in decoded]
         elif audios and self.model.has_text and self.full:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
         else:  # no clips, or a model without text output: no speech content

@@ -62,7 +62,10 @@ def test_whisper_places_words_on_the_right_side_of_a_silence(whisper):
     assert all(w.start > gap_start for w in words[split:])
     assert abs(words[split].start - gap_end) < 0.6
     # in a batch with another clip (another length, another transcript): the same places
-    assert whisper.place_words([first, audio], whisper.decode_batch([first, audio], max_new_tokens=48))[1] == words
+    both = whisper.decode_batch([first, audio], max_new_tokens=48)
+    assert whisper.place_words([first, audio], both)[1] == words
+    # with one encoder pass for transcripts and places (decode_and_place): the same; () where `place` says no
+    assert whisper.decode_and_place([first, audio], 48, lambda d: d.text == decoded.text) == (both, [(), words])
 
 
 def test_clip_evidence_names_the_words_under_the_firing_frames():

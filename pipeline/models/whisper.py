@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from scipy.ndimage import median_filter
@@ -431,25 +431,44 @@ class WhisperAdapter(HookedAdapter):
         """Greedy transcripts (padded 30 s inference, as Whisper was trained), one per clip."""
         return [d.text for d in self.decode_batch(audios, max_new_tokens)]
 
-    @torch.inference_mode()
     def decode_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int = 128) -> list[Decoding]:
         """Greedy transcripts with what Whisper's own decoding judges speech by: the no-speech probability
         (P of the no-speech token at the first step, read from the start token, as openai/whisper does) and
         the mean log-probability of the tokens written (the end token included). Both come from generate's own
         passes, so an intervention sees exactly the rows that writing the transcript runs through."""
+        return self._decode(audios, max_new_tokens)[0]
+
+    def decode_and_place(self, audios: Sequence[np.ndarray], max_new_tokens: int,
+                         place: Callable[[Decoding], bool]) -> tuple[list[Decoding], list[tuple[Word, ...]]]:
+        """decode_batch, then place_words for the clips whose decoding `place` accepts (() for the others), in
+        the encoder output generate computed: one encoder pass over the padded window, not two (the pass is
+        most of a short clip's cost)."""
+        decoded, encoded = self._decode(audios, max_new_tokens)
+        chosen = [i for i, d in enumerate(decoded) if place(d)]
+        placed = dict(zip(chosen, self.place_words([audios[i] for i in chosen], [decoded[i] for i in chosen],
+                                                   encoded[chosen]) if chosen else []))
+        return decoded, [placed.get(i, ()) for i in range(len(decoded))]
+
+    @torch.inference_mode()
+    def _decode(self, audios: Sequence[np.ndarray], max_new_tokens: int) -> tuple[list[Decoding], torch.Tensor]:
+        """(decode_batch's decodings, the encoder's last hidden state generate decoded them from: [clip, frame, d])."""
         feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
         config = self.model.generation_config
         # a multilingual model detects the language per clip, and must be told to transcribe, not translate
         task = {"task": "transcribe"} if config.is_multilingual else {}
         first: list[torch.Tensor] = []  # the first decoder pass's logits at the start token (prompt or language detection)
-        keep_first = self.model.proj_out.register_forward_hook(
-            lambda _module, _args, logits: None if first else first.append(logits[:, 0].float()))
+        encoded: list[torch.Tensor] = []  # generate runs the encoder once, on the whole batch
+        hooks = [self.model.proj_out.register_forward_hook(
+                     lambda _module, _args, logits: None if first else first.append(logits[:, 0].float())),
+                 self.encoder.register_forward_hook(
+                     lambda _module, _args, out: None if encoded else encoded.append(out[0]))]
         try:
             with self.padded_batch(audios):
                 out = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=max_new_tokens,
                                           output_scores=True, return_dict_in_generate=True, **task)
         finally:
-            keep_first.remove()
+            for hook in hooks:
+                hook.remove()
         no_speech = torch.softmax(first[0], -1)[:, config.no_timestamps_token_id - 1]  # <|nocaptions|> / <|nospeech|>
         written = out.sequences[:, -len(out.scores):]  # one token per step (scores: the logits each was picked from)
         logp = torch.stack([torch.log_softmax(step.float(), -1) for step in out.scores], 1)
@@ -461,7 +480,7 @@ class WhisperAdapter(HookedAdapter):
         tokens = [tuple(ids[: ids.index(config.eos_token_id) + 1] if config.eos_token_id in ids else ids)
                   for ids in out.sequences.tolist()]
         return [Decoding(" ".join(text.split()), float(p), float(a), t)
-                for text, p, a, t in zip(texts, no_speech.cpu(), avg.cpu(), tokens)]
+                for text, p, a, t in zip(texts, no_speech.cpu(), avg.cpu(), tokens)], encoded[0]
 
     def alignment_heads(self) -> list[tuple[int, int]]:
         """The (decoder layer, head) pairs whose cross-attention follows the audio: the generation config's where
@@ -475,27 +494,30 @@ class WhisperAdapter(HookedAdapter):
                 for h in range(config.decoder_attention_heads)]
 
     @torch.inference_mode()
-    def place_words(self, audios: Sequence[np.ndarray], decodings: Sequence[Decoding]) -> list[tuple[Word, ...]]:
+    def place_words(self, audios: Sequence[np.ndarray], decodings: Sequence[Decoding],
+                    encoded: torch.Tensor | None = None) -> list[tuple[Word, ...]]:
         """Where each word of each transcript lies in its clip, as openai/whisper's word timestamps find it: one
         teacher-forced pass over the transcript's tokens, the cross-attention of the alignment heads over the
         clip's own frames (normalised per frame across tokens, median-filtered over 7 frames), and the
         least-cost monotonic path through it (dynamic time warping). tiny.en places words a few tenths of a
-        second late on the demo's speech."""
+        second late on the demo's speech. encoded: the clips' padded encoder output when the caller has it
+        (decode_and_place), else computed here."""
         heads = self.alignment_heads()
         eos = self.model.generation_config.eos_token_id
         width = max(len(d.tokens) for d in decodings)
         ids = torch.tensor([list(d.tokens) + [eos] * (width - len(d.tokens)) for d in decodings], device=self.device)
-        feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
         config, before = self.model.config, self.model.config._attn_implementation
         weights: dict[int, torch.Tensor] = {}  # decoder layer -> its cross-attention weights [batch, head, token, frame]
         hooks = [self.model.model.decoder.layers[layer].encoder_attn.register_forward_hook(
                      lambda _module, _args, out, layer=layer: weights.__setitem__(layer, out[1]))
                  for layer in sorted({layer for layer, _ in heads})]
         with self.padded_batch(audios):
-            encoded = self.encoder(feats.to(self.device, self.model.dtype))
+            if encoded is None:
+                feats = self.extractor(list(audios), sampling_rate=self.sample_rate, return_tensors="pt").input_features
+                encoded = self.encoder(feats.to(self.device, self.model.dtype))[0]
             config._attn_implementation = "eager"  # the decoder's: the fused kernels return no attention weights
             try:
-                self.model(encoder_outputs=encoded, decoder_input_ids=ids)
+                self.model(encoder_outputs=(encoded,), decoder_input_ids=ids)
             finally:
                 config._attn_implementation = before
                 for hook in hooks:
