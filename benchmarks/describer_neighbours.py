@@ -22,18 +22,30 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def clip_vectors(config, root: Path, embedder):
-    """(clips, [n, dim] vectors) of a labelled audiofolder; the probing corpus's from the store where it has them
-    (the store keys embeddings by clip id, which only the probing corpus's clips share)."""
+def labelled_corpora(config) -> dict[str, Path]:
+    """The corpora a describer is measured on: the probing corpus chooses, the held-out one only reports."""
+    corpora = {"probing (chooses)": config.resolve(config.corpus.root)}
+    if config.evaluation.corpus:
+        corpora["held-out (reported only)"] = config.resolve(config.evaluation.corpus)
+    return corpora
+
+
+def clip_vectors(config, root: Path, embedder, library=None):
+    """(clips, [n, dim] vectors) of a labelled audiofolder: a clip's vector from the library where it is a
+    reference (the probing corpus is one: embedded with the same embedder), else from the store (the store keys
+    embeddings by clip id, which only the probing corpus's clips share), else embedded here."""
     from pipeline import store
     from pipeline.audio import read_audio
     from pipeline.corpus import read_metadata
 
     clips = [c for c in read_metadata(root) if c.label]
     have = {}
-    if root == config.resolve(config.corpus.root) and config.db_path.is_file():
+    if library is not None:
+        row = {p: i for i, p in enumerate(library.paths)}
+        have = {c.id: library.vectors[row[str(c.path.resolve())]] for c in clips if str(c.path.resolve()) in row}
+    if root == config.resolve(config.corpus.root) and config.db_path.is_file() and len(have) < len(clips):
         with store.connect(config.db_path, read_only=True) as con:
-            have = store.read_embeddings(con, embedder.name, [c.id for c in clips])
+            have = {**store.read_embeddings(con, embedder.name, [c.id for c in clips if c.id not in have]), **have}
     todo = [c for c in clips if c.id not in have]
     if todo:
         got = embedder.embed([read_audio(c.path, config.corpus.sample_rate) for c in todo], config.corpus.sample_rate)
@@ -73,12 +85,9 @@ def main() -> None:
     if library is None:
         raise SystemExit(f"{args.config}: [naming] reference is empty: nothing to vote with")
     text, ks = TextEmbedder("minilm"), [int(k) for k in args.ks.split(",")]
-    corpora = {"probing (chooses k)": config.resolve(config.corpus.root)}
-    if config.evaluation.corpus:
-        corpora["held-out (reported only)"] = config.resolve(config.evaluation.corpus)
     table = []
-    for name, root in corpora.items():
-        clips, vectors = clip_vectors(config, root, embedder)
+    for name, root in labelled_corpora(config).items():
+        clips, vectors = clip_vectors(config, root, embedder, library)
         table += [{"corpus": name, "clips": len(clips), **row} for row in scores(clips, vectors, library, text, ks)]
     frame = pd.DataFrame(table)
     print(frame.round(3).to_string(index=False))

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from describer_neighbours import clip_vectors, scores  # noqa: E402 (this folder)
+from describer_neighbours import clip_vectors, labelled_corpora, scores  # noqa: E402 (this folder)
 
 WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.0)  # aisfx's weight in the pair: 1 is aisfx alone, 0 Whisper alone
 
@@ -80,13 +80,10 @@ def main() -> None:
                           config.work_dir / "reference")
     assert (second.paths == library.paths).all(), "the two libraries must list the same clips in the same order"
     text, ks = TextEmbedder("minilm"), [int(k) for k in args.ks.split(",")]
-    corpora = {"probing (chooses)": config.resolve(config.corpus.root)}
-    if config.evaluation.corpus:
-        corpora["held-out (reported only)"] = config.resolve(config.evaluation.corpus)
     table = []
-    for name, root in corpora.items():
-        clips, a = clip_vectors(config, root, aisfx)
-        _, w = clip_vectors(config, root, whisper)
+    for name, root in labelled_corpora(config).items():
+        clips, a = clip_vectors(config, root, aisfx, library)
+        _, w = clip_vectors(config, root, whisper, second)
         for weight in WEIGHTS:
             both = replace(library, vectors=pair(library.vectors, second.vectors, weight))
             table += [{"corpus": name, "aisfx weight": weight, **row}
