@@ -22,6 +22,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def reference_of(config_path: str):
+    """(the config, its reference library, the clip embedder), or exit saying the library is missing."""
+    from pipeline.config import load_config
+    from pipeline.namers import reference_library
+
+    config = load_config(config_path)
+    library, embedder = reference_library(config)
+    if library is None:
+        raise SystemExit(f"{config_path}: [naming] reference is empty: nothing to vote with")
+    return config, library, embedder
+
+
 def labelled_corpora(config) -> dict[str, Path]:
     """The corpora a describer is measured on: the probing corpus chooses, the held-out one only reports."""
     corpora = {"probing (chooses)": config.resolve(config.corpus.root)}
@@ -76,14 +88,9 @@ def main() -> None:
     args = ap.parse_args()
     import pandas as pd
 
-    from pipeline.config import load_config
     from pipeline.embedding import TextEmbedder
-    from pipeline.namers import reference_library
 
-    config = load_config(args.config)
-    library, embedder = reference_library(config)
-    if library is None:
-        raise SystemExit(f"{args.config}: [naming] reference is empty: nothing to vote with")
+    config, library, embedder = reference_of(args.config)
     text, ks = TextEmbedder("minilm"), [int(k) for k in args.ks.split(",")]
     table = []
     for name, root in labelled_corpora(config).items():

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from describer_neighbours import clip_vectors, labelled_corpora, scores  # noqa: E402 (this folder)
+from describer_neighbours import clip_vectors, labelled_corpora, reference_of, scores  # noqa: E402 (this folder)
 
 WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.0)  # aisfx's weight in the pair: 1 is aisfx alone, 0 Whisper alone
 
@@ -66,15 +66,10 @@ def main() -> None:
 
     import pandas as pd
 
-    from pipeline.config import load_config
     from pipeline.embedding import TextEmbedder
-    from pipeline.namers import reference_library
     from pipeline.reference import load_library
 
-    config = load_config(args.config)
-    library, aisfx = reference_library(config)
-    if library is None:
-        raise SystemExit(f"{args.config}: [naming] reference is empty: nothing to search")
+    config, library, aisfx = reference_of(args.config)
     whisper = WhisperMean(args.whisper, args.layer)
     second = load_library([config.resolve(r) for r in config.naming.reference], whisper, config.corpus.sample_rate,
                           config.work_dir / "reference")
