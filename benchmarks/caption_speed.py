@@ -29,9 +29,8 @@ def main() -> None:
     from pipeline.audio import read_audio
     from pipeline.corpus import read_metadata
     from pipeline.demo_corpus import build_demo
-    from pipeline.hallucination import heard_speech
     from pipeline.models.whisper import WhisperAdapter
-    from pipeline.naming import transcript_terms
+    from pipeline.naming import words_placed
 
     build_demo(ROOT / "data" / "demo")
     clips = read_metadata(ROOT / "data" / "demo")
@@ -39,18 +38,15 @@ def main() -> None:
     audios = [read_audio(clips[i].path, 16_000) for i in pick]
     model = WhisperAdapter.load(args.model, device="cpu")
 
-    def spoken(d):  # the captioner's rule: words are placed where Whisper heard speech, two content words or more
-        return heard_speech(d) and len(transcript_terms(d.text)[1]) >= 2
-
     def two_passes(batch):
         decoded = model.decode_batch(batch, max_new_tokens=48)
-        chosen = [i for i, d in enumerate(decoded) if spoken(d)]
+        chosen = [i for i, d in enumerate(decoded) if words_placed(d)]
         placed = dict(zip(chosen, model.place_words([batch[i] for i in chosen], [decoded[i] for i in chosen])
                           if chosen else []))
         return decoded, [placed.get(i, ()) for i in range(len(batch))]
 
     def one_pass(batch):
-        return model.decode_and_place(batch, 48, spoken)
+        return model.decode_and_place(batch, 48, words_placed)
 
     model.decode_batch(audios[:2], max_new_tokens=8)  # warm-up
     seconds, outputs = {}, {}

@@ -92,6 +92,15 @@ def transcript_terms(text: str) -> tuple[list[str], list[str]]:
     return tags, [w for w in words if w not in _STOP and len(w) > 2]
 
 
+def words_placed(decoding) -> bool:
+    """Whether the captioner places a clip's words under its frames: Whisper heard speech there, not one of its
+    best-known hallucinations ("Thanks for watching!" on an engine; `hallucination.heard_speech`), and two
+    content words or more."""
+    from .hallucination import heard_speech
+
+    return heard_speech(decoding) and len(transcript_terms(decoding.text)[1]) >= 2
+
+
 def label_votes(neighbours: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     """Similarity-weighted share of each label among a clip's nearest references, largest first."""
     votes: Counter = Counter()
@@ -129,10 +138,8 @@ class OfflineCaptioner:
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
         words, heard = [None] * len(audios), [True] * len(audios)
         if audios and self.words_model:
-            # Whisper's words count where it heard speech: "Thanks for watching!" on an engine is its
-            # best-known hallucination, not speech nor a word under the frames (its bracketed tags still count)
-            decoded, words = self.model.decode_and_place(
-                list(audios), 48, lambda d: heard_speech(d) and len(transcript_terms(d.text)[1]) >= 2)
+            # Whisper's words count where it heard speech (its bracketed tags count either way)
+            decoded, words = self.model.decode_and_place(list(audios), 48, words_placed)
             transcripts, heard = [d.text for d in decoded], [heard_speech(d) for d in decoded]
         elif audios and self.model.has_text and self.full:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
