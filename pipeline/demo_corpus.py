@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import fnmatch
 import glob
 import hashlib
 import io
@@ -149,8 +150,45 @@ def cat_entries(path: str | Path) -> list[tuple[str, bytes]]:
     return entries
 
 
-def _wav_task(out: Path, rel: str, row: dict, wav: bytes, recipe: dict) -> list[dict]:
-    _save(out / rel, _read_at(io.BytesIO(wav), recipe["sample_rate"]), recipe)
+def qt_resource_entries(path: str | Path) -> list[tuple[str, bytes]]:
+    """The (path, bytes) files of a Qt resource collection (.rcc, versions 1-3, as GCompris ships its
+    activities' data): a header ('qres', version, then the offsets of the tree, the data and the names),
+    a tree of nodes (name offset, flags, then a directory's child count and first child or a file's data
+    offset), names as length-prefixed UTF-16, each file's data length-prefixed, zlib-compressed behind its
+    uncompressed size where flag 1 says so."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"qres":
+        raise ValueError(f"{path}: not a Qt resource collection (no 'qres' header)")
+    version, tree, body, names = struct.unpack_from(">IIII", data, 4)
+    node_size = 22 if version >= 2 else 14  # from version 2 on each node ends with its modification time
+
+    def name(offset: int) -> str:
+        (length,) = struct.unpack_from(">H", data, names + offset)
+        start = names + offset + 6  # after the length and the name's hash
+        return data[start : start + 2 * length].decode("utf-16-be")
+
+    entries, todo = [], [(0, "")]
+    while todo:
+        node, parent = todo.pop(0)
+        at = tree + node * node_size
+        name_offset, flags = struct.unpack_from(">IH", data, at)
+        here = f"{parent}/{name(name_offset)}" if node else ""
+        if flags & 2:  # a directory
+            count, first = struct.unpack_from(">II", data, at + 6)
+            todo += [(first + i, here) for i in range(count)]
+            continue
+        (offset,) = struct.unpack_from(">I", data, at + 10)
+        (size,) = struct.unpack_from(">I", data, body + offset)
+        raw = data[body + offset + 4 : body + offset + 4 + size]
+        if flags & 4:
+            raise ValueError(f"{path}: {here} is zstd-compressed, which this reader does not decode")
+        entries.append((here, zlib.decompress(raw[4:]) if flags & 1 else raw))
+    return entries
+
+
+def _encoded_task(out: Path, rel: str, row: dict, encoded: bytes, recipe: dict) -> list[dict]:
+    """A clip from the bytes of an audio file (WAV, Ogg, FLAC) held in an archive."""
+    _save(out / rel, _read_at(io.BytesIO(encoded), recipe["sample_rate"]), recipe)
     return [row]
 
 
@@ -329,8 +367,29 @@ def _archive_tasks(spec: dict | None, source: str, out: Path, recipe: dict) -> l
         return []
     named = [(title, wav) for title, wav in cat_entries(spec["archive"]) if title in spec["labels"]]
     rels = [f"sound/{source}/{i:04d}.flac" for i in range(len(named))]
-    return [(_wav_task, out, rel, _row(rel, spec["labels"][title], "sound", source, spec["license"]), wav, recipe)
+    return [(_encoded_task, out, rel, _row(rel, spec["labels"][title], "sound", source, spec["license"]), wav, recipe)
             for rel, (title, wav) in zip(rels, named)]
+
+
+def _qt_resource_tasks(spec: dict | None, source: str, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
+    """The sound files inside the Qt resource collections under spec's root that spec's sounds names
+    ({"collection.rcc:glob on the file's path": domain}) and spec's exclude (a regular expression) does not,
+    labelled by sound_label on the file's name (left out where the label is empty)."""
+    if not spec or not Path(spec["root"]).is_dir():
+        return []
+    chosen = []
+    for collection in sorted(Path(spec["root"]).glob("*.rcc")):
+        for entry, encoded in qt_resource_entries(collection):
+            domain = next((d for pattern, d in spec["sounds"].items()
+                           if fnmatch.fnmatchcase(f"{collection.name}:{entry}", pattern)), None)
+            if domain and not re.search(spec.get("exclude") or "^$", entry):
+                if label := sound_label(Path(entry).stem, spec, drop):
+                    chosen.append((domain, label, encoded))
+    tasks = []
+    for i, (domain, label, encoded) in enumerate(chosen):
+        rel = f"{domain}/{source}/{i:04d}.flac"
+        tasks.append((_encoded_task, out, rel, _row(rel, label, domain, source, spec["license"]), encoded, recipe))
+    return tasks
 
 
 def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
@@ -458,6 +517,7 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
     tasks += _named_sound_tasks(recipe.get("reference", {}).get("minetest"), "minetest", drop, out, recipe)
     tasks += _named_sound_tasks(recipe["sound"].get("widelands"), "widelands", drop, out, recipe)
+    tasks += _qt_resource_tasks(recipe.get("reference", {}).get("gcompris"), "gcompris", drop, out, recipe)
     return tasks
 
 

@@ -229,6 +229,47 @@ def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
         assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) - freq) <= 10
 
 
+def test_a_qt_resource_collection_reads_back_file_by_file(tmp_path):
+    """A hand-made .rcc (version 3, as GCompris ships): a root holding a folder holding two WAV files, one
+    stored as it is and one zlib-compressed behind its size; each comes back under its path, decoding to what
+    was written. Not a resource collection: an error that says so."""
+    import io
+    import struct
+    import zlib
+
+    from pipeline.demo_corpus import qt_resource_entries
+
+    wavs = []
+    for freq in (440, 880):
+        buf = io.BytesIO()
+        sf.write(buf, (0.5 * np.sin(2 * np.pi * freq * np.arange(800) / 8000)).astype(np.float32), 8000,
+                 format="WAV", subtype="PCM_16")
+        wavs.append(buf.getvalue())
+    names, name_at = b"", {}
+    for name in ("snd", "plain.wav", "packed.wav"):
+        name_at[name] = len(names)
+        names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+    packed = struct.pack(">I", len(wavs[1])) + zlib.compress(wavs[1])
+    body = struct.pack(">I", len(wavs[0])) + wavs[0] + struct.pack(">I", len(packed)) + packed
+    when = bytes(8)
+    tree = (struct.pack(">IHII", 0, 2, 1, 1) + when  # the root: one child, node 1
+            + struct.pack(">IHII", name_at["snd"], 2, 2, 2) + when  # snd/: two children from node 2
+            + struct.pack(">IHHHI", name_at["plain.wav"], 0, 0, 0, 0) + when
+            + struct.pack(">IHHHI", name_at["packed.wav"], 1, 0, 0, 4 + len(wavs[0])) + when)
+    header = 24
+    (tmp_path / "a.rcc").write_bytes(b"qres" + struct.pack(">IIIII", 3, header, header + len(tree),
+                                                            header + len(tree) + len(body), 0) + tree + body + names)
+    entries = qt_resource_entries(tmp_path / "a.rcc")
+    assert [path for path, _ in entries] == ["/snd/plain.wav", "/snd/packed.wav"]
+    for (_, wav), freq in zip(entries, (440, 880)):
+        audio, rate = sf.read(io.BytesIO(wav))
+        assert rate == 8000 and len(audio) == 800
+        assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) - freq) <= 10
+    (tmp_path / "b.rcc").write_bytes(b"RIFF" + bytes(40))
+    with pytest.raises(ValueError, match="b.rcc: not a Qt resource collection"):
+        qt_resource_entries(tmp_path / "b.rcc")
+
+
 def test_every_mp3_the_recipe_copies_decodes_to_the_same_samples_in_any_order(tmp_path):
     """libsndfile's mpg123 decoded an MP3's damaged frames to other samples on each read, depending on what the
     process had decoded before (NaN in Scratch's Cat.mp3, values of 7e5 in Join-us.mp3, a few samples of
@@ -294,6 +335,26 @@ def test_the_reference_library_has_everyday_sounds_one_take_each(demo_corpus, de
     assert counts["footsteps"] == 11 and not {"player damage", "default tool breaks"} & set(counts)
     assert all(c.label == c.label.lower() and not re.search(r"default|doors|env|tnt", c.label) for c in refs)
     assert "minetest" not in {r["source"] for r in demo_rows}
+
+
+def test_the_reference_library_has_real_instruments_animals_and_everyday_sounds(demo_corpus, demo_rows):
+    """GCompris's recordings, read out of its Qt resource collections: real instruments (the other instrument
+    references are one soundfont's), farm animals and everyday sounds, labelled by what they are; the scene of
+    two sounds (frogs in a storm) and the sounds whose names say nothing of how they sound left out."""
+    from collections import Counter
+
+    from pipeline.corpus import read_metadata
+
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] == "gcompris"]
+    counts = Counter(c.label for c in refs)
+    assert {"violin", "french horn", "flute", "drum kit", "castanets", "xylophone", "guitar"} <= set(counts)
+    assert {"cow", "pig", "chicken", "sheep", "dog barking", "car engine", "train", "applause", "rain",
+            "heartbeat", "coins"} <= set(counts)
+    assert not [label for label in counts if re.search("frog|storm|weird|hits|fireballs|pause|falling", label)]
+    assert all(c.label == c.label.lower() and not c.label.startswith("lr") for c in refs)
+    assert {c.domain for c in refs if c.label == "violin"} == {"music"}
+    assert all(float(np.abs(read_audio(c.path, RATE)).max()) > 1e-3 for c in refs[::5])
+    assert "gcompris" not in {r["source"] for r in demo_rows}
 
 
 def test_the_reference_library_has_test_signals_drawn_apart_from_the_probing_corpus(demo_corpus, demo_rows):
