@@ -1,6 +1,7 @@
 """Corpus loading and validation on a folder of deliberately bad files, and the demo corpus itself."""
 
 import csv
+import io
 import json
 import re
 import subprocess
@@ -202,20 +203,37 @@ def test_game_sounds_are_labelled_by_what_they_sound_like_not_by_what_happens_in
     assert not [label for label in wesnoth if re.search(r"\b(die|hit|miss|orc|ogre|drake|human)\b", label)]
 
 
-def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
-    """A hand-made .cat: two entries after a table whose first offset carries OpenTTD's flag bits; each
-    entry a length-prefixed title line, then its WAV file, which decodes to what was written."""
-    import io
-    import struct
+TONES = (440, 880)
 
-    from pipeline.demo_corpus import cat_entries
 
+def _tone_wavs() -> list[bytes]:
+    """Two short 8 kHz WAV files, one a tone of each of TONES: what the archive readers' tests pack."""
     wavs = []
-    for freq in (440, 880):
+    for freq in TONES:
         buf = io.BytesIO()
         sf.write(buf, (0.5 * np.sin(2 * np.pi * freq * np.arange(800) / 8000)).astype(np.float32), 8000,
                  format="WAV", subtype="PCM_16")
         wavs.append(buf.getvalue())
+    return wavs
+
+
+def _assert_tones(wavs: list[bytes]) -> None:
+    """The WAV files of _tone_wavs, read back: same rate and length, each its tone."""
+    assert len(wavs) == len(TONES)
+    for wav, freq in zip(wavs, TONES):
+        audio, rate = sf.read(io.BytesIO(wav))
+        assert rate == 8000 and len(audio) == 800
+        assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) - freq) <= 10
+
+
+def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
+    """A hand-made .cat: two entries after a table whose first offset carries OpenTTD's flag bits; each
+    entry a length-prefixed title line, then its WAV file, which decodes to what was written."""
+    import struct
+
+    from pipeline.demo_corpus import cat_entries
+
+    wavs = _tone_wavs()
     names = [b'"Ship horn". By someone. License: CC0.\0', b'"Cow"\0']
     bodies = [bytes([len(n)]) + n + w for n, w in zip(names, wavs)]
     offsets = [16, 16 + len(bodies[0])]
@@ -223,28 +241,19 @@ def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
     (tmp_path / "s.cat").write_bytes(table + b"".join(bodies))
     entries = cat_entries(tmp_path / "s.cat")
     assert [title for title, _ in entries] == ["Ship horn", "Cow"]
-    for (_, wav), freq in zip(entries, (440, 880)):
-        audio, rate = sf.read(io.BytesIO(wav))
-        assert rate == 8000 and len(audio) == 800
-        assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) - freq) <= 10
+    _assert_tones([wav for _, wav in entries])
 
 
 def test_a_qt_resource_collection_reads_back_file_by_file(tmp_path):
     """A hand-made .rcc (version 3, as GCompris ships): a root holding a folder holding two WAV files, one
     stored as it is and one zlib-compressed behind its size; each comes back under its path, decoding to what
     was written. Not a resource collection: an error that says so."""
-    import io
     import struct
     import zlib
 
     from pipeline.demo_corpus import qt_resource_entries
 
-    wavs = []
-    for freq in (440, 880):
-        buf = io.BytesIO()
-        sf.write(buf, (0.5 * np.sin(2 * np.pi * freq * np.arange(800) / 8000)).astype(np.float32), 8000,
-                 format="WAV", subtype="PCM_16")
-        wavs.append(buf.getvalue())
+    wavs = _tone_wavs()
     names, name_at = b"", {}
     for name in ("snd", "plain.wav", "packed.wav"):
         name_at[name] = len(names)
@@ -261,10 +270,7 @@ def test_a_qt_resource_collection_reads_back_file_by_file(tmp_path):
                                                             header + len(tree) + len(body), 0) + tree + body + names)
     entries = qt_resource_entries(tmp_path / "a.rcc")
     assert [path for path, _ in entries] == ["/snd/plain.wav", "/snd/packed.wav"]
-    for (_, wav), freq in zip(entries, (440, 880)):
-        audio, rate = sf.read(io.BytesIO(wav))
-        assert rate == 8000 and len(audio) == 800
-        assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) - freq) <= 10
+    _assert_tones([wav for _, wav in entries])
     (tmp_path / "b.rcc").write_bytes(b"RIFF" + bytes(40))
     with pytest.raises(ValueError, match="b.rcc: not a Qt resource collection"):
         qt_resource_entries(tmp_path / "b.rcc")
