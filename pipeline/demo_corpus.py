@@ -354,10 +354,16 @@ def _named_sound_tasks(spec: dict | None, source: str, drop: list[str], out: Pat
     sounds = sorted({(f, domain) for pattern, domain in spec["sounds"].items()
                      for f in _glob(str(root / pattern), spec.get("exclude"))})
     labelled = [(src, domain, label) for src, domain in sounds if (label := sound_label(Path(src).stem, spec, drop))]
+    return _numbered_tasks(_copy_task, labelled, source, spec["license"], out, recipe)
+
+
+def _numbered_tasks(task, labelled: list[tuple], source: str, license: str, out: Path, recipe: dict) -> list[tuple]:
+    """One task(out, rel, row, what, recipe) per (what, domain, label) of labelled, its clip numbered in order
+    under domain/source/."""
     tasks = []
-    for i, (src, domain, label) in enumerate(labelled):
+    for i, (what, domain, label) in enumerate(labelled):
         rel = f"{domain}/{source}/{i:04d}.flac"
-        tasks.append((_copy_task, out, rel, _row(rel, label, domain, source, spec["license"]), src, recipe))
+        tasks.append((task, out, rel, _row(rel, label, domain, source, license), what, recipe))
     return tasks
 
 
@@ -377,19 +383,18 @@ def _qt_resource_tasks(spec: dict | None, source: str, drop: list[str], out: Pat
     labelled by sound_label on the file's name (left out where the label is empty)."""
     if not spec or not Path(spec["root"]).is_dir():
         return []
-    chosen = []
-    for collection in sorted(Path(spec["root"]).glob("*.rcc")):
+    root, exclude = Path(spec["root"]), spec.get("exclude")
+    # only the collections spec's sounds name are read (GCompris has 186, most of them images)
+    collections = sorted({c for pattern in spec["sounds"] for c in root.glob(pattern.split(":", 1)[0])})
+    labelled = []
+    for collection in collections:
         for entry, encoded in qt_resource_entries(collection):
             domain = next((d for pattern, d in spec["sounds"].items()
                            if fnmatch.fnmatchcase(f"{collection.name}:{entry}", pattern)), None)
-            if domain and not re.search(spec.get("exclude") or "^$", entry):
+            if domain and not (exclude and re.search(exclude, entry)):
                 if label := sound_label(Path(entry).stem, spec, drop):
-                    chosen.append((domain, label, encoded))
-    tasks = []
-    for i, (domain, label, encoded) in enumerate(chosen):
-        rel = f"{domain}/{source}/{i:04d}.flac"
-        tasks.append((_encoded_task, out, rel, _row(rel, label, domain, source, spec["license"]), encoded, recipe))
-    return tasks
+                    labelled.append((encoded, domain, label))
+    return _numbered_tasks(_encoded_task, labelled, source, spec["license"], out, recipe)
 
 
 def _tuxpaint_tasks(spec: dict | None, drop: list[str], rng, out: Path, recipe: dict) -> list[tuple]:
