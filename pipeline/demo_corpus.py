@@ -523,6 +523,8 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _named_sound_tasks(recipe.get("reference", {}).get("minetest"), "minetest", drop, out, recipe)
     tasks += _named_sound_tasks(recipe["sound"].get("widelands"), "widelands", drop, out, recipe)
     tasks += _qt_resource_tasks(recipe.get("reference", {}).get("gcompris"), "gcompris", drop, out, recipe)
+    for source in ("simutrans", "lugaru", "tuxfootball"):  # vehicles and work; dogs, footsteps; a crowd, a whistle
+        tasks += _named_sound_tasks(recipe.get("reference", {}).get(source), source, drop, out, recipe)
     return tasks
 
 

@@ -363,6 +363,29 @@ def test_the_reference_library_has_real_instruments_animals_and_everyday_sounds(
     assert "gcompris" not in {r["source"] for r in demo_rows}
 
 
+def test_the_reference_library_has_vehicles_dogs_footsteps_and_a_crowd(demo_corpus, demo_rows):
+    """Simutrans's vehicles and machines, Lugaru's dogs, footsteps and fire, Tux Football's crowd and whistle:
+    labelled by what is heard; the ambiences named after a place, the fighters' cries and the menus' beeps
+    left out; none of it in the probing corpus."""
+    from collections import Counter
+
+    from pipeline.corpus import read_metadata
+
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] in ("simutrans", "lugaru", "tuxfootball")]
+    by_source = {s: Counter(c.label for c in refs if c.meta["source"] == s) for s in ("simutrans", "lugaru", "tuxfootball")}
+    assert {"bus", "truck", "diesel locomotive", "steam locomotive", "jet plane", "airplane", "boat horn",
+            "jackhammer", "circular saw", "horse", "seagulls"} <= set(by_source["simutrans"])
+    assert by_source["lugaru"]["dog barking"] == 3 and by_source["lugaru"]["footsteps"] == 6
+    assert {"dog growling", "crackling fire", "wind", "whoosh", "metal clang", "rustling leaves"} <= set(by_source["lugaru"])
+    assert by_source["tuxfootball"] == Counter({"whistle": 4, "crowd cheering": 1, "crowd booing": 1,
+                                                "crowd gasping": 1, "ball kick": 1, "ball bounce": 1, "beep": 1})
+    assert not [label for c in by_source.values() for label in c
+                if re.search("forest|tropic|desert|arctic|dock|rabbit attack|knife|music|console|increment", label)]
+    assert {c.domain for c in refs} == {"sound"} and len(refs) == sum(sum(c.values()) for c in by_source.values())
+    assert all(float(np.abs(read_audio(c.path, RATE)).max()) > 1e-3 for c in refs[::4])
+    assert not {"simutrans", "lugaru", "tuxfootball"} & {r["source"] for r in demo_rows}
+
+
 def test_the_reference_library_has_test_signals_drawn_apart_from_the_probing_corpus(demo_corpus, demo_rows):
     """The probing corpus's noise, tones, sweeps and clicks (source sox) had no reference to be described by (a
     clip never is by its own source), so brown noise was named after its nearest speech: the library has its
