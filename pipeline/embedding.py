@@ -30,7 +30,10 @@ class Embedder(Protocol):
 
 def log_mel(audio: np.ndarray, rate: int, n_fft: int, hop: int, n_mels: int, htk: bool = True,
             l1_filters: bool = False) -> np.ndarray:
-    """Power mel spectrogram [frames, n_mels] (centred Hann STFT, zero padding, as librosa does)."""
+    """Power mel spectrogram [frames, n_mels] (centred Hann STFT, zero padding, as librosa does). A clip shorter
+    than one window (a click, a tick) is padded with silence to one window: scipy cannot frame it."""
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
     _, _, spec = stft(audio, fs=rate, window="hann", nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros",
                       padded=False, scaling="spectrum")
     power = (np.abs(spec) * n_fft / 2) ** 2  # undo scipy's 'spectrum' scaling: |sum x w e^-iwt|^2

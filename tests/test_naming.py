@@ -37,6 +37,27 @@ def library(demo_corpus, demo_config):
     return load_library([demo_corpus / "reference", demo_corpus], AisfxEmbedder(), 16_000, demo_config.work_dir / "reference")
 
 
+def test_the_mel_spectrogram_is_librosas_even_for_a_clip_shorter_than_one_window():
+    """A click or a tick (20 ms) is shorter than the embedders' STFT window: scipy cannot frame it, so a
+    reference library with one such sound could not be embedded. Padded with silence to one window, its
+    frames are librosa's (which pads with zeros too), as a second of noise's are; both embedders take it."""
+    import librosa
+
+    from pipeline.embedding import MfccStats, log_mel
+
+    rate = 16_000
+    noise = np.random.default_rng(0).normal(size=rate).astype(np.float32)
+    click = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(320) / rate)).astype(np.float32)
+    for audio in (noise, click):
+        ours = log_mel(audio, rate, 512, 160, 40, htk=True)
+        theirs = librosa.feature.melspectrogram(y=audio, sr=rate, n_fft=512, hop_length=160, n_mels=40, htk=True,
+                                                norm=None, pad_mode="constant", power=2.0).T
+        assert len(ours) >= len(theirs) and np.allclose(ours[: len(theirs)], theirs, rtol=1e-4, atol=1e-6 * theirs.max())
+    for embedder, dim in ((AisfxEmbedder(), 512), (MfccStats(), 80)):
+        vectors = embedder.embed([click, noise], rate)
+        assert vectors.shape == (2, dim) and np.isfinite(vectors).all()
+
+
 def test_offline_captions_speech_with_its_transcript(captioner, demo_corpus, demo_rows):
     audios, rows = _clips(demo_corpus, demo_rows, "male speech")
     caps = captioner.caption(audios, 16_000)
