@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 APT_PACKAGES := espeak-ng sox libsox-fmt-all fluidsynth fluid-soundfont-gm timgm6mb-soundfont ktuberling-data klettres-data \
-	hydrogen-drumkits sonic-pi-samples lmms-common wesnoth-1.16-data sound-theme-freedesktop tuxpaint-stamps-default scratch openttd-opensfx minetest-data widelands-data gcompris-qt-data simutrans-pak64 lugaru-data tuxfootball wordnet-base \
+	hydrogen-drumkits sonic-pi-samples lmms-common wesnoth-1.16-data sound-theme-freedesktop tuxpaint-stamps-default scratch openttd-opensfx minetest-data widelands-data gcompris-qt-data simutrans-pak64 lugaru-data tuxfootball openclonk-data wordnet-base \
 	chromium
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1

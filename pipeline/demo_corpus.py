@@ -15,7 +15,6 @@ import io
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import tomllib
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
+
+from .sound_archives import c4group_entries, cat_entries, qt_resource_entries
 
 from .audio import read_audio, resample, to_mono
 
@@ -132,58 +133,6 @@ def _copy_task(out: Path, rel: str, row: dict, source: str, recipe: dict) -> lis
         return []
     _save(out / rel, audio, recipe)
     return [row]
-
-
-def cat_entries(path: str | Path) -> list[tuple[str, bytes]]:
-    """The (title, WAV bytes) entries of an OpenTTD sound archive (.cat): a table of (offset, size) pairs,
-    the first offset flagged in its top bits, each entry a length-prefixed name ('"Title". By ...') then a
-    RIFF file."""
-    data = Path(path).read_bytes()
-    count = (struct.unpack_from("<I", data)[0] & 0x0FFFFFFF) // 8
-    entries = []
-    for i in range(count):
-        offset, size = struct.unpack_from("<II", data, 8 * i)
-        offset &= 0x0FFFFFFF
-        body = offset + 1 + data[offset]  # after the name's length byte and the name
-        name = data[offset + 1 : body].rstrip(b"\0").decode("latin-1")
-        entries.append((name.split('"')[1] if name.count('"') >= 2 else name, data[body : offset + size]))
-    return entries
-
-
-def qt_resource_entries(path: str | Path) -> list[tuple[str, bytes]]:
-    """The (path, bytes) files of a Qt resource collection (.rcc, versions 1-3, as GCompris ships its
-    activities' data): a header ('qres', version, then the offsets of the tree, the data and the names),
-    a tree of nodes (name offset, flags, then a directory's child count and first child or a file's data
-    offset), names as length-prefixed UTF-16, each file's data length-prefixed, zlib-compressed behind its
-    uncompressed size where flag 1 says so."""
-    data = Path(path).read_bytes()
-    if data[:4] != b"qres":
-        raise ValueError(f"{path}: not a Qt resource collection (no 'qres' header)")
-    version, tree, body, names = struct.unpack_from(">IIII", data, 4)
-    node_size = 22 if version >= 2 else 14  # from version 2 on each node ends with its modification time
-
-    def name(offset: int) -> str:
-        (length,) = struct.unpack_from(">H", data, names + offset)
-        start = names + offset + 6  # after the length and the name's hash
-        return data[start : start + 2 * length].decode("utf-16-be")
-
-    entries, todo = [], [(0, "")]
-    while todo:
-        node, parent = todo.pop(0)
-        at = tree + node * node_size
-        name_offset, flags = struct.unpack_from(">IH", data, at)
-        here = f"{parent}/{name(name_offset)}" if node else ""
-        if flags & 2:  # a directory
-            count, first = struct.unpack_from(">II", data, at + 6)
-            todo += [(first + i, here) for i in range(count)]
-            continue
-        (offset,) = struct.unpack_from(">I", data, at + 10)
-        (size,) = struct.unpack_from(">I", data, body + offset)
-        raw = data[body + offset + 4 : body + offset + 4 + size]
-        if flags & 4:
-            raise ValueError(f"{path}: {here} is zstd-compressed, which this reader does not decode")
-        entries.append((here, zlib.decompress(raw[4:]) if flags & 1 else raw))
-    return entries
 
 
 def _encoded_task(out: Path, rel: str, row: dict, encoded: bytes, recipe: dict) -> list[dict]:
@@ -377,20 +326,21 @@ def _archive_tasks(spec: dict | None, source: str, out: Path, recipe: dict) -> l
             for rel, (title, wav) in zip(rels, named)]
 
 
-def _qt_resource_tasks(spec: dict | None, source: str, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
-    """The sound files inside the Qt resource collections under spec's root that spec's sounds names
-    ({"collection.rcc:glob on the file's path": domain}) and spec's exclude (a regular expression) does not,
-    labelled by sound_label on the file's name (left out where the label is empty)."""
+def _packed_tasks(spec: dict | None, source: str, read, drop: list[str], out: Path, recipe: dict) -> list[tuple]:
+    """The sound files inside the archives under spec's root (read by read: `qt_resource_entries`,
+    `c4group_entries`) that spec's sounds names ({"archive:glob on the file's path": domain}) and spec's
+    exclude (a regular expression) does not, labelled by sound_label on the file's name (left out where the
+    label is empty)."""
     if not spec or not Path(spec["root"]).is_dir():
         return []
     root, exclude = Path(spec["root"]), spec.get("exclude")
-    # only the collections spec's sounds name are read (GCompris has 186, most of them images)
-    collections = sorted({c for pattern in spec["sounds"] for c in root.glob(pattern.split(":", 1)[0])})
+    # only the archives spec's sounds name are read (GCompris has 186 collections, most of them images)
+    archives = sorted({a for pattern in spec["sounds"] for a in root.glob(pattern.split(":", 1)[0])})
     labelled = []
-    for collection in collections:
-        for entry, encoded in qt_resource_entries(collection):
+    for archive in archives:
+        for entry, encoded in read(archive):
             domain = next((d for pattern, d in spec["sounds"].items()
-                           if fnmatch.fnmatchcase(f"{collection.name}:{entry}", pattern)), None)
+                           if fnmatch.fnmatchcase(f"{archive.name}:{entry}", pattern)), None)
             if domain and not (exclude and re.search(exclude, entry)):
                 if label := sound_label(Path(entry).stem, spec, drop):
                     labelled.append((encoded, domain, label))
@@ -522,9 +472,10 @@ def plan(recipe: dict, out: Path) -> list[tuple]:
     tasks += _archive_tasks(recipe["sound"].get("opensfx"), "opensfx", out, recipe)
     tasks += _named_sound_tasks(recipe.get("reference", {}).get("minetest"), "minetest", drop, out, recipe)
     tasks += _named_sound_tasks(recipe["sound"].get("widelands"), "widelands", drop, out, recipe)
-    tasks += _qt_resource_tasks(recipe.get("reference", {}).get("gcompris"), "gcompris", drop, out, recipe)
+    tasks += _packed_tasks(recipe.get("reference", {}).get("gcompris"), "gcompris", qt_resource_entries, drop, out, recipe)
     for source in ("simutrans", "lugaru", "tuxfootball"):  # vehicles and work; dogs, footsteps; a crowd, a whistle
         tasks += _named_sound_tasks(recipe.get("reference", {}).get(source), source, drop, out, recipe)
+    tasks += _packed_tasks(recipe.get("reference", {}).get("openclonk"), "openclonk", c4group_entries, drop, out, recipe)
     return tasks
 
 

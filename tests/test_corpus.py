@@ -231,7 +231,7 @@ def test_an_openttd_sound_archive_reads_back_entry_by_entry(tmp_path):
     entry a length-prefixed title line, then its WAV file, which decodes to what was written."""
     import struct
 
-    from pipeline.demo_corpus import cat_entries
+    from pipeline.sound_archives import cat_entries
 
     wavs = _tone_wavs()
     names = [b'"Ship horn". By someone. License: CC0.\0', b'"Cow"\0']
@@ -251,7 +251,7 @@ def test_a_qt_resource_collection_reads_back_file_by_file(tmp_path):
     import struct
     import zlib
 
-    from pipeline.demo_corpus import qt_resource_entries
+    from pipeline.sound_archives import qt_resource_entries
 
     wavs = _tone_wavs()
     names, name_at = b"", {}
@@ -274,6 +274,45 @@ def test_a_qt_resource_collection_reads_back_file_by_file(tmp_path):
     (tmp_path / "b.rcc").write_bytes(b"RIFF" + bytes(40))
     with pytest.raises(ValueError, match="b.rcc: not a Qt resource collection"):
         qt_resource_entries(tmp_path / "b.rcc")
+
+
+def test_an_openclonk_group_reads_back_file_by_file_through_its_child_groups(tmp_path):
+    """A hand-made packed OpenClonk group, as Debian's openclonk-data ships Sound.ocg: gzip with the magic
+    bytes 1e 8c, a scrambled header, one WAV file and a child group holding the other; each comes back under
+    its path, decoding to what was written. An unpacked group (a folder) reads the same; a file that is not a
+    group is an error naming it."""
+    import gzip
+    import struct
+
+    from pipeline.sound_archives import c4group_entries
+
+    def scrambled(header: bytes) -> bytes:  # OpenClonk's: every three bytes' first and last swapped, XOR 237
+        out = bytearray(header)
+        for i in range(0, len(out) - 2, 3):
+            out[i], out[i + 2] = out[i + 2], out[i]
+        return bytes(b ^ 237 for b in out)
+
+    def group(files: list[tuple[str, bytes, bool]]) -> bytes:
+        header = scrambled(b"RedWolf Design GrpFolder".ljust(28, b"\0") + struct.pack("<iii", 1, 2, len(files)) + bytes(164))
+        entries, body = b"", b""
+        for name, data, child in files:
+            entries += name.encode().ljust(260, b"\0") + struct.pack("<6i", 0, int(child), len(data), 0, len(body), 0) + bytes(32)
+            body += data
+        return header + entries + body
+
+    wavs = _tone_wavs()
+    packed = gzip.compress(group([("a.wav", wavs[0], False), ("Sub.ocg", group([("b.wav", wavs[1], False)]), True)]))
+    (tmp_path / "Sound.ocg").write_bytes(b"\x1e\x8c" + packed[2:])
+    entries = c4group_entries(tmp_path / "Sound.ocg")
+    assert [path for path, _ in entries] == ["a.wav", "Sub.ocg/b.wav"]
+    _assert_tones([wav for _, wav in entries])
+    (tmp_path / "Open.ocg" / "Sub.ocg").mkdir(parents=True)
+    (tmp_path / "Open.ocg" / "a.wav").write_bytes(wavs[0])
+    (tmp_path / "Open.ocg" / "Sub.ocg" / "b.wav").write_bytes(wavs[1])
+    assert c4group_entries(tmp_path / "Open.ocg") == sorted(entries)
+    (tmp_path / "Not.ocg").write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(ValueError, match="Not.ocg: not a packed OpenClonk group"):
+        c4group_entries(tmp_path / "Not.ocg")
 
 
 def test_every_mp3_the_recipe_copies_decodes_to_the_same_samples_in_any_order(tmp_path):
@@ -384,6 +423,25 @@ def test_the_reference_library_has_vehicles_dogs_footsteps_and_a_crowd(demo_corp
     assert {c.domain for c in refs} == {"sound"} and len(refs) == sum(sum(c.values()) for c in by_source.values())
     assert all(float(np.abs(read_audio(c.path, RATE)).max()) > 1e-3 for c in refs[::4])
     assert not {"simutrans", "lugaru", "tuxfootball"} & {r["source"] for r in demo_rows}
+
+
+def test_the_reference_library_has_openclonks_weather_tools_and_materials(demo_corpus, demo_rows):
+    """OpenClonk's effects, read out of its packed Sound.ocg: weather, water, fire, wood, glass, metal and
+    stone, machines and tools, labelled by what is heard; its characters' voice-acted cries, its fictional
+    animals and the sounds the rules do not name left out; none of it in the probing corpus."""
+    from collections import Counter
+
+    from pipeline.corpus import read_metadata
+
+    refs = [c for c in read_metadata(demo_corpus / "reference") if c.meta["source"] == "openclonk"]
+    counts = Counter(c.label for c in refs)
+    assert {"thunder", "rain", "wind", "waterfall", "wood chopping", "glass breaking", "metal clang", "rocks falling",
+            "explosion", "gunshot", "bubbles", "water splash", "creaking hinge", "drilling", "sawing", "steam engine",
+            "footsteps", "mosquito buzzing"} <= set(counts)
+    assert counts["footsteps"] == 11 and counts["thunder"] == 5 and len(refs) == 140
+    assert not [label for label in counts if re.search(r"\b(laugh|laughter|scream|grunt|singing|hurt|wipf|mooq|puka|chippie|confirm)\b", label)]
+    assert all(float(np.abs(read_audio(c.path, RATE)).max()) > 1e-3 for c in refs[::7])
+    assert "openclonk" not in {r["source"] for r in demo_rows}
 
 
 def test_the_reference_library_has_test_signals_drawn_apart_from_the_probing_corpus(demo_corpus, demo_rows):
