@@ -5,7 +5,9 @@ itself: references from the same file, the same source, or with the same audio a
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,8 +15,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .audio import read_audio
+from .audio import AudioError, read_audio
 from .corpus import read_metadata
+
+log = logging.getLogger(__name__)
+SAVE_EVERY_S = 60.0  # a library being embedded saves what it has at most this often: a crash loses less
 
 SAME_AUDIO = 0.9999  # cosine above which two embeddings are taken to be the same audio
 
@@ -62,12 +67,40 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def _save_cache(cache: Path, have: dict[str, np.ndarray]) -> None:
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, keys=np.array(list(have)), vectors=np.stack(list(have.values())).astype(np.float32))
+    os.replace(tmp, cache)
+
+
+def _embed_new(root, clips, todo: list[int], keys: list[str], have: dict, embedder, sample_rate: int, cache: Path) -> None:
+    """Embed clips[todo] into have (by key), saving the cache at least every SAVE_EVERY_S, so that a crash or a
+    kill in a library of 100,000 clips loses a minute, not the hour; a clip that cannot be decoded is left out
+    with a warning naming it (one bad file must not stop the naming of every feature)."""
+    saved = time.monotonic()
+    for start in tqdm(range(0, len(todo), 32), desc=f"reference library {Path(root).name}", unit="batch"):
+        batch, audios = [], []
+        for i in todo[start : start + 32]:
+            try:
+                audios.append(read_audio(clips[i].path, sample_rate))
+                batch.append(i)
+            except AudioError as err:
+                log.warning("reference library %s: %s is left out: %s (fix or remove the file, or drop its row "
+                            "from metadata.csv)", root, clips[i].path, err)
+        if batch:
+            have.update({keys[i]: v for i, v in zip(batch, embedder.embed(audios, sample_rate))})
+        if time.monotonic() - saved >= SAVE_EVERY_S and have:
+            _save_cache(cache, have)
+            saved = time.monotonic()
+
+
 def load_library(roots: Sequence[str | Path], embedder, sample_rate: int, cache_dir: Path,
                  known: Callable[[list[Path]], dict[Path, np.ndarray]] | None = None) -> Library:
     """The labelled clips of the audiofolders in roots, embedded (cached per root in cache_dir; only new or
-    changed files are embedded again). Unlabelled rows are skipped; a root with no labels is an error.
-    known(paths) may return embeddings already made with the same embedder elsewhere (the store's, for the
-    probing corpus), which are used instead of embedding those files again."""
+    changed files are embedded again). Unlabelled rows are skipped, and clips that cannot be decoded (with a
+    warning); a root with no labelled, readable clip is an error. known(paths) may return embeddings already
+    made with the same embedder elsewhere (the store's, for the probing corpus), which are used instead of
+    embedding those files again."""
     labels, sources, paths, vectors, parts = [], [], [], [], []
     cache_dir.mkdir(parents=True, exist_ok=True)
     for root in roots:
@@ -85,15 +118,14 @@ def load_library(roots: Sequence[str | Path], embedder, sample_rate: int, cache_
         have.update({keys[i]: found[clips[i].path] for i in todo if clips[i].path in found})
         new = bool(todo)
         todo = [i for i in todo if keys[i] not in have]
-        for start in tqdm(range(0, len(todo), 32), desc=f"reference library {Path(root).name}", unit="batch",
-                          disable=not todo):
-            batch = todo[start : start + 32]
-            got = embedder.embed([read_audio(clips[i].path, sample_rate) for i in batch], sample_rate)
-            have.update({keys[i]: v for i, v in zip(batch, got)})
-        if new:
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, keys=np.array(keys), vectors=np.stack([have[key] for key in keys]).astype(np.float32))
-            os.replace(tmp, cache)
+        if todo:
+            _embed_new(root, clips, todo, keys, have, embedder, sample_rate, cache)
+        kept = [i for i, key in enumerate(keys) if key in have]
+        if not kept:
+            raise ValueError(f"{root}: none of its {len(clips)} labelled clips can be decoded (see the warnings)")
+        clips, keys = [clips[i] for i in kept], [keys[i] for i in kept]
+        if new:  # this root's keys only: entries of files since changed or removed are dropped
+            _save_cache(cache, {key: have[key] for key in keys})
         labels += [c.label for c in clips]
         sources += [str(c.meta.get("source") or "") for c in clips]
         paths += [str(c.path.resolve()) for c in clips]

@@ -401,3 +401,50 @@ def test_reference_library_reuses_embeddings_made_elsewhere(demo_corpus, demo_ro
     assert calls == [2]  # only the two files nobody had embedded
     np.testing.assert_allclose(reused.vectors, whole.vectors, rtol=1e-5, atol=1e-6)  # unit-normed either way
     assert reused.digest == whole.digest
+
+
+def test_a_reference_library_leaves_out_a_file_it_cannot_decode_and_keeps_what_it_embedded_before_a_crash(
+        demo_corpus, demo_rows, tmp_path, monkeypatch, caplog):
+    """A user's library of 100,000 references with one broken file: the file is left out with a warning that
+    names it (it stopped the whole naming stage); a run killed while embedding keeps what it embedded (it
+    saved only at the end, so a crash lost it all); a root with nothing readable is an error."""
+    import logging
+
+    from pipeline import reference
+    from pipeline.embedding import make_embedder
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    rows = [r for r in demo_rows if r["domain"] == "sound"][:40]
+    for r in rows:
+        (folder / Path(r["file_name"]).name).write_bytes((demo_corpus / r["file_name"]).read_bytes())
+    (folder / "broken.wav").write_bytes(b"RIFF" + bytes(10))
+    (folder / "metadata.csv").write_text("file_name,label\nbroken.wav,dog\n" + "".join(
+        f"{Path(r['file_name']).name},{r['label']}\n" for r in rows))
+    embedder, calls = make_embedder("mfcc"), []
+    embed = embedder.embed
+
+    def dies_after_one_batch(audios, rate):
+        calls.append(len(audios))
+        if len(calls) > 1:
+            raise KeyboardInterrupt("killed")
+        return embed(audios, rate)
+
+    monkeypatch.setattr(reference, "SAVE_EVERY_S", 0.0)
+    embedder.embed = dies_after_one_batch
+    with pytest.raises(KeyboardInterrupt):
+        load_library([folder], embedder, 16_000, tmp_path / "cache")
+    assert calls == [31, 9]  # the first 32 rows (less the broken file) embedded and saved; killed in the second
+    calls.clear()
+    embedder.embed = lambda audios, rate: calls.append(len(audios)) or embed(audios, rate)
+    with caplog.at_level(logging.WARNING, logger="pipeline.reference"):
+        library = load_library([folder], embedder, 16_000, tmp_path / "cache")
+    assert calls == [9]  # only what the killed run had not embedded
+    assert len(library) == 40 and "dog" not in set(library.labels)
+    assert str(folder / "broken.wav") in caplog.text and "left out" in caplog.text
+    only_broken = tmp_path / "bad"
+    only_broken.mkdir()
+    (only_broken / "broken.wav").write_bytes(b"RIFF" + bytes(10))
+    (only_broken / "metadata.csv").write_text("file_name,label\nbroken.wav,dog\n")
+    with pytest.raises(ValueError, match="none of its 1 labelled clips can be decoded"):
+        load_library([only_broken], embedder, 16_000, tmp_path / "cache")
