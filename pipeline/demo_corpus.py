@@ -27,9 +27,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from .sound_archives import c4group_entries, cat_entries, qt_resource_entries
-
 from .audio import read_audio, resample, to_mono
+from .sound_archives import c4group_entries, cat_entries, qt_resource_entries
 
 COLUMNS = ["file_name", "label", "domain", "source", "license", "text", "voice"]
 RECIPE_FILE = Path(__file__).resolve().parent.parent / "data" / "demo" / "recipe.toml"
