@@ -378,18 +378,27 @@ def test_captions_voted_by_another_number_of_neighbours_are_cached_apart(whisper
     assert three.id != ten.id and three.for_contrast().id != ten.for_contrast().id
 
 
+def _library_folder(folder: Path, demo_corpus: Path, rows: list[dict], broken: bool = False) -> Path:
+    """A labelled audiofolder of copies of these demo rows' files; with broken, first a 'dog' whose file is
+    not audio (a RIFF header and nothing else)."""
+    folder.mkdir()
+    for r in rows:
+        (folder / Path(r["file_name"]).name).write_bytes((demo_corpus / r["file_name"]).read_bytes())
+    lines = [f"{Path(r['file_name']).name},{r['label']}\n" for r in rows]
+    if broken:
+        (folder / "broken.wav").write_bytes(b"RIFF" + bytes(10))
+        lines.insert(0, "broken.wav,dog\n")
+    (folder / "metadata.csv").write_text("file_name,label\n" + "".join(lines))
+    return folder
+
+
 def test_reference_library_reuses_embeddings_made_elsewhere(demo_corpus, demo_rows, tmp_path):
     """Files whose embedding the store already holds are not embedded again; the library equals the one
     that embeds everything itself (the demo's name stage once embedded its 1,252 probing files twice)."""
     from pipeline.embedding import make_embedder
 
-    folder = tmp_path / "lib"
-    folder.mkdir()
     rows = [r for r in demo_rows if r["domain"] == "sound"][:6]
-    for r in rows:
-        (folder / Path(r["file_name"]).name).write_bytes((demo_corpus / r["file_name"]).read_bytes())
-    (folder / "metadata.csv").write_text("file_name,label\n" + "".join(f"{Path(r['file_name']).name},{r['label']}\n"
-                                                                        for r in rows))
+    folder = _library_folder(tmp_path / "lib", demo_corpus, rows)
     embedder, calls = make_embedder("mfcc"), []
     embed = embedder.embed
     embedder.embed = lambda audios, rate: calls.append(len(audios)) or embed(audios, rate)
@@ -413,14 +422,8 @@ def test_a_reference_library_leaves_out_a_file_it_cannot_decode_and_keeps_what_i
     from pipeline import reference
     from pipeline.embedding import make_embedder
 
-    folder = tmp_path / "lib"
-    folder.mkdir()
     rows = [r for r in demo_rows if r["domain"] == "sound"][:40]
-    for r in rows:
-        (folder / Path(r["file_name"]).name).write_bytes((demo_corpus / r["file_name"]).read_bytes())
-    (folder / "broken.wav").write_bytes(b"RIFF" + bytes(10))
-    (folder / "metadata.csv").write_text("file_name,label\nbroken.wav,dog\n" + "".join(
-        f"{Path(r['file_name']).name},{r['label']}\n" for r in rows))
+    folder = _library_folder(tmp_path / "lib", demo_corpus, rows, broken=True)
     embedder, calls = make_embedder("mfcc"), []
     embed = embedder.embed
 
@@ -442,9 +445,5 @@ def test_a_reference_library_leaves_out_a_file_it_cannot_decode_and_keeps_what_i
     assert calls == [9]  # only what the killed run had not embedded
     assert len(library) == 40 and "dog" not in set(library.labels)
     assert str(folder / "broken.wav") in caplog.text and "left out" in caplog.text
-    only_broken = tmp_path / "bad"
-    only_broken.mkdir()
-    (only_broken / "broken.wav").write_bytes(b"RIFF" + bytes(10))
-    (only_broken / "metadata.csv").write_text("file_name,label\nbroken.wav,dog\n")
     with pytest.raises(ValueError, match="none of its 1 labelled clips can be decoded"):
-        load_library([only_broken], embedder, 16_000, tmp_path / "cache")
+        load_library([_library_folder(tmp_path / "bad", demo_corpus, [], broken=True)], embedder, 16_000, tmp_path / "cache")
