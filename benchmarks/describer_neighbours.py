@@ -6,6 +6,9 @@ label is its answer, scored by the MiniLM cosine with the clip's own label (the 
 unit's name) and by exact agreement. The probing corpus chooses k; the held-out corpus only reports it, so
 the evaluation's labels do not tune the describer.
     .venv/bin/python benchmarks/describer_neighbours.py [--config configs/demo.toml] [--ks 1,2,3,5,10,20]
+        [--by-label 15]
+--by-label N prints, per corpus, the N labels the describer names worst at the config's k (their clips' mean
+cosine and the answers it gave most): where a reference library lacks a kind of sound.
 """
 
 from __future__ import annotations
@@ -65,26 +68,44 @@ def clip_vectors(config, root: Path, embedder, library=None):
     return clips, np.stack([have[c.id] for c in clips])
 
 
-def scores(clips, vectors, library, text, ks: list[int]) -> list[dict]:
-    """Per k: mean MiniLM cosine of the top voted label with the clip's label, and the exact-match share."""
+def answers(clips, vectors, library, text, ks: list[int]) -> dict[int, tuple[list[str], np.ndarray]]:
+    """Per k: each clip's top voted label (never from its own file or source) and its MiniLM cosine with
+    the clip's label."""
     from pipeline.naming import label_votes
     from pipeline.reference import Origin
 
     origins = [Origin(str(c.path.resolve()), c.meta.get("source")) for c in clips]
     near = library.neighbours(vectors, origins, max(ks))
-    rows = []
+    out = {}
     for k in ks:
         top = [label_votes(n[:k])[0][0] for n in near]
-        sims = np.sum(text.embed(top) * text.embed([c.label for c in clips]), axis=1)
-        rows.append({"k": k, "label_cosine": float(sims.mean()),
-                     "exact": float(np.mean([t == c.label for t, c in zip(top, clips)]))})
-    return rows
+        out[k] = (top, np.sum(text.embed(top) * text.embed([c.label for c in clips]), axis=1))
+    return out
+
+
+def scores(clips, given: dict[int, tuple[list[str], np.ndarray]]) -> list[dict]:
+    """Per k: mean cosine of the top voted label with the clip's label, and the exact-match share."""
+    return [{"k": k, "label_cosine": float(sims.mean()),
+             "exact": float(np.mean([t == c.label for t, c in zip(top, clips)]))} for k, (top, sims) in given.items()]
+
+
+def worst_labels(clips, top: list[str], sims: np.ndarray, n: int) -> list[str]:
+    """The n labels whose clips the describer names worst: mean cosine, clips, label, its commonest answers."""
+    from collections import Counter, defaultdict
+
+    by = defaultdict(list)
+    for c, t, s in zip(clips, top, sims):
+        by[c.label].append((float(s), t))
+    rows = sorted(by.items(), key=lambda kv: (np.mean([s for s, _ in kv[1]]), kv[0]))[:n]
+    return [f"{np.mean([s for s, _ in v]):.2f} {len(v):3d}  {label:28s} <- "
+            + ", ".join(f"{t} x{k}" for t, k in Counter(t for _, t in v).most_common(3)) for label, v in rows]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
     ap.add_argument("--ks", default="1,2,3,5,10,20")
+    ap.add_argument("--by-label", type=int, default=0, metavar="N", help="print the N worst-named labels per corpus")
     args = ap.parse_args()
     import pandas as pd
 
@@ -92,16 +113,23 @@ def main() -> None:
 
     config, library, embedder = reference_of(args.config)
     text, ks = TextEmbedder("minilm"), [int(k) for k in args.ks.split(",")]
-    table = []
+    table, worst = [], {}
+    k_used = config.naming.neighbours
     for name, root in labelled_corpora(config).items():
         clips, vectors = clip_vectors(config, root, embedder, library)
-        table += [{"corpus": name, "clips": len(clips), **row} for row in scores(clips, vectors, library, text, ks)]
+        given = answers(clips, vectors, library, text, sorted(set(ks) | ({k_used} if args.by_label else set())))
+        table += [{"corpus": name, "clips": len(clips), **row} for row in scores(clips, given) if row["k"] in ks]
+        if args.by_label:
+            worst[name] = worst_labels(clips, *given[k_used], args.by_label)
     frame = pd.DataFrame(table)
     print(frame.round(3).to_string(index=False))
     probing = frame[frame.corpus.str.startswith("probing")]
     best = probing.loc[probing.label_cosine.idxmax()]
     print(f"\nbest k on the probing corpus: {int(best.k)} (label cosine {best.label_cosine:.3f}); "
           f"the config's [naming] neighbours: {config.naming.neighbours}")
+    for name, lines in worst.items():
+        print(f"\n{name}: the {len(lines)} labels named worst at k {k_used} (mean cosine, clips, label <- answers)")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":
