@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from describer_neighbours import clip_vectors, labelled_corpora, reference_of, scores  # noqa: E402 (this folder)
+from describer_neighbours import answers, clip_vectors, labelled_corpora, reference_of, scores  # noqa: E402 (this folder)
 
 WEIGHTS = (1.0, 0.7, 0.5, 0.3, 0.0)  # aisfx's weight in the pair: 1 is aisfx alone, 0 Whisper alone
 
@@ -82,7 +82,7 @@ def main() -> None:
         for weight in WEIGHTS:
             both = replace(library, vectors=pair(library.vectors, second.vectors, weight))
             table += [{"corpus": name, "aisfx weight": weight, **row}
-                      for row in scores(clips, pair(a, w, weight), both, text, ks)]
+                      for row in scores(clips, answers(clips, pair(a, w, weight), both, text, ks))]
     print(f"second embedder: {whisper.name}")
     print(pd.DataFrame(table).round(3).to_string(index=False))
 
