@@ -4,7 +4,9 @@ For each clip of a labelled corpus, the describer's reference votes (its k neare
 embedder, never its own file or source, similarity-weighted as `naming.label_votes` weighs them); the top
 label is its answer, scored by the MiniLM cosine with the clip's own label (the measure Table 1 uses for a
 unit's name) and by exact agreement. The probing corpus chooses k; the held-out corpus only reports it, so
-the evaluation's labels do not tune the describer.
+the evaluation's labels do not tune the describer. A third row, "library, each source left out", names every
+reference that is not a probing clip by the rest of the library (never its own source): how well the library
+names a source it does not hold, which the probing corpus cannot tell for kinds of sound it does not have.
     .venv/bin/python benchmarks/describer_neighbours.py [--config configs/demo.toml] [--ks 1,2,3,5,10,20]
         [--by-label 15]
 --by-label N prints, per corpus, the N labels the describer names worst at the config's k (their clips' mean
@@ -45,15 +47,20 @@ def labelled_corpora(config) -> dict[str, Path]:
     return corpora
 
 
+def read_labelled(root: Path):
+    from pipeline.corpus import read_metadata
+
+    return [c for c in read_metadata(root) if c.label]
+
+
 def clip_vectors(config, root: Path, embedder, library=None):
     """(clips, [n, dim] vectors) of a labelled audiofolder: a clip's vector from the library where it is a
     reference (the probing corpus is one: embedded with the same embedder), else from the store (the store keys
     embeddings by clip id, which only the probing corpus's clips share), else embedded here."""
     from pipeline import store
     from pipeline.audio import read_audio
-    from pipeline.corpus import read_metadata
 
-    clips = [c for c in read_metadata(root) if c.label]
+    clips = read_labelled(root)
     have = {}
     if library is not None:
         row = {p: i for i, p in enumerate(library.paths)}
@@ -66,6 +73,18 @@ def clip_vectors(config, root: Path, embedder, library=None):
         got = embedder.embed([read_audio(c.path, config.corpus.sample_rate) for c in todo], config.corpus.sample_rate)
         have.update({c.id: v for c, v in zip(todo, got)})
     return clips, np.stack([have[c.id] for c in clips])
+
+
+def library_clips(config, library):
+    """(clips, vectors) of the library's own references that are not probing clips (the probing corpus
+    already has its row), each with its source, so `answers` leaves that source out of its neighbours."""
+    from pipeline.corpus import Clip
+
+    probing = {str(c.path.resolve()) for c in read_labelled(config.resolve(config.corpus.root))}
+    rows = [i for i, p in enumerate(library.paths) if str(p) not in probing and library.labels[i]]
+    clips = [Clip(id=str(library.paths[i]), path=Path(str(library.paths[i])), label=str(library.labels[i]),
+                  meta={"source": str(library.sources[i])}) for i in rows]
+    return clips, library.vectors[rows]
 
 
 def answers(clips, vectors, library, text, ks: list[int]) -> dict[int, tuple[list[str], np.ndarray]]:
@@ -115,8 +134,9 @@ def main() -> None:
     text, ks = TextEmbedder("minilm"), [int(k) for k in args.ks.split(",")]
     table, worst = [], {}
     k_used = config.naming.neighbours
-    for name, root in labelled_corpora(config).items():
-        clips, vectors = clip_vectors(config, root, embedder, library)
+    corpora = {name: clip_vectors(config, root, embedder, library) for name, root in labelled_corpora(config).items()}
+    corpora["library, each source left out (reported only)"] = library_clips(config, library)
+    for name, (clips, vectors) in corpora.items():
         given = answers(clips, vectors, library, text, sorted(set(ks) | ({k_used} if args.by_label else set())))
         table += [{"corpus": name, "clips": len(clips), **row} for row in scores(clips, given) if row["k"] in ks]
         if args.by_label:
