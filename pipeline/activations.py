@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -51,8 +52,21 @@ def write_shard(folder: Path, shard: int, layers: Sequence[str], arrays: dict[st
 
 def read_skipped(folder: Path) -> set[str]:
     """The clips an earlier extraction found unusable (skipped.jsonl)."""
-    path = folder / "skipped.jsonl"
-    return {json.loads(line)["clip"] for line in path.read_text().splitlines()} if path.exists() else set()
+    return set(skipped_reasons(folder))
+
+
+def skipped_reasons(folder: Path) -> dict[str, str]:
+    """{clip: why extraction left it out} from skipped.jsonl ("too short: 0.20 s < 0.5 s ...")."""
+    path = Path(folder) / "skipped.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return {row["clip"]: row["reason"] for row in rows}
+
+
+def skipped_summary(reasons: dict[str, str]) -> str:
+    """"56 too short, 6 too long": why clips were left out, by the reason's kind (the words before its colon),
+    commonest first."""
+    kinds = Counter(reason.split(":", 1)[0].strip() for reason in reasons.values())
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
 @dataclass(frozen=True)
@@ -169,4 +183,15 @@ def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequ
     record_problems()
     flush()
     bar.close()
+    warn_left_out(folder, clips)
     return ActivationStore(folder)
+
+
+def warn_left_out(folder: Path, clips: Sequence[Clip]) -> None:
+    """Log how many of the clips extraction left out and why (a corpus of short sound effects can lose a third
+    of its clips: a user should hear it, not find it in a file)."""
+    ids = {c.id for c in clips}
+    left_out = {clip: why for clip, why in skipped_reasons(folder).items() if clip in ids}
+    if left_out:
+        log.warning("%d of %d clips left out (%s): listed in %s", len(left_out), len(ids), skipped_summary(left_out),
+                    Path(folder) / "skipped.jsonl")

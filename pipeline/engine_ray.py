@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .activations import ActivationStore, _atomic_write_text, read_skipped, write_shard
+from .activations import ActivationStore, _atomic_write_text, read_skipped, warn_left_out, write_shard
 from .config import Config, CorpusConfig, ModelConfig
 from .corpus import Clip, load_clip
 
@@ -136,6 +136,7 @@ def extract_on_ray(cfg: Config, clips: Sequence[Clip], folder: Path) -> Activati
             for _ in ds.iter_rows():
                 bar.update(1)
     _gather_skips(folder, len(plan))
+    warn_left_out(folder, clips)
     return ActivationStore(folder)
 
 

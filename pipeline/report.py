@@ -91,13 +91,21 @@ def _probing_view(probing: pd.DataFrame) -> pd.DataFrame:
     return wide[order].reset_index()
 
 
+def _left_out(meta) -> str:
+    """"; 62 of its 233 clips left out (56 too short, 6 too long), listed in <file>" when extraction left any out."""
+    if not getattr(meta, "left_out", 0):  # none, or a store evaluated before this was recorded
+        return ""
+    return (f"; {meta.left_out} of its {meta.corpus_clips} clips left out ({meta.left_out_why}), listed in "
+            f"`{meta.left_out_list}`: the tables and the reference concepts count only the clips evaluated")
+
+
 def markdown(tables: dict[str, pd.DataFrame]) -> str:
     meta = tables["meta"].iloc[0]
     t4 = tables["table4"]
     parts = [
         "# Evaluation report\n",
-        f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = its "
-        f"labels; sources: {meta.eval_sources}), held out of the probing corpus. SAE of Table 1: `{meta.run_layer}`, "
+        f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = their "
+        f"labels; sources: {meta.eval_sources}), held out of the probing corpus{_left_out(meta)}. SAE of Table 1: `{meta.run_layer}`, "
         f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
         f"labels with the `{meta.text_embedder}` text embedder; a pair counts when its cosine is above gamma = "
         f"{meta.gamma}, one-to-one, with the most pairs (then the largest summed cosine). mAP averages the "

@@ -433,3 +433,55 @@ def test_a_negative_reserve_is_refused_when_the_config_is_read(tmp_path):
         load_config(config)
     config.write_text("[monosemanticity]\nreserve = 0\n")
     assert load_config(config).monosemanticity.reserve == 0
+
+
+def test_a_label_whose_clips_were_all_left_out_is_no_reference_concept(tmp_path, whisper, caplog):
+    """A 0.2 s clip is too short to extract: its label ("click") is not a concept any method could retrieve,
+    so Table 1 does not count it (on a corpus of 0ad's sounds, 62 of 233 clips were left out and 4 of its
+    40 labels, carried by no clip evaluated, divided every method's recall); extraction and the report say what was left out
+    and why."""
+    import logging
+
+    from types import SimpleNamespace
+
+    import soundfile as sf
+
+    from pipeline.activations import extract, skipped_reasons, skipped_summary
+    from pipeline.config import CorpusConfig
+    from pipeline.corpus import read_metadata
+    from pipeline.embedding import TextEmbedder
+    from pipeline.evaluation.context import evaluated_clips
+    from pipeline.evaluation.table1 import table1
+    from pipeline.report import _left_out
+
+    rate, rng = 16_000, np.random.default_rng(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lengths = {"dog1.wav": 1.0, "dog2.wav": 1.2, "rain.wav": 1.0, "blip.wav": 0.2}
+    for name, seconds in lengths.items():
+        sf.write(corpus / name, (0.1 * rng.standard_normal(int(rate * seconds))).astype(np.float32), rate)
+    labels = {"dog1.wav": "dog", "dog2.wav": "dog", "rain.wav": "rain", "blip.wav": "click"}
+    (corpus / "metadata.csv").write_text("file_name,label\n" + "".join(f"{n},{l}\n" for n, l in labels.items()))
+    clips = read_metadata(corpus)
+    with caplog.at_level(logging.WARNING, logger="pipeline.activations"):
+        store = extract(whisper, clips, CorpusConfig(), ["encoder.1"], tmp_path / "acts")
+    assert f"1 of 4 clips left out (1 too short): listed in {tmp_path / 'acts' / 'skipped.jsonl'}" in caplog.text
+
+    evaluated = evaluated_clips({c.id: c for c in clips}, store.index)
+    assert [c.id for c in evaluated] == ["dog1.wav", "dog2.wav", "rain.wav"]
+    reasons = skipped_reasons(tmp_path / "acts")
+    assert list(reasons) == ["blip.wav"] and reasons["blip.wav"].startswith("too short: 0.20 s")
+    assert skipped_summary({**reasons, "x.wav": "too long: 40 s", "y.wav": "too short: 0.1 s"}) == "2 too short, 1 too long"
+
+    # Table 1 over the evaluated clips' labels: two units named "dog" and "rain" find both concepts
+    units = [{"unit": i, "ms": 1.0, "name": n, "majority_label": n, "purity": 1.0} for i, n in enumerate(["dog", "rain"])]
+    ctx = SimpleNamespace(clips=clips, references=sorted({c.label for c in evaluated}), text_embedder=TextEmbedder(),
+                          gamma_calibrated=(0.5, 1.0), ev=SimpleNamespace(gamma=0.7, gammas=[0.7]),
+                          cfg=SimpleNamespace(scoring=SimpleNamespace(seed=0)))
+    t1 = table1(ctx, {"sae": [units]})[0].iloc[0]
+    assert t1["n_ref"] == 2 and t1["R"] == 1.0 and t1["F1"] == 1.0
+
+    meta = SimpleNamespace(left_out=1, corpus_clips=4, left_out_why=skipped_summary(reasons), left_out_list="acts/skipped.jsonl")
+    assert _left_out(meta) == ("; 1 of its 4 clips left out (1 too short), listed in `acts/skipped.jsonl`: the tables "
+                               "and the reference concepts count only the clips evaluated")
+    assert _left_out(SimpleNamespace(eval_clips=3)) == ""  # a store evaluated before this was recorded

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from ..activations import ActivationStore, extract
+from ..activations import ActivationStore, extract, skipped_reasons
 from ..config import Config
 from ..corpus import Clip, clip_audio, file_signature, read_metadata
 
@@ -47,6 +47,16 @@ def trained_with(folder: Path, sae_cfg) -> bool:
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def base_clip(clip_id: str) -> str:
+    """The corpus id of an indexed clip (a chunked long clip's pieces are `id#n`)."""
+    return clip_id.rsplit("#", 1)[0]
+
+
+def evaluated_clips(by_id: dict[str, Clip], index) -> list[Clip]:
+    """The corpus's clips that an activation index holds, in its order, a chunked clip (`id#n`) once."""
+    return [by_id[cid] for cid in dict.fromkeys(base_clip(rows.clip_id) for rows in index)]
 
 
 def eval_id(clip_id: str) -> str:
@@ -94,6 +104,23 @@ class EvalContext:
         acts = extract(self.model, self.clips, self.cfg.corpus, layers, folder, self.cfg.extract.shard_rows)
         stamp.write_text(key)
         return acts
+
+    @cached_property
+    def evaluated(self) -> list[Clip]:
+        """The clips the tables read: those extraction kept (one too short or too long for the model is left
+        out, `left_out` says why), each once however many chunks it was cut into."""
+        return evaluated_clips(self.by_id, self.activations.index)
+
+    @cached_property
+    def references(self) -> list[str]:
+        """The reference concepts of Table 1: the labels of the evaluated clips. A label whose every clip was
+        left out is none: no method could retrieve it, and counting it would lower every recall alike."""
+        return sorted({c.label for c in self.evaluated if c.label})
+
+    @cached_property
+    def left_out(self) -> dict[str, str]:
+        """{clip: why extraction left it out} for the evaluation corpus."""
+        return skipped_reasons(self.work / "activations")
 
     @cached_property
     def probing_activations(self) -> ActivationStore:
@@ -158,5 +185,4 @@ class EvalContext:
         return calibrate_gamma(self.text_embedder)
 
     def base_clip(self, clip_id: str) -> str:
-        """The corpus id of an indexed clip (a chunked long clip's pieces are `id#n`)."""
-        return clip_id.rsplit("#", 1)[0]
+        return base_clip(clip_id)

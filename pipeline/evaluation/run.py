@@ -8,6 +8,7 @@ import time
 import pandas as pd
 
 from .. import store
+from ..activations import skipped_summary
 from ..config import Config
 from ..sae import Sae
 from .ablation import table4
@@ -60,9 +61,11 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
                              "gamma_calibrated": gamma_cal, "gamma_accuracy": gamma_acc,
                              "text_embedder": ctx.text_embedder.name, "top_c": ctx.ev.top_c,
                              "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
-                             "eval_clips": len(ctx.activations.index),
-                             "references": int(len({c.label for c in ctx.clips if c.label})),
-                             "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.clips}))}]))
+                             "eval_clips": len(ctx.evaluated), "corpus_clips": len(ctx.clips),
+                             "left_out": len(ctx.left_out), "left_out_why": skipped_summary(ctx.left_out),
+                             "left_out_list": str(ctx.work / "activations" / "skipped.jsonl"),
+                             "references": len(ctx.references),
+                             "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.evaluated}))}]))
     return tables
 
 

@@ -145,7 +145,7 @@ def names(ctx: EvalContext, sets: dict[str, list[dict]], sae: Sae) -> dict[str, 
 def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(Table 1, the gamma sweep, per-feature name-vs-majority-label similarity, bootstrap intervals of the
     first run of each method)."""
-    refs = sorted({c.label for c in ctx.clips if c.label})
+    refs = ctx.references
     text = ctx.text_embedder
     ref_vecs = text.embed(refs)
     calibrated, _ = ctx.gamma_calibrated
