@@ -104,8 +104,9 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
     t4 = tables["table4"]
     parts = [
         "# Evaluation report\n",
-        f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = their "
-        f"labels; sources: {meta.eval_sources}), held out of the probing corpus{_left_out(meta)}. SAE of Table 1: `{meta.run_layer}`, "
+        f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = "
+        f"their labels; sources: {meta.eval_sources}), held out of the probing corpus{_left_out(meta)}. SAE of "
+        f"Table 1: `{meta.run_layer}`, "
         f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
         f"labels with the `{meta.text_embedder}` text embedder; a pair counts when its cosine is above gamma = "
         f"{meta.gamma}, one-to-one, with the most pairs (then the largest summed cosine). mAP averages the "

@@ -436,21 +436,20 @@ def test_a_negative_reserve_is_refused_when_the_config_is_read(tmp_path):
 
 
 def test_a_label_whose_clips_were_all_left_out_is_no_reference_concept(tmp_path, whisper, caplog):
-    """A 0.2 s clip is too short to extract: its label ("click") is not a concept any method could retrieve,
-    so Table 1 does not count it (on a corpus of 0ad's sounds, 62 of 233 clips were left out and 4 of its
-    40 labels, carried by no clip evaluated, divided every method's recall); extraction and the report say what was left out
-    and why."""
+    """A 0.2 s clip is too short to extract: its label ("click") is no concept any method could retrieve, so
+    Table 1 does not count it (on a corpus of 0ad's sounds 62 of 233 clips were left out, and 4 of its 40
+    labels, carried by no clip evaluated, lowered every method's recall); extraction and the report say what
+    was left out and why."""
     import logging
-
     from types import SimpleNamespace
 
     import soundfile as sf
 
-    from pipeline.activations import extract, skipped_reasons, skipped_summary
+    from pipeline.activations import extract, skipped_summary
     from pipeline.config import CorpusConfig
     from pipeline.corpus import read_metadata
     from pipeline.embedding import TextEmbedder
-    from pipeline.evaluation.context import evaluated_clips
+    from pipeline.evaluation.context import EvalContext
     from pipeline.evaluation.table1 import table1
     from pipeline.report import _left_out
 
@@ -464,24 +463,28 @@ def test_a_label_whose_clips_were_all_left_out_is_no_reference_concept(tmp_path,
     (corpus / "metadata.csv").write_text("file_name,label\n" + "".join(f"{n},{l}\n" for n, l in labels.items()))
     clips = read_metadata(corpus)
     with caplog.at_level(logging.WARNING, logger="pipeline.activations"):
-        store = extract(whisper, clips, CorpusConfig(), ["encoder.1"], tmp_path / "acts")
-    assert f"1 of 4 clips left out (1 too short): listed in {tmp_path / 'acts' / 'skipped.jsonl'}" in caplog.text
+        store = extract(whisper, clips, CorpusConfig(), ["encoder.1"], tmp_path / "eval" / "activations")
+    listed = tmp_path / "eval" / "activations" / "skipped.jsonl"
+    assert f"1 of 4 clips left out (1 too short): listed in {listed}" in caplog.text
 
-    evaluated = evaluated_clips({c.id: c for c in clips}, store.index)
-    assert [c.id for c in evaluated] == ["dog1.wav", "dog2.wav", "rain.wav"]
-    reasons = skipped_reasons(tmp_path / "acts")
-    assert list(reasons) == ["blip.wav"] and reasons["blip.wav"].startswith("too short: 0.20 s")
-    assert skipped_summary({**reasons, "x.wav": "too long: 40 s", "y.wav": "too short: 0.1 s"}) == "2 too short, 1 too long"
+    # the evaluation context's own properties, over that extraction
+    ctx = SimpleNamespace(clips=clips, by_id={c.id: c for c in clips}, activations=store, work=tmp_path / "eval")
+    ctx.evaluated = EvalContext.evaluated.func(ctx)
+    ctx.references, ctx.left_out = EvalContext.references.func(ctx), EvalContext.left_out.func(ctx)
+    assert [c.id for c in ctx.evaluated] == ["dog1.wav", "dog2.wav", "rain.wav"]
+    assert ctx.references == ["dog", "rain"]
+    assert list(ctx.left_out) == ["blip.wav"] and ctx.left_out["blip.wav"].startswith("too short: 0.20 s")
+    assert skipped_summary({**ctx.left_out, "x.wav": "too long: 40 s", "y.wav": "too short: 0.1 s"}) == \
+        "2 too short, 1 too long"
 
-    # Table 1 over the evaluated clips' labels: two units named "dog" and "rain" find both concepts
+    # Table 1 over the evaluated clips' labels: two units named "dog" and "rain" find every concept
     units = [{"unit": i, "ms": 1.0, "name": n, "majority_label": n, "purity": 1.0} for i, n in enumerate(["dog", "rain"])]
-    ctx = SimpleNamespace(clips=clips, references=sorted({c.label for c in evaluated}), text_embedder=TextEmbedder(),
-                          gamma_calibrated=(0.5, 1.0), ev=SimpleNamespace(gamma=0.7, gammas=[0.7]),
-                          cfg=SimpleNamespace(scoring=SimpleNamespace(seed=0)))
+    ctx.text_embedder, ctx.gamma_calibrated = TextEmbedder(), (0.5, 1.0)
+    ctx.ev, ctx.cfg = SimpleNamespace(gamma=0.7, gammas=[0.7]), SimpleNamespace(scoring=SimpleNamespace(seed=0))
     t1 = table1(ctx, {"sae": [units]})[0].iloc[0]
     assert t1["n_ref"] == 2 and t1["R"] == 1.0 and t1["F1"] == 1.0
 
-    meta = SimpleNamespace(left_out=1, corpus_clips=4, left_out_why=skipped_summary(reasons), left_out_list="acts/skipped.jsonl")
-    assert _left_out(meta) == ("; 1 of its 4 clips left out (1 too short), listed in `acts/skipped.jsonl`: the tables "
-                               "and the reference concepts count only the clips evaluated")
+    meta = SimpleNamespace(left_out=1, corpus_clips=4, left_out_why=skipped_summary(ctx.left_out), left_out_list=listed)
+    assert _left_out(meta) == (f"; 1 of its 4 clips left out (1 too short), listed in `{listed}`: the tables and the "
+                               "reference concepts count only the clips evaluated")
     assert _left_out(SimpleNamespace(eval_clips=3)) == ""  # a store evaluated before this was recorded
