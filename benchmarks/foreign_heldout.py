@@ -30,16 +30,23 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.demo_corpus import rule_label  # noqa: E402
+
 PACKAGE, ZIP = "0ad-data", "usr/share/games/0ad/mods/public/public.zip"
 FOLDERS = ("audio/actor/", "audio/ambient/", "audio/attack/", "audio/resource/")
-# [regular expression on "<folder>/<name>" without its number, label]; first match wins, no match: left out
+# [regular expression on "<folder>/<name>" without its number, lower case, label]; the first match wins
+# (`demo_corpus.rule_label`); no match: left out (the walking and running takes, one a ground, among them)
 RULES = [
     (r"^animal/camel$|death_camel$", "camel"), (r"^animal/cattle$", "cow mooing"),
     (r"^animal/chicken$", "chicken clucking"), (r"^animal/elephant", "elephant trumpeting"),
     (r"^animal/horse|death_horse$", "horse neighing"), (r"^animal/lion", "lion roar"),
     (r"^animal/pig", "pig grunting"), (r"^animal/sheep$|^death/goat$", "sheep bleating"),
-    (r"^footsteps/foo[rt]step_(\w+)_walking$", "footsteps on {}"), (r"^footsteps/foo[rt]step_(\w+)_running$", "running on {}"),
-    (r"^movement/hstep", "footsteps on dirt"), (r"^singlesteps/fs_(\w+)$", "footstep on {}"),
+    (r"^movement/hstep", "footsteps on dirt"), (r"^singlesteps/fs_grass$", "footstep on grass"),
+    (r"^singlesteps/fs_gravel$", "footstep on gravel"), (r"^singlesteps/fs_rock$", "footstep on rock"),
+    (r"^singlesteps/fs_sand$", "footstep on sand"), (r"^singlesteps/fs_snow$", "footstep on snow"),
+    (r"^singlesteps/fs_wood$", "footstep on wood"),
     (r"^movement/mstep$", "horse hooves"), (r"^water/river", "river flowing"), (r"^water/waterfall$", "waterfall"),
     (r"^water/wave", "ocean waves"), (r"^weather/rain$", "rain"), (r"^weather/thunder$", "thunder"),
     (r"^weather/wind(gust)?$", "wind"), (r"^weather/windleaves$", "wind in leaves"),
@@ -55,13 +62,9 @@ RULES = [
 ]
 
 
-def label_of(entry: str) -> str | None:
-    """The label of a sound file in the zip by RULES, or None (left out)."""
-    name = re.sub(r"(_?[0-9]+[ab]?)?$", "", "/".join(entry[: -len(".ogg")].split("/")[-2:])).lower()
-    for pattern, label in RULES:
-        if found := re.search(pattern, name):
-            return label.format(*found.groups())
-    return None
+def label_of(entry: str) -> str:
+    """The label of a sound file in the zip by RULES ("" where none matches: left out)."""
+    return rule_label(re.sub(r"(_?[0-9]+[ab]?)?$", "", "/".join(entry[: -len(".ogg")].split("/")[-2:])), RULES, "")
 
 
 def package_zip(cache: Path) -> Path:
