@@ -81,7 +81,7 @@ def library_clips(config, library):
     from pipeline.corpus import Clip
 
     probing = {str(c.path.resolve()) for c in read_labelled(config.resolve(config.corpus.root))}
-    rows = [i for i, p in enumerate(library.paths) if str(p) not in probing and library.labels[i]]
+    rows = [i for i, p in enumerate(library.paths) if str(p) not in probing]
     clips = [Clip(id=str(library.paths[i]), path=Path(str(library.paths[i])), label=str(library.labels[i]),
                   meta={"source": str(library.sources[i])}) for i in rows]
     return clips, library.vectors[rows]

@@ -50,6 +50,11 @@ def write_shard(folder: Path, shard: int, layers: Sequence[str], arrays: dict[st
     _atomic_write_text(folder / f"index_{shard:05d}.json", json.dumps(entries))
 
 
+def skipped_file(folder: Path) -> Path:
+    """Where extraction lists the clips it left out, one JSON line {clip, reason} each."""
+    return Path(folder) / "skipped.jsonl"
+
+
 def read_skipped(folder: Path) -> set[str]:
     """The clips an earlier extraction found unusable (skipped.jsonl)."""
     return set(skipped_reasons(folder))
@@ -57,7 +62,7 @@ def read_skipped(folder: Path) -> set[str]:
 
 def skipped_reasons(folder: Path) -> dict[str, str]:
     """{clip: why extraction left it out} from skipped.jsonl ("too short: 0.20 s < 0.5 s ...")."""
-    path = Path(folder) / "skipped.jsonl"
+    path = skipped_file(folder)
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return {row["clip"]: row["reason"] for row in rows}
 
@@ -129,7 +134,7 @@ def extract(model, clips: Sequence[Clip], corpus_cfg: CorpusConfig, layers: Sequ
         (folder / layer).mkdir(parents=True, exist_ok=True)
     done = ActivationStore(folder)
     done_ids = {c.clip_id for c in done.index}
-    skipped_path = folder / "skipped.jsonl"
+    skipped_path = skipped_file(folder)
     skipped = read_skipped(folder)
     todo = [c for c in clips if c.id not in done_ids and c.id not in skipped]
     next_shard = (done.shards[-1] + 1) if done.shards else 0
@@ -194,4 +199,4 @@ def warn_left_out(folder: Path, clips: Sequence[Clip]) -> None:
     left_out = {clip: why for clip, why in skipped_reasons(folder).items() if clip in ids}
     if left_out:
         log.warning("%d of %d clips left out (%s): listed in %s", len(left_out), len(ids), skipped_summary(left_out),
-                    Path(folder) / "skipped.jsonl")
+                    skipped_file(folder))

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .activations import ActivationStore, _atomic_write_text, read_skipped, warn_left_out, write_shard
+from .activations import ActivationStore, _atomic_write_text, read_skipped, skipped_file, warn_left_out, write_shard
 from .config import Config, CorpusConfig, ModelConfig
 from .corpus import Clip, load_clip
 
@@ -286,7 +286,7 @@ def _gather_skips(folder: Path, n_shards: int) -> None:
                 seen.add(problem["clip"])
                 lines.append(json.dumps(problem))
     if lines:
-        with (folder / "skipped.jsonl").open("a") as fh:
+        with skipped_file(folder).open("a") as fh:
             fh.write("".join(line + "\n" for line in lines))
 
 

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 
 from .. import store
-from ..activations import skipped_summary
+from ..activations import skipped_file, skipped_summary
 from ..config import Config
 from ..sae import Sae
 from .ablation import table4
@@ -63,7 +63,7 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
                              "eval_corpus": str(ctx.cfg.resolve(ctx.ev.corpus)),
                              "eval_clips": len(ctx.evaluated), "corpus_clips": len(ctx.clips),
                              "left_out": len(ctx.left_out), "left_out_why": skipped_summary(ctx.left_out),
-                             "left_out_list": str(ctx.work / "activations" / "skipped.jsonl"),
+                             "left_out_list": str(skipped_file(ctx.work / "activations")),
                              "references": len(ctx.references),
                              "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.evaluated}))}]))
     return tables
