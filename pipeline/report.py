@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .evaluation.matching import CONTENT_FREE_NAME
+
 PAPER_TABLE1 = {"sae": (9.33, 0.55, 0.65, 0.60, 0.58), "coverage": (None, None, None, 0.45, None),
                 "mean_act": (None, None, None, 0.42, None), "random": (None, None, None, 0.15, None),
                 "poly": (None, None, None, 0.08, None)}  # (MS, P, R, F1, mAP) at Qwen2-Audio l = 26, e = 8
@@ -42,13 +44,22 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
                      "F1 @ calibrated gamma": pm(r.F1_calibrated, r.F1_calibrated_std),
                      "mAP @ calibrated gamma": pm(r.mAP_calibrated, r.mAP_calibrated_std),
                      "name vs majority label": pm(r.name_label_sim, r.name_label_sim_std),
+                     f"'{CONTENT_FREE_NAME}' vs majority label": _maybe(r, "name_floor", pm),
+                     "names tell units apart (AUC)": _maybe(r, "name_auc", pm),
                      "H^k label purity": pm(r.purity, r.purity_std), "distinct names": pm(r.distinct_names, r.distinct_names_std),
                      "paper F1": paper[3], "paper MS": paper[0]})
     return pd.DataFrame(rows)
 
 
+def _maybe(r, column: str, pm):
+    """A Table 1 cell a store evaluated before the column existed does not have: '-' there."""
+    value = getattr(r, column, float("nan"))
+    return "-" if math.isnan(value) else pm(value, getattr(r, f"{column}_std", 0.0))
+
+
 def _intervals_view(sure: pd.DataFrame) -> pd.DataFrame:
-    what = {"name_label_sim": "name vs majority label", "purity": "H^k label purity"}
+    what = {"name_label_sim": "name vs majority label", "name_auc": "names tell units apart (AUC)",
+            "purity": "H^k label purity"}
     span = lambda v, lo, hi: "-" if math.isnan(v) else f"{v:.3f}" if math.isnan(lo) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
     return pd.DataFrame([{"method": METHOD_NAMES.get(r.method, r.method), "measure": what.get(r.measure, r.measure),
                           "mean [95 % interval]": span(r.value, r.low, r.high),
@@ -113,7 +124,11 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "precision at each counted match over all references, so a label nothing matched costs as much as a miss.\n",
         "## Table 1: interpretability\n",
         "Rand. Rep.: mean ± std over its seeds. 'name vs majority label': mean cosine between a unit's name and the "
-        "majority label of its H^k clips. 'H^k label purity': share of a unit's H^k clips that carry that majority "
+        f"majority label of its H^k clips; '{CONTENT_FREE_NAME}' vs majority label: the same for a namer that calls "
+        f"every unit '{CONTENT_FREE_NAME}', the floor a vague name reaches without saying anything. 'names tell units "
+        "apart (AUC)': the chance that a unit's name is nearer its own majority label than another unit's (a "
+        "different label), averaged over units: 0.5 for one name for every unit, 1 when each name is nearest its own "
+        "clips' label. 'H^k label purity': share of a unit's H^k clips that carry that majority "
         "label (how well the clips were retrieved, whatever the namer). Each method's top C: its units in m^k "
         "order, those whose name says what their clips share first (a unit named 'mixed: ...' gives way to the next "
         "nameable one among the [monosemanticity] reserve), as `ard run` selects. Paper figures: Qwen2-Audio-7B, "

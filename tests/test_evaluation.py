@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipeline.corpus import Clip
 from pipeline.evaluation.context import HeldOutError, check_held_out
 from pipeline.evaluation.domains import majority
-from pipeline.evaluation.matching import match_scores
+from pipeline.evaluation.matching import match_scores, names_tell_apart
 from pipeline.evaluation.probing import erased_at, probe, unlearn
 from pipeline.evaluation.stability import activation_similarity, decoder_similarity
-from pipeline.report import naming_by_retrieval
+from pipeline.report import naming_by_retrieval, table1_view
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,6 +173,55 @@ def test_map_equals_recall_weighted_sklearn_average_precision():
         assert m.map == pytest.approx(expected)
 
 
+def _unit(*xs):
+    v = np.asarray(xs, float)
+    return v / np.linalg.norm(v)
+
+
+def test_names_tell_units_apart_by_hand():
+    """Three units, labels dog / dog / drum on two axes. Unit 0 named "dog" (its own label exactly): nearer
+    its own than the one other-label unit's, 1.0. Unit 1 named halfway: a tie with drum, 0.5. Unit 2, a drum,
+    named "dog": farther from its own label than from both dog units', 0.0. One vague name for every unit has
+    the same cosine, 0.71, with every label (it would pass for a fair name on that alone): every pair ties,
+    0.5 for all."""
+    dog, drum, half = _unit(1, 0), _unit(0, 1), _unit(1, 1)
+    labels = np.stack([dog, dog, drum])
+    got = names_tell_apart(np.stack([dog, half, dog]), labels, ["dog", "dog", "drum"])
+    assert got.tolist() == [1.0, 0.5, 0.0]
+    vague = names_tell_apart(np.stack([half] * 3), labels, ["dog", "dog", "drum"])
+    assert vague.tolist() == [0.5, 0.5, 0.5] and (np.stack([half] * 3) * labels).sum(1) == pytest.approx([0.7071] * 3, abs=1e-4)
+    alone = names_tell_apart(np.stack([dog, dog]), np.stack([dog, dog]), ["dog", "dog"])  # no other label to beat
+    assert np.isnan(alone).all()
+
+
+def test_names_tell_units_apart_equals_sklearn_roc_auc_per_unit():
+    """Each unit's share is scikit-learn's ROC AUC of its name's cosines with the labels of the units that do
+    not share its label and with its own (the one positive), ties counted half."""
+    rng = np.random.default_rng(5)
+    names, labels = rng.normal(size=(12, 6)), rng.normal(size=(12, 6))
+    names /= np.linalg.norm(names, axis=1, keepdims=True)
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True)
+    text = ["a", "b", "c", "a", "d", "e", "f", "b", "g", "h", "i", "j"]
+    labels[3] = labels[0]  # a label two units share carries one embedding
+    labels[7] = labels[1]
+    got = names_tell_apart(names, labels, text)
+    for i in range(12):
+        others = [j for j in range(12) if text[j] != text[i]]
+        scores = np.r_[names[i] @ labels[i], names[i] @ labels[others].T]
+        assert got[i] == pytest.approx(roc_auc_score(np.r_[1, np.zeros(len(others))], scores))
+
+
+def test_table1_view_shows_a_dash_for_measures_an_older_store_lacks():
+    """A store evaluated before the name floor and the AUC existed opens in the explorer: '-' in their cells."""
+    row = {"method": "sae", "runs": 1, **{c: 0.5 for c in ("ms_max", "P", "R", "F1", "mAP", "F1_calibrated",
+                                                          "mAP_calibrated", "name_label_sim", "purity", "distinct_names")}}
+    old = pd.DataFrame([{**row, **{f"{c}_std": 0.0 for c in row if c not in ("method", "runs")}}])
+    view = table1_view(old).iloc[0]
+    assert view["names tell units apart (AUC)"] == "-" and view["'sound' vs majority label"] == "-"
+    new = table1_view(old.assign(name_auc=0.693, name_auc_std=0.0, name_floor=0.365, name_floor_std=0.0)).iloc[0]
+    assert new["names tell units apart (AUC)"] == "0.693" and new["name vs majority label"] == "0.500"
+
+
 def test_held_out_check_refuses_shared_files(tmp_path):
     a, b = Clip("a.wav", tmp_path / "a.wav"), Clip("b.wav", tmp_path / "b.wav")
     check_held_out([a], [b])
@@ -230,9 +279,16 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     assert len(diagnosis) == len(demo_config.sae_layers)
     assert (diagnosis["selected_position_eta2_max"] <= demo_config.monosemanticity.max_position_eta2).all()
     assert "F1_calibrated" in t1 and (t1["distinct_names"] >= 1).all()
+    # names that tell units apart: the oracle's (each its unit's label) always do; one word for all does not
+    assert t1.loc["oracle", "name_auc"] == 1.0 and t1["name_auc"].between(0, 1).all()
+    majority = names[names["method"] == "sae"]["majority_label"].tolist()
+    from pipeline.embedding import TextEmbedder
+
+    text = TextEmbedder("minilm")
+    assert t1.loc["sae", "name_floor"] == pytest.approx(float((text.embed(majority) @ text.embed(["sound"])[0]).mean()), abs=1e-5)
     sure = demo_eval["table1_intervals"].set_index(["method", "measure"])  # intervals around Table 1's own means
     for method in ("sae", "mean_act", "poly", "oracle"):
-        for measure, column in (("purity", "purity"), ("name_label_sim", "name_label_sim")):
+        for measure, column in (("purity", "purity"), ("name_label_sim", "name_label_sim"), ("name_auc", "name_auc")):
             r = sure.loc[(method, measure)]
             assert r.value == pytest.approx(t1.loc[method, column]) and r.low <= r.value <= r.high
     assert np.isnan(sure.loc[("sae", "purity"), "ours_minus"])
@@ -268,6 +324,7 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
     assert "### How sure: 95 % bootstrap intervals" in text and "resamples with ours ahead" in text
+    assert "names tell units apart (AUC)" in text and "'sound' vs majority label" in text
     ours = demo_eval["feature_names"][demo_eval["feature_names"]["method"] == "sae"]
     split = naming_by_retrieval(demo_eval["feature_names"]).set_index("method").loc["Ours (r = mu x c)"]
     assert split["concept found"] == (ours["purity"] >= 0.5).sum() and "### Namer or retrieval?" in text
@@ -356,7 +413,7 @@ def test_bootstrap_intervals_by_hand():
     from pipeline.evaluation.intervals import intervals
 
     half = [0.0, 1.0] * 30  # mean 0.5; its resampled mean has sd 0.5 / sqrt(60) = 0.0645: 95 % within 1.96 sd
-    sure = intervals({"sae": {"name_label_sim": [1.0] * 60, "purity": half},
+    sure = intervals({"sae": {"name_label_sim": [1.0] * 60, "purity": half, "name_auc": [1.0, np.nan, 0.0] * 20},
                       "mean_act": {"name_label_sim": [0.0] * 60, "purity": half},
                       "poly": {"name_label_sim": [0.7], "purity": [0.25]}}, draws=4000, seed=0)
     row = sure.set_index(["method", "measure"])
@@ -370,6 +427,8 @@ def test_bootstrap_intervals_by_hand():
     same = row.loc[("mean_act", "purity")]  # the same values: the difference's interval holds 0, symmetric
     assert same.ours_minus == 0.0 and same.ours_minus_low < 0 < same.ours_minus_high
     assert same.ours_minus_low == pytest.approx(-same.ours_minus_high, abs=0.03) and 0.4 < same.ours_ahead < 0.6
+    told = row.loc[("sae", "name_auc")]  # a unit the measure says nothing of (NaN) is left out: 40 units
+    assert told.units == 40 and told.value == 0.5 and ("mean_act", "name_auc") not in row.index
     lone = row.loc[("poly", "purity")]  # one unit: a mean, no interval
     assert lone.value == 0.25 and np.isnan(lone.low) and np.isnan(lone.ours_minus_low)
 

@@ -1,5 +1,6 @@
 """How sure Table 1 is: 95 % bootstrap intervals (scipy.stats.bootstrap, percentile) over each method's top-C
-units, for its name-vs-majority-label similarity and H^k label purity (means over units); and for ours minus
+units, for its name-vs-majority-label similarity, how well its names tell its units apart and H^k label
+purity (means over units); and for ours minus
 each baseline, resampling both unit lists independently (each method ranks its own units), with the share of
 resamples where ours comes out ahead. With 60 units and a few clips a label, two methods a few hundredths
 apart are not told apart: these intervals say so next to the table.
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-MEASURES = ("name_label_sim", "purity")
+MEASURES = ("name_label_sim", "name_auc", "purity")
 
 
 def _bootstrap(samples, statistic, draws: int, seed: int):
@@ -29,12 +30,14 @@ def _mean_difference(a, b, axis=-1):
 
 
 def intervals(units: dict[str, dict[str, list[float]]], ours: str = "sae", draws: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """units: {method: {measure: [n_units] per-unit values}} for the MEASURES. One row per (method, measure):
-    the mean, its interval, and ours minus it (interval, share of resamples where ours is ahead)."""
+    """units: {method: {measure: [n_units] per-unit values}} for the MEASURES it has (a NaN value, a unit the
+    measure says nothing of, left out). One row per (method, measure): the mean, its interval, and ours minus
+    it (interval, share of resamples where ours is ahead)."""
     rows = []
     for method, u in units.items():
-        for measure in MEASURES:
+        for measure in (m for m in MEASURES if m in u):
             values = np.asarray(u[measure], float)
+            values = values[np.isfinite(values)]
             row = {"method": method, "measure": measure, "units": len(values),
                    "value": float(values.mean()) if len(values) else float("nan"), "low": float("nan"),
                    "high": float("nan"), "ours_minus": float("nan"), "ours_minus_low": float("nan"),
@@ -42,7 +45,8 @@ def intervals(units: dict[str, dict[str, list[float]]], ours: str = "sae", draws
             if len(values) >= 2:
                 ci = _bootstrap((values,), _mean, draws, seed).confidence_interval
                 row.update(low=float(ci.low), high=float(ci.high))
-            mine = np.asarray(units[ours][measure], float) if ours in units else np.zeros(0)
+            mine = np.asarray(units[ours].get(measure, []), float) if ours in units else np.zeros(0)
+            mine = mine[np.isfinite(mine)]
             if method != ours and len(values) >= 2 and len(mine) >= 2:
                 diff = _bootstrap((mine, values), _mean_difference, draws, seed)
                 row.update(ours_minus=float(mine.mean() - values.mean()), ours_minus_low=float(diff.confidence_interval.low),

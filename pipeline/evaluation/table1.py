@@ -20,7 +20,7 @@ from ..sae import Sae
 from ..scoring import ScoreAccumulator, random_representatives, score_neurons, score_sae
 from .context import EvalContext, eval_id
 from .intervals import intervals
-from .matching import match_scores
+from .matching import CONTENT_FREE_NAME, match_scores, names_tell_apart
 from .retrieval import purity, retrieval_row
 
 
@@ -147,7 +147,7 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
     first run of each method)."""
     refs = ctx.references
     text = ctx.text_embedder
-    ref_vecs = text.embed(refs)
+    ref_vecs, vague = text.embed(refs), text.embed([CONTENT_FREE_NAME])[0]
     calibrated, _ = ctx.gamma_calibrated
     rows, sweep, per_feature, first = [], [], [], {}
     for method, runs in named.items():
@@ -156,24 +156,28 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
             if not units:
                 per_run.append({"P": 0.0, "R": 0.0, "F1": 0.0, "mAP": 0.0, "F1_calibrated": 0.0, "mAP_calibrated": 0.0,
                                 "distinct_names": 0, "ms_max": float("nan"),
-                                "name_label_sim": float("nan"), "purity": float("nan")})
+                                "name_label_sim": float("nan"), "name_auc": float("nan"), "name_floor": float("nan"),
+                                "purity": float("nan")})
                 continue
             pred = text.embed([u["name"] for u in units])
             sim = pred @ ref_vecs.T
             m, mc = match_scores(sim, ctx.ev.gamma), match_scores(sim, calibrated)
-            own = (pred * text.embed([u["majority_label"] for u in units])).sum(1)
+            majority = text.embed([u["majority_label"] for u in units])
+            own, floor = (pred * majority).sum(1), majority @ vague
+            apart = names_tell_apart(pred, majority, [u["majority_label"] for u in units])
             per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map, "F1_calibrated": mc.f1,
                             "mAP_calibrated": mc.map, "distinct_names": len({u["name"] for u in units}),
                             "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean()),
-                            "purity": float(np.mean([u["purity"] for u in units]))})
+                            "name_auc": float(np.nanmean(apart)) if np.isfinite(apart).any() else float("nan"),
+                            "name_floor": float(floor.mean()), "purity": float(np.mean([u["purity"] for u in units]))})
             for g in ctx.ev.gammas:
                 mg = match_scores(sim, g)
                 sweep.append({"method": method, "seed": seed, "gamma": g, "P": mg.precision, "R": mg.recall,
                               "F1": mg.f1, "mAP": mg.map})
             if seed == 0:
-                first[method] = {"name_label_sim": own, "purity": [u["purity"] for u in units]}
-                for u, s, row in zip(units, own, sim):
-                    per_feature.append({"method": method, **u, "name_label_sim": float(s),
+                first[method] = {"name_label_sim": own, "name_auc": apart, "purity": [u["purity"] for u in units]}
+                for u, s, a, row in zip(units, own, apart, sim):
+                    per_feature.append({"method": method, **u, "name_label_sim": float(s), "name_auc": float(a),
                                         "best_ref": refs[int(row.argmax())], "best_ref_sim": float(row.max())})
         frame = pd.DataFrame(per_run)
         row = {"method": method, "runs": len(per_run), "n_pred": len(runs[0]), "n_ref": len(refs)}
