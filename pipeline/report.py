@@ -99,7 +99,11 @@ def _gallery(per_feature: pd.DataFrame, n: int = 20, seed: int = 0) -> pd.DataFr
 def _probing_view(probing: pd.DataFrame) -> pd.DataFrame:
     wide = probing.pivot_table(index=["layer", "task", "units"], columns="k", values="accuracy")
     order = sorted((c for c in wide.columns if c != "all"), key=lambda c: int(c.split("=")[1])) + ["all"]
-    return wide[order].reset_index()
+    view = wide[order].reset_index()
+    if "chance" in probing:  # a store evaluated before the column existed has none
+        most = probing.groupby(["layer", "task"])["chance"].first().rename("most common class")
+        view = view.merge(most.reset_index(), on=["layer", "task"], how="left")
+    return view
 
 
 def _left_out(meta) -> str:
@@ -186,6 +190,8 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "## Domain specialisation by layer (majority domain of H^k on the probing corpus, 3 of 4 clips)\n",
         md_table(tables["domains"].pivot(index="layer", columns="domain", values="share").reset_index()),
         "## Top-k probing (test accuracy, logistic regression, half/half split of the probing corpus)\n",
+        "'most common class': the accuracy of always answering the training half's most common class, what a probe "
+        "that reads nothing scores.\n",
         md_table(_probing_view(tables["probing"])),
         *_steering_section(tables),
     ]
@@ -302,6 +308,9 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
     figs["domains"] = px.bar(tables["domains"], x="layer", y="share", color="domain",
                              title="Domain specialisation of features by layer")
     probing = tables["probing"]
+    if "chance" in probing:  # what a probe that reads nothing scores, as a flat line per task
+        floor = probing.drop_duplicates(["layer", "task", "k"]).assign(units="most common class", accuracy=lambda f: f["chance"])
+        probing = pd.concat([probing, floor], ignore_index=True)
     figs["probing"] = px.line(probing, x="k", y="accuracy", color="units", line_dash="task", facet_col="layer", markers=True,
                               title="Top-k probing accuracy")
     if "steering_sweep" in tables:

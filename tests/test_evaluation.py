@@ -16,9 +16,9 @@ from pipeline.corpus import Clip
 from pipeline.evaluation.context import HeldOutError, check_held_out
 from pipeline.evaluation.domains import majority
 from pipeline.evaluation.matching import match_scores, names_tell_apart
-from pipeline.evaluation.probing import erased_at, probe, unlearn
+from pipeline.evaluation.probing import chance, erased_at, probe, unlearn
 from pipeline.evaluation.stability import activation_similarity, decoder_similarity
-from pipeline.report import naming_by_retrieval, table1_view
+from pipeline.report import _probing_view, naming_by_retrieval, table1_view
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,6 +222,23 @@ def test_table1_view_shows_a_dash_for_measures_an_older_store_lacks():
     assert new["names tell units apart (AUC)"] == "0.693" and new["name vs majority label"] == "0.500"
 
 
+def test_probing_chance_is_the_most_common_training_class_by_hand_and_as_sklearn_dummy():
+    """Training rows a a a b (a is most common); test rows a b b c: answering a is right once in four. On
+    random labels it equals scikit-learn's most-frequent dummy classifier."""
+    from sklearn.dummy import DummyClassifier
+
+    y, train = np.array(list("aaab" + "abbc")), np.array([True] * 4 + [False] * 4)
+    assert chance(y, train) == 0.25
+    rng = np.random.default_rng(2)
+    y, train = rng.choice(list("pqrst"), size=300, p=[0.4, 0.3, 0.1, 0.1, 0.1]), rng.random(300) < 0.5
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((train.sum(), 1)), y[train])
+    assert chance(y, train) == pytest.approx(dummy.score(np.zeros(((~train).sum(), 1)), y[~train]))
+    view = _probing_view(pd.DataFrame([{"layer": "encoder.3", "task": "label", "units": u, "k": k, "accuracy": a,
+                                        "chance": 0.25} for u in ("SAE features", "raw neurons")
+                                       for k, a in (("k=1", 0.3), ("all", 0.6))]))
+    assert view["most common class"].tolist() == [0.25, 0.25] and view.columns[-1] == "most common class"
+
+
 def test_held_out_check_refuses_shared_files(tmp_path):
     a, b = Clip("a.wav", tmp_path / "a.wav"), Clip("b.wav", tmp_path / "b.wav")
     check_held_out([a], [b])
@@ -320,11 +337,13 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     probing = demo_eval["probing"]
     domain_all = probing[(probing.task == "domain") & (probing.k == "all") & (probing.units == "SAE features")]
     assert (domain_all["accuracy"] > 0.8).all()  # speech / music / sound is easy for any layer
+    assert (domain_all["accuracy"] > domain_all["chance"] + 0.3).all() and probing["chance"].between(0.05, 0.6).all()
     report = demo_config.resolve(demo_config.evaluation.report_dir)
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
     assert "### How sure: 95 % bootstrap intervals" in text and "resamples with ours ahead" in text
     assert "names tell units apart (AUC)" in text and "'sound' vs majority label" in text
+    assert "most common class" in text
     ours = demo_eval["feature_names"][demo_eval["feature_names"]["method"] == "sae"]
     split = naming_by_retrieval(demo_eval["feature_names"]).set_index("method").loc["Ours (r = mu x c)"]
     assert split["concept found"] == (ours["purity"] >= 0.5).sum() and "### Namer or retrieval?" in text

@@ -48,6 +48,13 @@ def _fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, s
     return clf.fit(scaler.transform(X_train), y_train).predict(scaler.transform(X_test))
 
 
+def chance(y: np.ndarray, train: np.ndarray) -> float:
+    """The accuracy of always answering the training rows' most common class (ties: the first in sorted
+    order), on the test rows: what a probe that reads nothing scores, beside which its accuracy means something."""
+    classes, counts = np.unique(y[train], return_counts=True)
+    return float((y[~train] == classes[np.argmax(counts)]).mean()) if len(classes) and (~train).any() else float("nan")
+
+
 def probe(X: np.ndarray, y: np.ndarray, train: np.ndarray, ks: list[int], seed: int = 0) -> dict[str, float]:
     """Test accuracy of a logistic regression on the k most discriminative columns (ANOVA F on the
     training rows), for each k, and on all columns."""
@@ -138,7 +145,7 @@ def probing_table(ctx: EvalContext) -> pd.DataFrame:
             for kind, X in units.items():
                 for setting, acc in probe(X[keep], y[keep], train[keep], ctx.ev.probe_k).items():
                     rows.append({"layer": layer, "task": task, "classes": int(len(set(y[keep]))), "units": kind,
-                                 "k": setting, "accuracy": acc})
+                                 "k": setting, "accuracy": acc, "chance": chance(y[keep], train[keep])})
     return pd.DataFrame(rows)
 
 
