@@ -46,7 +46,9 @@ def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
                      "name vs majority label": pm(r.name_label_sim, r.name_label_sim_std),
                      f"'{CONTENT_FREE_NAME}' vs majority label": _maybe(r, "name_floor", pm),
                      "names tell units apart (AUC)": _maybe(r, "name_auc", pm),
-                     "H^k label purity": pm(r.purity, r.purity_std), "distinct names": pm(r.distinct_names, r.distinct_names_std),
+                     "H^k label purity": pm(r.purity, r.purity_std),
+                     "distinct names": (f"{r.distinct_names:.1f} ± {r.distinct_names_std:.1f}" if r.runs > 1
+                                        else f"{r.distinct_names:.0f}"),
                      "paper F1": paper[3], "paper MS": paper[0]})
     return pd.DataFrame(rows)
 

@@ -214,12 +214,13 @@ def test_names_tell_units_apart_equals_sklearn_roc_auc_per_unit():
 def test_table1_view_shows_a_dash_for_measures_an_older_store_lacks():
     """A store evaluated before the name floor and the AUC existed opens in the explorer: '-' in their cells."""
     row = {"method": "sae", "runs": 1, **{c: 0.5 for c in ("ms_max", "P", "R", "F1", "mAP", "F1_calibrated",
-                                                          "mAP_calibrated", "name_label_sim", "purity", "distinct_names")}}
+                                                          "mAP_calibrated", "name_label_sim", "purity")}, "distinct_names": 12.0}
     old = pd.DataFrame([{**row, **{f"{c}_std": 0.0 for c in row if c not in ("method", "runs")}}])
     view = table1_view(old).iloc[0]
     assert view["names tell units apart (AUC)"] == "-" and view["'sound' vs majority label"] == "-"
     new = table1_view(old.assign(name_auc=0.693, name_auc_std=0.0, name_floor=0.365, name_floor_std=0.0)).iloc[0]
     assert new["names tell units apart (AUC)"] == "0.693" and new["name vs majority label"] == "0.500"
+    assert view["distinct names"] == "12"  # a count: no decimals for one run (a mean and std over seeds has one)
 
 
 def test_probing_chance_is_the_most_common_training_class_by_hand_and_as_sklearn_dummy():
