@@ -1,8 +1,7 @@
 """How sure Table 1 is: 95 % bootstrap intervals (scipy.stats.bootstrap, percentile) over each method's top-C
 units, for its name-vs-majority-label similarity, how well its names tell its units apart and H^k label
-purity (means over units); and for ours minus
-each baseline, resampling both unit lists independently (each method ranks its own units), with the share of
-resamples where ours comes out ahead. With 60 units and a few clips a label, two methods a few hundredths
+purity (means over units); and for ours minus each baseline, resampling both unit lists independently (each
+method ranks its own units), with the share of resamples where ours comes out ahead. With 60 units and a few clips a label, two methods a few hundredths
 apart are not told apart: these intervals say so next to the table.
 
 F1 is not resampled: a resample repeats units, and a one-to-one matching counts a repeated name once, so the

@@ -162,9 +162,9 @@ def table1(ctx: EvalContext, named: dict[str, list[list[dict]]]) -> tuple[pd.Dat
             pred = text.embed([u["name"] for u in units])
             sim = pred @ ref_vecs.T
             m, mc = match_scores(sim, ctx.ev.gamma), match_scores(sim, calibrated)
-            majority = text.embed([u["majority_label"] for u in units])
-            own, floor = (pred * majority).sum(1), majority @ vague
-            apart = names_tell_apart(pred, majority, [u["majority_label"] for u in units])
+            labels = [u["majority_label"] for u in units]
+            majority = text.embed(labels)
+            own, floor, apart = (pred * majority).sum(1), majority @ vague, names_tell_apart(pred, majority, labels)
             per_run.append({"P": m.precision, "R": m.recall, "F1": m.f1, "mAP": m.map, "F1_calibrated": mc.f1,
                             "mAP_calibrated": mc.map, "distinct_names": len({u["name"] for u in units}),
                             "ms_max": max(u["ms"] for u in units), "name_label_sim": float(own.mean()),
