@@ -3,7 +3,8 @@
 For each clip of a labelled corpus, the describer's reference votes (its k nearest references by the clip
 embedder, never its own file or source, similarity-weighted as `naming.label_votes` weighs them); the top
 label is its answer, scored by the MiniLM cosine with the clip's own label (the measure Table 1 uses for a
-unit's name) and by exact agreement. The probing corpus chooses k; the held-out corpus only reports it, so
+unit's name), by how well the answers tell clips of different labels apart (AUC, as Table 1's; a describer
+that hedges toward vague labels gains cosine, not AUC) and by exact agreement. The probing corpus chooses k; the held-out corpus only reports it, so
 the evaluation's labels do not tune the describer. A third row, "library, each source left out", names every
 reference that is not a probing clip by the rest of the library (never its own source): how well the library
 names a source it does not hold, which the probing corpus cannot tell for kinds of sound it does not have.
@@ -87,25 +88,29 @@ def library_clips(config, library):
     return clips, library.vectors[rows]
 
 
-def answers(clips, vectors, library, text, ks: list[int]) -> dict[int, tuple[list[str], np.ndarray]]:
-    """Per k: each clip's top voted label (never from its own file or source) and its MiniLM cosine with
-    the clip's label."""
+def answers(clips, vectors, library, text, ks: list[int]) -> dict[int, tuple[list[str], np.ndarray, np.ndarray]]:
+    """Per k: each clip's top voted label (never from its own file or source), its MiniLM cosine with the
+    clip's label, and how well it tells the clip apart from clips of other labels (`names_tell_apart`)."""
+    from pipeline.evaluation.matching import names_tell_apart
     from pipeline.naming import label_votes
     from pipeline.reference import Origin
 
     origins = [Origin(str(c.path.resolve()), c.meta.get("source")) for c in clips]
     near = library.neighbours(vectors, origins, max(ks))
-    truth, out = text.embed([c.label for c in clips]), {}
+    labels = [c.label for c in clips]
+    truth, out = text.embed(labels), {}
     for k in ks:
         top = [label_votes(n[:k])[0][0] for n in near]
-        out[k] = (top, np.sum(text.embed(top) * truth, axis=1))
+        named = text.embed(top)
+        out[k] = (top, np.sum(named * truth, axis=1), names_tell_apart(named, truth, labels))
     return out
 
 
-def scores(clips, given: dict[int, tuple[list[str], np.ndarray]]) -> list[dict]:
-    """Per k: mean cosine of the top voted label with the clip's label, and the exact-match share."""
-    return [{"k": k, "label_cosine": float(sims.mean()),
-             "exact": float(np.mean([t == c.label for t, c in zip(top, clips)]))} for k, (top, sims) in given.items()]
+def scores(clips, given: dict[int, tuple[list[str], np.ndarray, np.ndarray]]) -> list[dict]:
+    """Per k: mean cosine of the top voted label with the clip's label, its AUC (a vague answer gains cosine,
+    not AUC), and the exact-match share."""
+    return [{"k": k, "label_cosine": float(sims.mean()), "AUC": float(np.nanmean(apart)),
+             "exact": float(np.mean([t == c.label for t, c in zip(top, clips)]))} for k, (top, sims, apart) in given.items()]
 
 
 def worst_labels(clips, top: list[str], sims: np.ndarray, n: int) -> list[str]:
@@ -140,7 +145,7 @@ def main() -> None:
         given = answers(clips, vectors, library, text, sorted(set(ks) | ({k_used} if args.by_label else set())))
         table += [{"corpus": name, "clips": len(clips), **row} for row in scores(clips, given) if row["k"] in ks]
         if args.by_label:
-            worst[name] = worst_labels(clips, *given[k_used], args.by_label)
+            worst[name] = worst_labels(clips, *given[k_used][:2], args.by_label)
     frame = pd.DataFrame(table)
     print(frame.round(3).to_string(index=False))
     probing = frame[frame.corpus.str.startswith("probing")]

@@ -8,6 +8,8 @@ shares, Whisper's words and tags weighing as much as the references: a minimum-B
 Every candidate feature of every run (its top C and the reserve) is named again from its cached captions (the store's, of the captioner
 that named it: run `ard run` first) by each summariser, and scored as Table 1 scores names: the MiniLM cosine of
 the name with the majority label of the feature's H^k clips (all; those whose label is speech; the rest),
+beside the floor that the word "sound" for every feature reaches and how well the names tell the features
+apart (`matching.names_tell_apart`, AUC: a summariser that hedges toward vague names gains cosine, not AUC),
 and F1 of the one-to-one name-label matching at gamma 0.7 and at the calibrated gamma. The probing corpus
 chooses (its clips are never described by their own source); `ard evaluate` reports the held-out corpus.
     .venv/bin/python benchmarks/summariser_order.py [--config configs/demo.toml]
@@ -123,7 +125,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.corpus import read_metadata
     from pipeline.embedding import TextEmbedder
-    from pipeline.evaluation.matching import calibrate_gamma, match_scores
+    from pipeline.evaluation.matching import CONTENT_FREE_NAME, calibrate_gamma, match_scores, names_tell_apart
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
@@ -133,8 +135,9 @@ def main() -> None:
     labels = sorted({c.label for c in read_metadata(config.resolve(config.corpus.root)) if c.label})
     label_vectors = text.embed(labels)
     speechy = {label for label in labels if "speech" in label or "spoken" in label}
+    vague = text.embed([CONTENT_FREE_NAME])[0]
     print(f"{'summariser':24s} {'run':28s} {'features':>8s} {'name~label':>10s} {'speech':>6s} {'rest':>6s} "
-          f"{'F1@0.7':>7s} {f'F1@{gamma:.3f}':>9s}  distinct")
+          f"{'floor':>6s} {'AUC':>6s} {'F1@0.7':>7s} {f'F1@{gamma:.3f}':>9s}  distinct")
     for title, summariser in (("v7: heads held back", HeadsHeldBack()), ("nearest in meaning", NearestInMeaning(text)),
                               ("v8: largest contrast", OfflineSummariser())):
         rows = features_named(config, summariser)
@@ -142,14 +145,15 @@ def main() -> None:
             raise SystemExit(f"{config.db_path}: no named run with cached captions: run `ard run` first")
         for run in sorted({r["run"] for r in rows}) + ["all"]:
             mine = [r for r in rows if run in ("all", r["run"])]
-            names = text.embed([r["name"] for r in mine])
-            own = (names * text.embed([r["majority"] for r in mine])).sum(1)
+            names, majority = text.embed([r["name"] for r in mine]), text.embed([r["majority"] for r in mine])
+            own, apart = (names * majority).sum(1), names_tell_apart(names, majority, [r["majority"] for r in mine])
             said = np.array([r["majority"] in speechy for r in mine])
             sim = names @ label_vectors.T
             f1 = [np.mean([match_scores(sim[[i for i, r in enumerate(mine) if r["run"] == one]], g).f1
                            for one in sorted({r["run"] for r in mine})]) for g in (0.7, gamma)]
             print(f"{title:24s} {run:28s} {len(mine):8d} {own.mean():10.3f} {own[said].mean():6.3f} "
-                  f"{own[~said].mean():6.3f} {f1[0]:7.3f} {f1[1]:9.3f}  {len({r['name'] for r in mine})}")
+                  f"{own[~said].mean():6.3f} {(majority @ vague).mean():6.3f} {np.nanmean(apart):6.3f} {f1[0]:7.3f} "
+                  f"{f1[1]:9.3f}  {len({r['name'] for r in mine})}")
 
 
 if __name__ == "__main__":
