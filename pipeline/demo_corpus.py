@@ -112,9 +112,10 @@ def _espeak_task(out: Path, rel: str, row: dict, args: list[str], text: str, rec
 
 
 def decode_source(source: str, rate: int) -> np.ndarray:
-    """A source file's samples; MP3s through sox (libmad), which decodes them the same on every call, where
-    libsndfile's mpg123 gave a damaged frame other samples on each read, depending on what the process had
-    decoded before (NaN, values of 7e5, or a few differing samples in Scratch's MP3s)."""
+    """A source file's samples; MP3s through sox (libmad). read_audio once gave other samples on each read of
+    Scratch's MP3s (NaN, values of 7e5), which was taken for libsndfile's mpg123: it was soundfile's blocks()
+    handing back left-over buffer memory past the frames decoded (audio.read_audio reads with read() now, the
+    same on every call); sox stays so that the demo corpus stays byte for byte what it was."""
     if Path(source).suffix.lower() != ".mp3":
         return read_audio(source, rate)
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:  # -G: lower the gain rather than clip overshoot

@@ -316,9 +316,10 @@ def test_an_openclonk_group_reads_back_file_by_file_through_its_child_groups(tmp
 
 
 def test_every_mp3_the_recipe_copies_decodes_to_the_same_samples_in_any_order(tmp_path):
-    """libsndfile's mpg123 decoded an MP3's damaged frames to other samples on each read, depending on what the
-    process had decoded before (NaN in Scratch's Cat.mp3, values of 7e5 in Join-us.mp3, a few samples of
-    HumanBeatbox2.mp3), so two builds differed: the builder decodes MP3s with sox, the same in any order."""
+    """read_audio once decoded an MP3 to other samples on each read, depending on what the process had decoded
+    before (NaN in Scratch's Cat.mp3, values of 7e5 in Join-us.mp3, a few samples of HumanBeatbox2.mp3: soundfile's
+    blocks() handed back left-over buffer memory past the frames decoded), so two builds differed: the builder
+    decodes MP3s with sox, the same in any order."""
     import hashlib
     import tomllib
 
