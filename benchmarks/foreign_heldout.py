@@ -110,13 +110,19 @@ def main() -> None:
         writer = csv.DictWriter(fh, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    print(f"{len(rows)} clips, {len({r['label'] for r in rows})} labels in {out}; evaluate with\n"
+          f"    {ROOT}/.venv/bin/ard evaluate {evaluation_config(out)}")
+
+
+def evaluation_config(corpus: Path) -> Path:
+    """<corpus>/evaluate.toml: configs/demo.toml with this corpus as [evaluation] corpus and its own report folder
+    (the demo's database and work folder: `ard evaluate configs/demo.toml` afterwards shows the demo's again)."""
     demo = (ROOT / "configs" / "demo.toml").read_text()
     config = re.sub(r'"\.\./', f'"{ROOT}/', demo)  # the demo's paths, absolute
-    config = re.sub(r'(?m)^corpus = ".*/data/demo/heldout"', f'corpus = "{out}"', config)
-    config = re.sub(r'(?m)^report_dir = ".*"', f'report_dir = "{out / "report"}"', config)
-    (out / "evaluate.toml").write_text(config)
-    print(f"{len(rows)} clips, {len({r['label'] for r in rows})} labels in {out}; evaluate with\n"
-          f"    {ROOT}/.venv/bin/ard evaluate {out / 'evaluate.toml'}")
+    config = re.sub(r'(?m)^corpus = ".*/data/demo/heldout"', f'corpus = "{corpus}"', config)
+    config = re.sub(r'(?m)^report_dir = ".*"', f'report_dir = "{corpus / "report"}"', config)
+    (corpus / "evaluate.toml").write_text(config)
+    return corpus / "evaluate.toml"
 
 
 if __name__ == "__main__":
