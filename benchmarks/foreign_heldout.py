@@ -106,17 +106,18 @@ def main() -> None:
             (out / rel).write_bytes(archive.read(entry))
             rows.append({"file_name": rel, "label": label, "domain": "sound", "source": "0ad",
                          "license": "CC-BY-SA-3.0 (0ad-data)", "text": "", "voice": ""})
-    with (out / "metadata.csv").open("w", newline="") as fh:
+    print(f"{len(rows)} clips, {len({r['label'] for r in rows})} labels in {out}; evaluate with\n"
+          f"    {ROOT}/.venv/bin/ard evaluate {evaluation_corpus(out, rows)}")
+
+
+def evaluation_corpus(corpus: Path, rows: list[dict]) -> Path:
+    """Writes <corpus>/metadata.csv (rows) and <corpus>/evaluate.toml, configs/demo.toml with this corpus as
+    [evaluation] corpus and its own report folder (the demo's database and work folder: `ard evaluate
+    configs/demo.toml` afterwards shows the demo's again); returns the config's path."""
+    with (corpus / "metadata.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{len(rows)} clips, {len({r['label'] for r in rows})} labels in {out}; evaluate with\n"
-          f"    {ROOT}/.venv/bin/ard evaluate {evaluation_config(out)}")
-
-
-def evaluation_config(corpus: Path) -> Path:
-    """<corpus>/evaluate.toml: configs/demo.toml with this corpus as [evaluation] corpus and its own report folder
-    (the demo's database and work folder: `ard evaluate configs/demo.toml` afterwards shows the demo's again)."""
     demo = (ROOT / "configs" / "demo.toml").read_text()
     config = re.sub(r'"\.\./', f'"{ROOT}/', demo)  # the demo's paths, absolute
     config = re.sub(r'(?m)^corpus = ".*/data/demo/heldout"', f'corpus = "{corpus}"', config)

@@ -15,7 +15,7 @@ import csv
 import subprocess
 from pathlib import Path
 
-from foreign_heldout import ROOT, evaluation_config
+from foreign_heldout import ROOT, evaluation_corpus
 
 # (suffix, sox output options), taken in turn
 ENCODINGS = (("wav", ["-r", "48000", "-c", "2", "-b", "24"]), ("flac", ["-r", "44100", "-c", "2"]),
@@ -36,12 +36,8 @@ def main() -> None:
         # -R: the same dither on every run; -V1: warnings of a few samples clipped after resampling are expected
         subprocess.run(["sox", "-R", "-V1", str(source / row["file_name"]), *options, str(out / rel)], check=True)
         row["file_name"] = str(rel)
-    with (out / "metadata.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     print(f"{len(rows)} clips re-encoded into {out}; evaluate with\n"
-          f"    {ROOT}/.venv/bin/ard evaluate {evaluation_config(out)}")
+          f"    {ROOT}/.venv/bin/ard evaluate {evaluation_corpus(out, rows)}")
 
 
 if __name__ == "__main__":
