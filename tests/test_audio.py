@@ -65,7 +65,7 @@ def test_an_mp3_whose_header_overstates_its_length_gives_only_the_frames_decoded
     left 8 of 91 such MP3s out of an evaluation and put noise at the end of the others)."""
     t = np.arange(2 * 44_100) / 44_100
     sf.write(tmp_path / "tone.wav", np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], 1) * 0.5, 44_100)
-    for i, seconds in enumerate((0.7, 2.0)):  # one block and several blocks' worth of the buffer
+    for i, seconds in enumerate((0.7, 2.0)):  # one block of BLOCK frames, and two
         mp3 = tmp_path / f"tone{i}.mp3"
         subprocess.run(["sox", str(tmp_path / "tone.wav"), "-C", "160", str(mp3), "trim", "0", str(seconds)], check=True)
         decoded = sf.read(mp3, dtype="float32", always_2d=True)[0].mean(axis=1)
