@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .evaluation.intervals import SEED_MEASURES, ours_ahead
 from .evaluation.matching import CONTENT_FREE_NAME
 
 PAPER_TABLE1 = {"sae": (9.33, 0.55, 0.65, 0.60, 0.58), "coverage": (None, None, None, 0.45, None),
@@ -68,6 +69,18 @@ def _intervals_view(sure: pd.DataFrame) -> pd.DataFrame:
                           "ours minus it": span(r.ours_minus, r.ours_minus_low, r.ours_minus_high),
                           "resamples with ours ahead": "-" if math.isnan(r.ours_ahead) else f"{r.ours_ahead:.0%}"}
                          for r in sure.itertuples(index=False)])
+
+
+def _seeds_section(seeds: pd.DataFrame) -> list[str]:
+    view = seeds.assign(method=seeds["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+                        distinct_names=seeds["distinct_names"].astype(int)).rename(
+        columns={"sae_seed": "SAE seed", "distinct_names": "distinct names", **SEED_MEASURES})
+    ahead = ours_ahead(seeds)
+    ahead = pd.DataFrame({"baseline": ahead["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+                          "measure": ahead["measure"].map(SEED_MEASURES),
+                          "SAEs where ours is above it": [f"{a} of {n}" for a, n in zip(ahead["ours_above"], ahead["saes"])],
+                          "mean of ours minus it": ahead["mean_difference"]})
+    return [md_table(view), md_table(ahead)]
 
 
 def naming_by_retrieval(per_feature: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +162,13 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
         "two methods apart on that measure. F1 is not resampled (a resample repeats units, and the one-to-one "
         "matching counts a repeated name once).\n",
         md_table(_intervals_view(tables["table1_intervals"])) if "table1_intervals" in tables else "(not computed)\n",
+        "### Over SAE seeds: does the order hold for an SAE trained from another seed?\n",
+        "Table 1's measures of the methods that read the SAE, for the run's SAE and each SAE of the same layer and "
+        "expansion trained from `[evaluation] seeds` (the same probing activations, recipe and steps; only the "
+        "initialisation and the order of the batches differ), each with its own top C named afresh; then, per "
+        "baseline and measure, in how many of these SAEs ours scores above it. A lead that one SAE shows and "
+        "another does not is not a property of the method.\n",
+        *(_seeds_section(tables["table1_seeds"]) if "table1_seeds" in tables else ["(not computed)\n"]),
         "### Namer or retrieval? Names where the clips found a concept, and where they did not\n",
         "A unit's H^k 'found a concept' when at least half of its clips share the majority label (H^k label purity "
         ">= 0.5). Where they do, the name score measures the namer; where they do not, the majority label is one of "

@@ -349,7 +349,36 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     split = naming_by_retrieval(demo_eval["feature_names"]).set_index("method").loc["Ours (r = mu x c)"]
     assert split["concept found"] == (ours["purity"] >= 0.5).sum() and "### Namer or retrieval?" in text
     assert "## Unlearning" in text and "against training tokens" in text
+    # Table 1 again for the SAE trained from each [evaluation] seed: the run's SAE's rows are Table 1's own
+    seeds = demo_eval["table1_seeds"].set_index(["sae_seed", "method"])
+    assert set(seeds.index) == {(s, m) for s in [demo_config.sae.seed, *demo_config.evaluation.seeds]
+                                for m in ("sae", "mean_act", "coverage", "oracle")}
+    for method in ("sae", "mean_act", "coverage", "oracle"):
+        for column in ("F1", "F1_calibrated", "name_label_sim", "purity"):
+            assert seeds.loc[(demo_config.sae.seed, method), column] == pytest.approx(t1.loc[method, column])
+    other = demo_config.evaluation.seeds[0]
+    assert seeds.loc[(other, "oracle"), "name_label_sim"] == 1.0  # the other SAE's units, named by their labels
+    assert seeds.loc[(other, "sae"), "purity"] != seeds.loc[(demo_config.sae.seed, "sae"), "purity"]  # other units
+    assert "### Over SAE seeds" in text and "SAEs where ours is above it" in text
     assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000
+
+
+def test_ours_ahead_counts_the_saes_where_ours_scores_above_each_baseline_by_hand():
+    """Two SAEs. F1: ours 0.5 / 0.3, Mean Act. 0.4 / 0.4 -> above in 1 of 2, mean difference (0.1 - 0.1) / 2 = 0;
+    Coverage 0.5 / 0.2 -> a tie is not above: 1 of 2, mean (0 + 0.1) / 2 = 0.05. Purity: ours 0.6 / 0.7 against
+    Mean Act. 0.5 / 0.5 -> 2 of 2, mean 0.15."""
+    from pipeline.evaluation.intervals import SEED_MEASURES, ours_ahead
+
+    rows = []
+    for seed, (ours, mean_act, coverage) in enumerate([((0.5, 0.6), (0.4, 0.5), (0.5, 0.5)), ((0.3, 0.7), (0.4, 0.5), (0.2, 0.8))]):
+        for method, (f1, purity) in (("sae", ours), ("mean_act", mean_act), ("coverage", coverage)):
+            rows.append({"method": method, "sae_seed": seed, **{m: 0.0 for m in SEED_MEASURES}, "F1": f1, "purity": purity})
+    got = ours_ahead(pd.DataFrame(rows)).set_index(["method", "measure"])
+    assert list(got.loc[("mean_act", "F1")][["saes", "ours_above"]]) == [2, 1]
+    assert got.loc[("mean_act", "F1"), "mean_difference"] == pytest.approx(0.0)
+    assert got.loc[("coverage", "F1"), "ours_above"] == 1 and got.loc[("coverage", "F1"), "mean_difference"] == pytest.approx(0.05)
+    assert got.loc[("mean_act", "purity"), "ours_above"] == 2 and got.loc[("mean_act", "purity"), "mean_difference"] == pytest.approx(0.15)
+    assert got.loc[("coverage", "purity"), "ours_above"] == 1 and got.loc[("mean_act", "mAP"), "ours_above"] == 0
 
 
 def test_naming_by_retrieval_splits_units_by_whether_their_clips_found_a_concept():
@@ -499,7 +528,7 @@ def test_evaluation_settings_are_checked_when_the_config_is_read(tmp_path, setti
     config.write_text(f"[evaluation]\n{setting}\n")
     with pytest.raises(ValueError, match=message):
         load_config(config)
-    config.write_text((ROOT / "configs" / "demo.toml").read_text().replace("seeds = [1]", "seeds = []"))
+    config.write_text((ROOT / "configs" / "demo.toml").read_text().replace("seeds = [1, 2]", "seeds = []"))
     assert load_config(config).evaluation.seeds == []
 
 

@@ -19,7 +19,7 @@ from .human import table2
 from .probing import probing_table, unlearning_table
 from .stability import stability
 from .retrieval import probing_retrieval
-from .table1 import names, retrieval, table1, unit_sets
+from .table1 import names, retrieval, table1, table1_over_seeds, unit_sets
 
 
 def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
@@ -51,6 +51,9 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
     keep(table4=table4(ctx))
     seeds, seeds_dist, seeds_tokens = stability(ctx)
     keep(seed_stability=seeds, seed_stability_dist=seeds_dist, seed_stability_tokens=seeds_tokens)
+    others = [(r["seed"], Sae.load(r["folder"])) for r in ctx.saes if (r["layer"], r["expansion"]) == (ctx.layer, ctx.expansion)
+              and r["seed"] != ctx.cfg.sae.seed]
+    keep(table1_seeds=table1_over_seeds(ctx, t1, others))
     keep(domains=domains(ctx))
     keep(probing=probing_table(ctx))
     curves, erasure = unlearning_table(ctx)
