@@ -197,7 +197,8 @@ def table1_over_seeds(ctx: EvalContext, first: pd.DataFrame, others: list[tuple[
     1's layer and expansion: the run's (first: Table 1's own rows) and each SAE in others, (seed, SAE) trained
     from [evaluation] seeds. One SAE's 60 units on a few hundred clips cannot order methods whose gaps are a
     few matches: whether the order holds for an SAE trained from another seed is the question a reader asks
-    before believing it. Random p-sets and raw neurons do not depend on the SAE's training: Table 1 has them."""
+    before believing it. Random p-sets (clip sets drawn at random) and raw neurons do not read the SAE's
+    weights: Table 1 has them."""
     keep = ["method", "sae_seed", *SEED_MEASURES, "distinct_names"]
     rows = [first[first["method"].isin(["sae", "mean_act", "coverage", "oracle"])].assign(sae_seed=ctx.cfg.sae.seed)[keep]]
     for seed, sae in others:
