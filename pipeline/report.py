@@ -281,8 +281,21 @@ def steering_figure(sweep: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def seeds_figure(seeds: pd.DataFrame) -> go.Figure:
+    """Ours minus each baseline that reads the SAE, per measure, one point per SAE seed: a lead that holds sits
+    above the zero line on every seed."""
+    wide = seeds.set_index(["sae_seed", "method"])
+    rows = [{"measure": SEED_MEASURES[m], "baseline": METHOD_NAMES[other], "SAE seed": str(s),
+             "ours minus baseline": wide.loc[(s, "sae"), m] - wide.loc[(s, other), m]}
+            for other in ("mean_act", "coverage") for m in SEED_MEASURES for s in seeds["sae_seed"].unique()]
+    fig = px.strip(pd.DataFrame(rows), x="measure", y="ours minus baseline", color="baseline", hover_data=["SAE seed"],
+                   stripmode="group", title="Table 1 over SAE seeds: ours minus each baseline, one point per SAE")
+    fig.add_hline(y=0, line_color="grey")
+    return fig
+
+
 # every figure the report can have, in its order (the explorer keeps a slot for each)
-FIGURES = ("gamma_sweep", "ablation", "seed_stability", "seed_stability_tokens", "unlearning", "retrieval",
+FIGURES = ("gamma_sweep", "table1_seeds", "ablation", "seed_stability", "seed_stability_tokens", "unlearning", "retrieval",
            "diagnosis", "diagnosis_level", "domains", "probing", "steering")
 
 
@@ -290,6 +303,8 @@ def figures(tables: dict[str, pd.DataFrame]) -> dict[str, go.Figure]:
     sweep = tables["gamma_sweep"].assign(method=lambda f: f["method"].map(lambda m: METHOD_NAMES.get(m, m)))
     figs = {"gamma_sweep": px.line(sweep, x="gamma", y="F1", color="method", markers=True,
                                    title="Table 1 F1 against the similarity threshold gamma")}
+    if "table1_seeds" in tables:
+        figs["table1_seeds"] = seeds_figure(tables["table1_seeds"])
     t4 = tables["table4"][tables["table4"]["seed"] == tables["table4"]["seed"].min()]
     figs["ablation"] = px.bar(t4.astype({"expansion": str}), x="layer", y="ms_max", color="expansion", barmode="group",
                               title="Table 4: highest MS per layer and expansion factor")

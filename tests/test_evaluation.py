@@ -360,6 +360,12 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     assert seeds.loc[(other, "oracle"), "name_label_sim"] == 1.0  # the other SAE's units, named by their labels
     assert seeds.loc[(other, "sae"), "purity"] != seeds.loc[(demo_config.sae.seed, "sae"), "purity"]  # other units
     assert "### Over SAE seeds" in text and "SAEs where ours is above it" in text
+    from pipeline.report import seeds_figure  # ours minus each baseline, a point per SAE and measure
+
+    points = {d.name: list(d.y) for d in seeds_figure(demo_eval["table1_seeds"]).data}
+    assert set(points) == {"Mean Act.", "Coverage"} and len(points["Coverage"]) == 6 * len(seeds.index.levels[0])
+    assert points["Coverage"][0] == pytest.approx(t1.loc["sae", "F1"] - t1.loc["coverage", "F1"])  # F1, the run's SAE
+    assert (report / "table1_seeds.png").stat().st_size > 1000
     assert (report / "ablation.html").is_file() and (report / "gamma_sweep.png").stat().st_size > 1000
 
 
