@@ -136,6 +136,7 @@ def cmd_steer(args) -> int:
 def cmd_evaluate(args) -> int:
     from .config import load_config
     from .demo_corpus import build_demo_if_read
+    from .evaluation.intervals import ours_ahead
     from .evaluation.run import evaluate
     from .models import load_model
     from .report import table1_view
@@ -146,6 +147,9 @@ def cmd_evaluate(args) -> int:
     run_all(cfg, lambda: load_model(cfg.model))  # the runs it evaluates must be current
     tables = evaluate(cfg, lambda: load_model(cfg.model))
     print("Table 1 (interpretability, held-out corpus)\n" + format_table(table1_view(tables["table1"]).to_dict("records")))
+    ahead = ours_ahead(tables["table1_seeds"])
+    print(f"\nOver SAE seeds ({ahead['saes'].iloc[0]} SAEs of Table 1's layer: the run's and [evaluation] seeds'): in "
+          "how many ours is above each baseline\n" + format_table(ahead.round(3).to_dict("records")))
     t4 = tables["table4"][["layer", "expansion", "seed", "ms_max", "ms_top100", "fvu_train"]]
     print("\nTable 4 (ablation)\n" + format_table(t4.round(3).to_dict("records")))
     print(f"\nreport: {cfg.resolve(cfg.evaluation.report_dir) / 'report.md'}")
