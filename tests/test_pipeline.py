@@ -275,4 +275,4 @@ def test_the_test_suites_config_is_the_demo_but_for_its_cost_and_where_it_writes
     differ = {(table, key) for table in demo if isinstance(demo[table], dict)
               for key in demo[table] if demo[table][key] != ci[table][key]}
     assert differ == {("extract", "work_dir"), ("sae", "steps"), ("sae", "splice_clips"), ("monosemanticity", "top_c"),
-                      ("evaluation", "report_dir"), ("store", "db")}
+                      ("evaluation", "report_dir"), ("evaluation", "seeds"), ("store", "db")}
