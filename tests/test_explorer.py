@@ -437,7 +437,6 @@ def test_tabs_fill_in_as_background_work_lands(demo_db, demo_eval, tmp_path):
             gate.set()
             expect(page.locator("#eval-report")).to_contain_text("Table 1: interpretability")
             page.locator("#eval-ablation .js-plotly-plot").wait_for()
-        page.locator("#eval-table1-seeds .js-plotly-plot").wait_for()  # Table 1 over SAE seeds, drawn
             expect(page.locator("#background-status")).not_to_contain_text("Still computing")
             expect(page.locator("#eval-report")).to_contain_text("false positives 0.600 -> 0.300")
             page.get_by_role("tab", name="Steer").click()  # the steering trade-off, drawn as the report draws it
