@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .evaluation.intervals import SEED_MEASURES, ours_ahead
+from .evaluation.intervals import SEED_MEASURES, ours_ahead, seed_differences
 from .evaluation.matching import CONTENT_FREE_NAME
 
 PAPER_TABLE1 = {"sae": (9.33, 0.55, 0.65, 0.60, 0.58), "coverage": (None, None, None, 0.45, None),
@@ -284,11 +284,10 @@ def steering_figure(sweep: pd.DataFrame) -> go.Figure:
 def seeds_figure(seeds: pd.DataFrame) -> go.Figure:
     """Ours minus each baseline that reads the SAE, per measure, one point per SAE seed: a lead that holds sits
     above the zero line on every seed."""
-    wide = seeds.set_index(["sae_seed", "method"])
-    rows = [{"measure": SEED_MEASURES[m], "baseline": METHOD_NAMES[other], "SAE seed": str(s),
-             "ours minus baseline": wide.loc[(s, "sae"), m] - wide.loc[(s, other), m]}
-            for other in ("mean_act", "coverage") for m in SEED_MEASURES for s in seeds["sae_seed"].unique()]
-    fig = px.strip(pd.DataFrame(rows), x="measure", y="ours minus baseline", color="baseline", hover_data=["SAE seed"],
+    diff = seed_differences(seeds)
+    rows = pd.DataFrame({"measure": diff["measure"].map(SEED_MEASURES), "baseline": diff["method"].map(METHOD_NAMES),
+                         "SAE seed": diff["sae_seed"].astype(str), "ours minus baseline": diff["difference"]})
+    fig = px.strip(rows, x="measure", y="ours minus baseline", color="baseline", hover_data=["SAE seed"],
                    stripmode="group", title="Table 1 over SAE seeds: ours minus each baseline, one point per SAE")
     fig.add_hline(y=0, line_color="grey")
     return fig
