@@ -59,6 +59,14 @@ def evaluated_clips(by_id: dict[str, Clip], index) -> list[Clip]:
     return [by_id[cid] for cid in dict.fromkeys(base_clip(rows.clip_id) for rows in index)]
 
 
+def seed_runs(ctx) -> tuple[dict, list[dict]]:
+    """(the run's SAE, the SAEs from [evaluation] seeds) among ctx.saes at Table 1's layer and expansion: what seed
+    stability compares and Table 1 over seeds measures again."""
+    runs = [r for r in ctx.saes if (r["layer"], r["expansion"]) == (ctx.layer, ctx.expansion)]
+    base = next(r for r in runs if r["seed"] == ctx.cfg.sae.seed)
+    return base, [r for r in runs if r is not base]
+
+
 def eval_id(clip_id: str) -> str:
     """Store id of an evaluation clip (prefixed: an evaluation file may share a name with a probing one)."""
     return f"eval:{clip_id}"

@@ -12,7 +12,7 @@ from ..activations import skipped_file, skipped_summary
 from ..config import Config
 from ..sae import Sae
 from .ablation import table4
-from .context import EvalContext
+from .context import EvalContext, seed_runs
 from .diagnosis import clip_loudness, diagnosis
 from .domains import domains
 from .human import table2
@@ -51,9 +51,7 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
     keep(table4=table4(ctx))
     seeds, seeds_dist, seeds_tokens = stability(ctx)
     keep(seed_stability=seeds, seed_stability_dist=seeds_dist, seed_stability_tokens=seeds_tokens)
-    others = [(r["seed"], Sae.load(r["folder"])) for r in ctx.saes if (r["layer"], r["expansion"]) == (ctx.layer, ctx.expansion)
-              and r["seed"] != ctx.cfg.sae.seed]
-    keep(table1_seeds=table1_over_seeds(ctx, t1, others))
+    keep(table1_seeds=table1_over_seeds(ctx, t1, [(r["seed"], Sae.load(r["folder"])) for r in seed_runs(ctx)[1]]))
     keep(domains=domains(ctx))
     keep(probing=probing_table(ctx))
     curves, erasure = unlearning_table(ctx)

@@ -20,7 +20,7 @@ import torch
 
 from ..sae import Sae
 from ..train import sample_rows
-from .context import EvalContext
+from .context import EvalContext, seed_runs
 
 
 def decoder_similarity(W_a: np.ndarray, W_b: np.ndarray) -> np.ndarray:
@@ -58,9 +58,7 @@ def _snapshots(folder: Path) -> dict[int, Path]:
 
 def stability(ctx: EvalContext, n_tokens: int = 8192) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(one row per other seed, the per-feature distributions, stability against training tokens)."""
-    runs = [r for r in ctx.saes if r["layer"] == ctx.layer and r["expansion"] == ctx.expansion]
-    base = next(r for r in runs if r["seed"] == ctx.cfg.sae.seed)
-    others = [r for r in runs if r is not base]  # none when [evaluation] seeds = []: empty tables, not an error
+    base, others = seed_runs(ctx)  # no others when [evaluation] seeds = []: empty tables, not an error
     x = sample_rows(ctx.probing_activations, ctx.layer, n_tokens, seed=12345) if others else None
     thr = ctx.ev.stability_threshold
     rows, dist, curve = [], [], []
