@@ -30,7 +30,7 @@ def main() -> None:
     from pipeline.corpus import read_metadata
     from pipeline.demo_corpus import build_demo
     from pipeline.models.whisper import WhisperAdapter
-    from pipeline.hallucination import heard_speech
+    from pipeline.naming import words_placed
 
     build_demo(ROOT / "data" / "demo")
     clips = read_metadata(ROOT / "data" / "demo")
@@ -40,13 +40,13 @@ def main() -> None:
 
     def two_passes(batch):
         decoded = model.decode_batch(batch, max_new_tokens=48)
-        chosen = [i for i, d in enumerate(decoded) if heard_speech(d)]
+        chosen = [i for i, d in enumerate(decoded) if words_placed(d)]
         placed = dict(zip(chosen, model.place_words([batch[i] for i in chosen], [decoded[i] for i in chosen])
                           if chosen else []))
         return decoded, [placed.get(i, ()) for i in range(len(batch))]
 
     def one_pass(batch):
-        return model.decode_and_place(batch, 48, heard_speech)
+        return model.decode_and_place(batch, 48, words_placed)
 
     model.decode_batch(audios[:2], max_new_tokens=8)  # warm-up
     seconds, outputs = {}, {}

@@ -60,37 +60,13 @@ def kept_text(decoding, no_speech_threshold: float = NO_SPEECH_THRESHOLD,
     return "" if silent else decoding.text
 
 
-# What Whisper is best known to write on audio without speech (studies of its hallucinations on non-speech
-# audio find "Thank you.", "Thanks for watching!", "you" and "Bye." among the commonest), and the interjections
-# it writes for any voiced sound ("Ohhhh" on a wolf's howl): alone, they are not words a listener heard. The
-# offline captioner's "speech" reads this: a change here is a new captioner (its id in naming.py).
-NON_SPEECH_PHRASES = ("you", "thank you", "thanks", "thank you so much", "thank you for watching",
-                      "thanks for watching", "bye", "bye bye", "oh", "ah", "uh", "um", "hmm")
-
-
-def _plain(text: str) -> str:
-    """A transcript as bare lower-case words, bracketed tags out and a letter held once ("Ohhhh!" -> "oh")."""
-    words = re.sub(r"[^a-z' ]+", " ", _TAG.sub(" ", text).lower()).split()
-    return " ".join(re.sub(r"(.)\1+", r"\1", w) for w in words)
-
-
-_NON_SPEECH = frozenset(_plain(p) for p in NON_SPEECH_PHRASES)
-
-
-def says_words(text: str) -> bool:
-    """Whether a transcript holds words beyond bracketed tags and the phrases Whisper writes on non-speech
-    (`NON_SPEECH_PHRASES`)."""
-    plain = _plain(text)
-    return bool(plain) and plain not in _NON_SPEECH
-
-
 def heard_speech(decoding) -> bool:
-    """Whether Whisper heard words a listener would: it wrote some (`says_words`) and calls speech more likely
-    than not (its no-speech probability below one half). Its silence rule (`kept_text`) drops a window only
-    above 0.6 with a mean log-probability at most -1, and keeps most of what it writes on music, engines and
-    animals ("Thanks for watching!", "I'm gonna go to the next one.": no-speech probabilities of 0.5-0.8,
-    log-probabilities above -1); below one half it still writes "Bye!" on a cow, "you" on a synth pad."""
-    return says_words(decoding.text) and decoding.no_speech_prob < 0.5
+    """Whether Whisper heard words a listener would: it wrote some and calls speech more likely than not (its
+    no-speech probability below one half). Its silence rule (`kept_text`) drops a window only above 0.6 with a
+    mean log-probability at most -1, and keeps most of what it writes on music, engines and animals ("Thanks
+    for watching!", "I'm gonna go to the next one.": no-speech probabilities of 0.5-0.8, log-probabilities
+    above -1)."""
+    return bool(decoding.text.strip()) and decoding.no_speech_prob < 0.5
 
 
 @dataclass

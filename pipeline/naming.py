@@ -92,6 +92,15 @@ def transcript_terms(text: str) -> tuple[list[str], list[str]]:
     return tags, [w for w in words if w not in _STOP and len(w) > 2]
 
 
+def words_placed(decoding) -> bool:
+    """Whether the captioner places a clip's words under its frames: Whisper heard speech there, not one of its
+    best-known hallucinations ("Thanks for watching!" on an engine; `hallucination.heard_speech`), and two
+    content words or more."""
+    from .hallucination import heard_speech
+
+    return heard_speech(decoding) and len(transcript_terms(decoding.text)[1]) >= 2
+
+
 def label_votes(neighbours: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     """Similarity-weighted share of each label among a clip's nearest references, largest first."""
     votes: Counter = Counter()
@@ -113,7 +122,7 @@ class OfflineCaptioner:
         refs = (f"{len(library)} references {library.digest} by {embedder.name}, {k} a clip" if library is not None
                 else "none")
         what = f"transcripts: {getattr(model, 'name', 'whisper')}; " if full else "references only; "
-        self.id = f"offline-v5 ({what}references: {refs})"
+        self.id = f"offline-v4 ({what}references: {refs})"
         # the transcripts come with each word's place in the clip (frame-level evidence) where the model gives it
         self.words_model = getattr(model, "name", None) if full and hasattr(model, "decode_and_place") else None
 
@@ -123,19 +132,17 @@ class OfflineCaptioner:
         return OfflineCaptioner(self.model, self.library, self.embedder, self.k, full=False) if self.library else self
 
     def caption(self, audios: Sequence[np.ndarray], sample_rate: int, origins=None) -> list[Caption]:
-        from .hallucination import heard_speech, says_words
+        from .hallucination import heard_speech
         from .reference import Origin
 
         # 48 tokens cover a 10 s sentence; non-speech clips can make Whisper loop, which costs time, not words
-        words, heard = [None] * len(audios), [False] * len(audios)
+        words, heard = [None] * len(audios), [True] * len(audios)
         if audios and self.words_model:
-            # Whisper's words count, and are placed under the frames, where it heard speech (its bracketed tags
-            # count either way)
-            decoded, words = self.model.decode_and_place(list(audios), 48, heard_speech)
+            # Whisper's words count where it heard speech (its bracketed tags count either way)
+            decoded, words = self.model.decode_and_place(list(audios), 48, words_placed)
             transcripts, heard = [d.text for d in decoded], [heard_speech(d) for d in decoded]
         elif audios and self.model.has_text and self.full:
             transcripts = self.model.transcribe_batch(list(audios), max_new_tokens=48)
-            heard = [says_words(t) for t in transcripts]
         else:  # no clips, or a model without text output: no speech content
             transcripts = [""] * len(audios)
         if self.library is not None and audios:
@@ -157,16 +164,15 @@ class OfflineCaptioner:
 
     @classmethod
     def caption_one(cls, audio: np.ndarray, rate: int, transcript: str, neighbours=(), heard: bool = True) -> Caption:
-        """heard: whether the transcript is speech (`hallucination.heard_speech`): then the clip is "speech",
-        whatever number of words it holds (a spoken letter, syllable or word is speech); its tags count either way."""
+        """heard: whether the transcript's words are speech (`hallucination.heard_speech`); its tags count either way."""
         d = describe(audio, rate)
         tags, words = transcript_terms(transcript)
         words = words if heard else []
         refs = cls.references_only(neighbours)
         how = descriptor_terms(d)
-        terms = (refs.terms + [f"tag:{t}" for t in tags] + (["speech"] if heard else []) + how
+        terms = (refs.terms + [f"tag:{t}" for t in tags] + (["speech"] if len(words) >= 2 else []) + how
                  + [f"word:{w}" for w in words])
-        said = f'; Whisper hears: "{transcript.strip()}"' if heard else (
+        said = f'; Whisper hears: "{transcript.strip()}"' if len(words) >= 2 else (
             f"; Whisper tags it {', '.join(tags)}" if tags else "")
         pitch = f", pitch about {d.pitch_hz:.0f} Hz" if d.pitch_hz > 0 and d.voiced_fraction >= 0.4 else ""
         text = f"{refs.text[:-1]}; a {d.duration:.1f} s {', '.join(how) or 'plain'} sound{pitch}{said}."

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.hallucination import (_floor_change, choose, heard_speech, is_false_positive, kept_text, nonspeech_probe,
-                                   says_words)
+from pipeline.hallucination import _floor_change, choose, heard_speech, is_false_positive, kept_text, nonspeech_probe
 from pipeline.models.whisper import Decoding
 from pipeline.report import _steering_section, steering_figure
 from pipeline.sae import Sae, SaeSpec
@@ -29,16 +28,6 @@ def test_speech_is_heard_where_whisper_writes_words_and_calls_speech_more_likely
     assert not heard_speech(Decoding("Bye bye.", 0.5, -0.5))  # even odds is not more likely than not
     assert heard_speech(Decoding("a spoken letter", 0.49, -1.6)) and not heard_speech(Decoding(" ", 0.1, -0.1))
     assert kept_text(Decoding("Thanks for watching!", 0.8, -0.8))  # what Whisper's silence rule alone keeps
-
-
-def test_whispers_phrases_on_non_speech_are_not_words_heard_but_one_spoken_word_is():
-    # what the demo's real clips gave at no-speech probabilities below one half: "Bye!" on a cow, "Thank you." on
-    # an electronic effect, "Ohhhh..." on a wolf's howl; a spoken letter, syllable or word is speech
-    for text in ("Bye!", "Thank you.", "you", " You ", "Ohhhhhhhhhhhh", "Thanks for watching!", "[Music]", "(wind) oh."):
-        assert not says_words(text) and not heard_speech(Decoding(text, 0.3, -0.5)), text
-    for text in ("M", "See?", "in", "Princess", "Go!", "thank you, doctor", "oh no", "[Music] Adi"):
-        assert says_words(text) and heard_speech(Decoding(text, 0.3, -0.5)), text
-    assert not heard_speech(Decoding("Princess", 0.5, -0.5))  # the words count only where speech is more likely
 
 
 def _tiny_sae(d_in=6, d_sae=8, k=3, seed=0) -> Sae:
