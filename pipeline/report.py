@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .evaluation.intervals import SEED_MEASURES, ours_ahead, seed_differences
+from .evaluation.intervals import SEED_MEASURES, ours_ahead, seed_differences, seed_means
 from .evaluation.matching import CONTENT_FREE_NAME
 
 PAPER_TABLE1 = {"sae": (9.33, 0.55, 0.65, 0.60, 0.58), "coverage": (None, None, None, 0.45, None),
@@ -80,7 +80,11 @@ def _seeds_section(seeds: pd.DataFrame) -> list[str]:
                           "measure": ahead["measure"].map(SEED_MEASURES),
                           "SAEs where ours is above it": [f"{a} of {n}" for a, n in zip(ahead["ours_above"], ahead["saes"])],
                           "mean of ours minus it": ahead["mean_difference"]})
-    return [md_table(view), md_table(ahead)]
+    means = seed_means(seeds)
+    means = pd.DataFrame({"method": means["method"].map(lambda m: METHOD_NAMES.get(m, m)), "SAEs": means["saes"],
+                          **{title: [f"{v:.3f} ± {d:.3f}" for v, d in zip(means[m], means[f"{m}_std"])]
+                             for m, title in SEED_MEASURES.items()}})
+    return [md_table(view), "Each method over the SAEs, mean ± std:\n", md_table(means), md_table(ahead)]
 
 
 def naming_by_retrieval(per_feature: pd.DataFrame) -> pd.DataFrame:

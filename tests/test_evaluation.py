@@ -360,6 +360,8 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     assert seeds.loc[(other, "oracle"), "name_label_sim"] == 1.0  # the other SAE's units, named by their labels
     assert seeds.loc[(other, "sae"), "purity"] != seeds.loc[(demo_config.sae.seed, "sae"), "purity"]  # other units
     assert "### Over SAE seeds" in text and "SAEs where ours is above it" in text
+    pair = seeds.loc[[(s, "sae") for s in (demo_config.sae.seed, other)], "F1"]  # ours over the two SAEs
+    assert f"| Ours (r = mu x c) | 2 | {pair.mean():.3f} ± {pair.std(ddof=0):.3f} |" in text
     from pipeline.report import seeds_figure  # ours minus each baseline, a point per SAE and measure
 
     points = {d.name: list(d.y) for d in seeds_figure(demo_eval["table1_seeds"]).data}
@@ -385,6 +387,20 @@ def test_ours_ahead_counts_the_saes_where_ours_scores_above_each_baseline_by_han
     assert got.loc[("coverage", "F1"), "ours_above"] == 1 and got.loc[("coverage", "F1"), "mean_difference"] == pytest.approx(0.05)
     assert got.loc[("mean_act", "purity"), "ours_above"] == 2 and got.loc[("mean_act", "purity"), "mean_difference"] == pytest.approx(0.15)
     assert got.loc[("coverage", "purity"), "ours_above"] == 1 and got.loc[("mean_act", "mAP"), "ours_above"] == 0
+
+
+def test_seed_means_are_each_methods_mean_and_spread_over_the_saes_by_hand():
+    """Three SAEs: ours F1 0.2 / 0.3 / 0.4 -> mean 0.3, std (ddof 0) sqrt((0.01 + 0 + 0.01) / 3) = 0.0816;
+    Mean Act.'s purity 0.5 every time -> std 0."""
+    from pipeline.evaluation.intervals import SEED_MEASURES, seed_means
+
+    rows = [{"method": method, "sae_seed": seed, **{m: 0.0 for m in SEED_MEASURES}, "F1": f1, "purity": 0.5}
+            for seed, f1 in enumerate((0.2, 0.3, 0.4)) for method in ("sae", "mean_act")]
+    got = seed_means(pd.DataFrame(rows)).set_index("method")
+    assert list(got.index) == ["sae", "mean_act"] and list(got["saes"]) == [3, 3]
+    assert got.loc["sae", "F1"] == pytest.approx(0.3) and got.loc["sae", "F1_std"] == pytest.approx(0.0816, abs=1e-4)
+    assert got.loc["mean_act", "purity"] == pytest.approx(0.5) and got.loc["mean_act", "purity_std"] == 0.0
+    assert got.loc["sae", "F1_std"] == pytest.approx(np.std([0.2, 0.3, 0.4]))  # numpy's population std
 
 
 def test_naming_by_retrieval_splits_units_by_whether_their_clips_found_a_concept():

@@ -8,7 +8,8 @@ F1 is not resampled: a resample repeats units, and a one-to-one matching counts 
 resampled F1 is biased low (on the demo: F1 0.207, its resamples' interval 0.138-0.224).
 
 The units are not the only chance in Table 1: the SAE is one training's. `ours_ahead` counts, over SAEs of the
-same layer trained from other seeds (`table1.table1_over_seeds`), in how many ours scores above a baseline."""
+same layer trained from other seeds (`table1.table1_over_seeds`), in how many ours scores above a baseline;
+`seed_means` gives each method's mean and spread over them."""
 
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ def seed_differences(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"method": other, "measure": m, "sae_seed": s,
                           "difference": wide.loc[(s, "sae"), m] - wide.loc[(s, other), m]}
                          for other in ("mean_act", "coverage") for m in SEED_MEASURES for s in seeds["sae_seed"].unique()])
+
+
+def seed_means(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Each method's measures over the SAEs of table1_seeds' frame: mean and standard deviation (ddof 0, as
+    Table 1's random seeds), one row per method. The reading of Table 1's SAE rows that one training's last
+    bits do not decide."""
+    grouped = seeds.groupby("method", sort=False)[list(SEED_MEASURES)]
+    return grouped.mean().join(grouped.std(ddof=0), rsuffix="_std").assign(saes=grouped.size()).reset_index()
 
 
 def ours_ahead(seeds: pd.DataFrame) -> pd.DataFrame:
