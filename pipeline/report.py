@@ -35,11 +35,16 @@ def md_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pm(value: float, std: float) -> str:
+    """A mean and its spread, as Table 1 and the seeds' table write them."""
+    return f"{value:.3f} ± {std:.3f}"
+
+
 def table1_view(t1: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in t1.itertuples(index=False):
         paper = PAPER_TABLE1.get(r.method, (None,) * 5)
-        pm = (lambda v, s: f"{v:.3f} ± {s:.3f}") if r.runs > 1 else (lambda v, s: f"{v:.3f}")
+        pm = _pm if r.runs > 1 else (lambda v, s: f"{v:.3f}")
         rows.append({"method": METHOD_NAMES.get(r.method, r.method), "highest MS": pm(r.ms_max, r.ms_max_std),
                      "P": pm(r.P, r.P_std), "R": pm(r.R, r.R_std), "F1": pm(r.F1, r.F1_std), "mAP": pm(r.mAP, r.mAP_std),
                      "F1 @ calibrated gamma": pm(r.F1_calibrated, r.F1_calibrated_std),
@@ -82,7 +87,7 @@ def _seeds_section(seeds: pd.DataFrame) -> list[str]:
                           "mean of ours minus it": ahead["mean_difference"]})
     means = seed_means(seeds)
     means = pd.DataFrame({"method": means["method"].map(lambda m: METHOD_NAMES.get(m, m)), "SAEs": means["saes"],
-                          **{title: [f"{v:.3f} ± {d:.3f}" for v, d in zip(means[m], means[f"{m}_std"])]
+                          **{title: [_pm(v, d) for v, d in zip(means[m], means[f"{m}_std"])]
                              for m, title in SEED_MEASURES.items()}})
     return [md_table(view), "Each method over the SAEs, mean ± std:\n", md_table(means), md_table(ahead)]
 
