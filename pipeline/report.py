@@ -138,13 +138,19 @@ def _left_out(meta) -> str:
             f"`{meta.left_out_list}`: the tables and the reference concepts count only the clips evaluated")
 
 
+def _paths(meta) -> str:
+    """The CPU code paths the evaluation computed on (pipeline/cpu_paths.py), where the store records them."""
+    paths = getattr(meta, "cpu_paths", None)
+    return f" CPU code paths: {paths} (`pipeline/cpu_paths.py`)." if isinstance(paths, str) and paths else ""
+
+
 def markdown(tables: dict[str, pd.DataFrame]) -> str:
     meta = tables["meta"].iloc[0]
     t4 = tables["table4"]
     parts = [
         "# Evaluation report\n",
         f"Evaluation corpus: `{meta.eval_corpus}` ({meta.eval_clips} clips, {meta.references} reference concepts = "
-        f"their labels; sources: {meta.eval_sources}), held out of the probing corpus{_left_out(meta)}. SAE of "
+        f"their labels; sources: {meta.eval_sources}), held out of the probing corpus{_left_out(meta)}.{_paths(meta)} SAE of "
         f"Table 1: `{meta.run_layer}`, "
         f"e = {meta.expansion}; top {meta.top_c} units per method by MS on the evaluation corpus; names matched to "
         f"labels with the `{meta.text_embedder}` text embedder; a pair counts when its cosine is above gamma = "

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .activations import ActivationStore
 from .config import SaeConfig
+from .cpu_paths import cpu_paths
 from .sae import Sae, SaeSpec
 
 
@@ -176,7 +177,7 @@ def train_sae(store: ActivationStore, layer: str, expansion: int, cfg: SaeConfig
     metrics = sae_metrics(sae.cpu(), sample_rows(store, layer, 50_000, cfg.seed + 1))
     metrics.update({"dead_fraction": float((since_fired >= window).float().mean()), "dead_window_tokens": window,
                     "tokens": tokens, "tokens_per_s": tokens / elapsed, "seconds": elapsed,
-                    "normalisation_scale": scale, "lr": base_lr})
+                    "normalisation_scale": scale, "lr": base_lr, "cpu_paths": cpu_paths()})
     (out / "metrics.json").write_text(json.dumps({"spec": asdict(sae.spec), "config": asdict(cfg), **metrics}, indent=2))
     return sae, metrics
 

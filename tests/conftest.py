@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import pipeline  # noqa: F401 (first, before anything loads numpy: it pins the CPU code paths, pipeline/cpu_paths.py)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

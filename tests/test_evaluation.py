@@ -342,6 +342,9 @@ def test_demo_report_builds_with_every_table(demo_eval, demo_config):
     report = demo_config.resolve(demo_config.evaluation.report_dir)
     text = (report / "report.md").read_text()
     assert "## Table 1: interpretability" in text and "## Table 4" in text and "labels oracle" in text
+    from pipeline.cpu_paths import cpu_paths
+
+    assert f"CPU code paths: {cpu_paths()}" in text  # what this process computed on (pinned: the same on every x86-64)
     assert "### How sure: 95 % bootstrap intervals" in text and "resamples with ours ahead" in text
     assert "names tell units apart (AUC)" in text and "'sound' vs majority label" in text
     assert "most common class" in text

@@ -10,6 +10,7 @@ import pandas as pd
 from .. import store
 from ..activations import skipped_file, skipped_summary
 from ..config import Config
+from ..cpu_paths import cpu_paths
 from ..sae import Sae
 from .ablation import table4
 from .context import EvalContext, seed_runs
@@ -66,7 +67,8 @@ def run(ctx: EvalContext) -> dict[str, pd.DataFrame]:
                              "left_out": len(ctx.left_out), "left_out_why": skipped_summary(ctx.left_out),
                              "left_out_list": str(skipped_file(ctx.work / "activations")),
                              "references": len(ctx.references),
-                             "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.evaluated}))}]))
+                             "eval_sources": ", ".join(sorted({str(c.meta.get("source")) for c in ctx.evaluated})),
+                             "cpu_paths": cpu_paths()}]))
     return tables
 
 
