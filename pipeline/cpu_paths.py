@@ -43,6 +43,12 @@ def pin_cpu_paths(environ=os.environ, machine: str | None = None) -> dict[str, s
     return set_here
 
 
+def pinned_env(environ=os.environ) -> dict[str, str]:
+    """The pins (and the opt-out) as this process has them: for worker processes started on other machines
+    (Ray's runtime_env), which do not inherit this process's environment."""
+    return {name: environ[name] for name in (*PINS, "ARD_NATIVE_CPU") if name in environ}
+
+
 def cpu_paths() -> str:
     """Which code paths this process computes on, for a report: "torch AVX2, numpy AVX2 (pinned)"."""
     import numpy  # noqa: F401 (loads the dispatch table)

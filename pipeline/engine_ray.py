@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .activations import ActivationStore, _atomic_write_text, read_skipped, skipped_file, warn_left_out, write_shard
 from .config import Config, CorpusConfig, ModelConfig
 from .corpus import Clip, load_clip
+from .cpu_paths import pinned_env
 
 log = logging.getLogger(__name__)
 SHM_WARN_BYTES = 2 << 30
@@ -50,8 +51,9 @@ def start(cfg: Config):
             if free < SHM_WARN_BYTES:
                 log.warning("/dev/shm has %.1f GB free: Ray's object store will spill to disk and slow down "
                             "(docker: --shm-size=8g)", free / 2**30)
+        # the workers compute on the CPU paths this process does, on every machine of the cluster
         ray.init(address=cfg.engine.address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, runtime_env={"env_vars": pinned_env()})
     return ray
 
 

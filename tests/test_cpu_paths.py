@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.cpu_paths import PINS, cpu_paths, pin_cpu_paths
+from pipeline.cpu_paths import PINS, cpu_paths, pin_cpu_paths, pinned_env
 
 # Whisper tiny.en's hidden states and aisfx's embeddings of four demo clips, hashed, in a fresh process that
 # imports the pipeline the way `ard` does
@@ -46,6 +46,9 @@ def test_pins_set_what_is_unset_on_x86_64_only_and_not_when_the_user_opts_out():
     assert pin_cpu_paths({"ARD_NATIVE_CPU": "1"}, machine="x86_64") == {}
     assert pin_cpu_paths({"ARD_NATIVE_CPU": "0"}, machine="x86_64") == PINS  # "0" is not an opt-out
     assert pin_cpu_paths({}, machine="aarch64") == {}
+    # what Ray's workers on other machines are given: the pins and the opt-out, nothing else of this environment
+    assert pinned_env({**PINS, "HOME": "/root"}) == PINS
+    assert pinned_env({"ARD_NATIVE_CPU": "1", "PATH": "/bin"}) == {"ARD_NATIVE_CPU": "1"}
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86-64")

@@ -129,6 +129,13 @@ def test_ray_gives_the_local_engines_activations_scores_and_rows(local, cluster,
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-9)
 
 
+def test_ray_workers_compute_on_the_pinned_cpu_paths(cluster):
+    """A task on the cluster loads numpy and torch on the paths this process does (pipeline/cpu_paths.py)."""
+    from pipeline.cpu_paths import cpu_paths
+
+    assert ray.get(ray.remote(cpu_paths).remote()) == cpu_paths()
+
+
 def _writer_pids() -> list[int]:
     """Processes of the model actors (Ray titles them ray::MapWorker(Map(_ShardWriter)))."""
     import psutil  # comes with Ray
