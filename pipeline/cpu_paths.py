@@ -56,5 +56,6 @@ def cpu_paths() -> str:
     from numpy._core._multiarray_umath import __cpu_features__ as features
 
     numpy_path = "AVX512" if features.get("X86_V4") or features.get("AVX512_SKX") else "AVX2 or less"
-    pinned = os.environ.get("ARD_NATIVE_CPU", "") in ("", "0") and "ATEN_CPU_CAPABILITY" in os.environ
-    return f"torch {torch.backends.cpu.get_cpu_capability()}, numpy {numpy_path} ({'pinned' if pinned else 'native'})"
+    ours = sum(os.environ.get(name) == value for name, value in PINS.items())
+    how = "pinned" if ours == len(PINS) else "native" if not any(name in os.environ for name in PINS) else "partly pinned"
+    return f"torch {torch.backends.cpu.get_cpu_capability()}, numpy {numpy_path} ({how})"

@@ -57,6 +57,16 @@ def test_this_test_process_computes_on_the_avx2_paths():
     assert cpu_paths() == "torch AVX2, numpy AVX2 or less (pinned)"
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86-64")
+def test_the_paths_say_pinned_only_when_every_pin_holds(monkeypatch):
+    """A variable the user set to something else makes the report say so, not 'pinned'."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+    assert cpu_paths().endswith("(partly pinned)")
+    for name in PINS:
+        monkeypatch.delenv(name)
+    assert cpu_paths().endswith("(native)")  # the label reads the variables; the libraries keep what they loaded with
+
+
 def _child(env: dict, corpus) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, str(corpus)], env=env, capture_output=True, text=True,
                           check=True, timeout=600)
