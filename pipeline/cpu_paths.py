@@ -1,13 +1,14 @@
-"""The same bits on every x86-64 CPU: the numeric libraries' SIMD code paths pinned to AVX2.
+"""Bits that do not depend on the CPU's instruction set: the numeric libraries' SIMD code paths pinned to AVX2.
 
 Why: torch (its own kernels and oneDNN's), numpy and OpenBLAS each pick their kernels by the CPU they run on,
 and the AVX-512 kernels round differently in the last bits from the AVX2 ones. Measured on the demo's clips:
 Whisper tiny.en's activations differ bit for bit between the two (oneDNN's convolutions, ATen's kernels), and
 so do aisfx's clip embeddings (oneDNN, numpy, OpenBLAS); an SAE trained on activations that differ in their
 last bits ranks another top 60, so the demo's Table 1 read two ways on two kinds of 2-core machine
-(docs/evaluation-history.md). Pinned, a machine with AVX-512 computes what one with AVX2 alone computes, and
-every x86-64 machine from about 2015 on gives the demo's figures. The SAE's training itself gave the same
-bits on either path, and with 2 to 16 threads (1 thread differs).
+(docs/evaluation-history.md). Pinned, a machine with AVX-512 computes what one with AVX2 alone computes. Not
+pinned by any variable: kernels that block their loops by the CPU's cache sizes (oneDNN's, MKL's) may still sum
+in another order on another CPU model. The SAE's training itself gave the same bits on either path, and with
+2 to 16 threads (1 thread differs).
 
 The libraries read these variables once, when they load (numpy, OpenBLAS) or first compute (torch, oneDNN,
 MKL): `pin_cpu_paths` runs when the `pipeline` package is first imported, before numpy or torch is, in `ard`,
@@ -50,12 +51,14 @@ def pinned_env(environ=os.environ) -> dict[str, str]:
 
 
 def cpu_paths() -> str:
-    """Which code paths this process computes on, for a report: "torch AVX2, numpy AVX2 (pinned)"."""
-    import numpy  # noqa: F401 (loads the dispatch table)
+    """Which code paths this process computes on, for a report: "torch AVX2, numpy AVX2 or less (pinned)";
+    "partly pinned" where the user set a pin's variable otherwise, "native" where none is set."""
     import torch
     from numpy._core._multiarray_umath import __cpu_features__ as features
 
     numpy_path = "AVX512" if features.get("X86_V4") or features.get("AVX512_SKX") else "AVX2 or less"
-    ours = sum(os.environ.get(name) == value for name, value in PINS.items())
-    how = "pinned" if ours == len(PINS) else "native" if not any(name in os.environ for name in PINS) else "partly pinned"
+    if all(os.environ.get(name) == value for name, value in PINS.items()):
+        how = "pinned"
+    else:
+        how = "partly pinned" if any(name in os.environ for name in PINS) else "native"
     return f"torch {torch.backends.cpu.get_cpu_capability()}, numpy {numpy_path} ({how})"

@@ -1,4 +1,4 @@
-"""The CPU code paths are pinned to AVX2 (pipeline/cpu_paths.py): every x86-64 machine computes the same bits."""
+"""The CPU code paths are pinned to AVX2 (pipeline/cpu_paths.py): the instruction set does not decide the bits."""
 
 from __future__ import annotations
 
