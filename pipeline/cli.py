@@ -274,7 +274,10 @@ def cmd_export_sae(args) -> int:
 
 
 def cmd_status(args) -> int:
+    import json
+
     from .config import load_config
+    from .cpu_paths import cpu_paths
     from .stages import StageLog, status
 
     cfg = load_config(args.config)
@@ -282,6 +285,14 @@ def cmd_status(args) -> int:
     for stage, current in status(cfg):
         took = f"  ({seconds[stage]:.0f} s)" if current and stage in seconds else ""
         print(f"{'done   ' if current else 'pending'}  {stage}{took}")
+    # an SAE trained on other CPU paths than this process's (before the pins, or with ARD_NATIVE_CPU) scores
+    # and names in other last bits than a rebuild here would: say which
+    here = cpu_paths()
+    trained = {f.parent.name: json.loads(f.read_text()).get("cpu_paths", "not recorded")
+               for f in sorted((cfg.work_dir / "sae").glob("*/metrics.json"))}
+    others = [f"{run} ({paths})" for run, paths in trained.items() if paths != here]
+    print(f"CPU code paths: {here}" + (f"; SAEs trained on others: {', '.join(others)}" if others else
+                                        "; every SAE here was trained on them" if trained else ""))
     return 0
 
 

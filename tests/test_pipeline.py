@@ -125,7 +125,18 @@ def test_run_stores_two_runs_and_skips_what_is_done(finished, whisper):
     assert set(seconds) == set(stages.stage_keys(cfg)) and all(s >= 0 for s in seconds.values())
     shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(finished / "small.toml")],
                            capture_output=True, text=True, check=True).stdout.splitlines()
-    assert shown == [f"done     {stage}  ({seconds[stage]:.0f} s)" for stage in stages.stage_keys(cfg)]
+    assert shown[:-1] == [f"done     {stage}  ({seconds[stage]:.0f} s)" for stage in stages.stage_keys(cfg)]
+    # and which CPU paths its SAEs were trained on, against this process's (pipeline/cpu_paths.py)
+    from pipeline.cpu_paths import cpu_paths
+
+    assert shown[-1] == f"CPU code paths: {cpu_paths()}; every SAE here was trained on them"
+    metrics = next((cfg.work_dir / "sae").glob("*/metrics.json"))
+    original = metrics.read_text()
+    metrics.write_text(json.dumps({**json.loads(original), "cpu_paths": "torch AVX512, numpy AVX512 (native)"}))
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(finished / "small.toml")],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    metrics.write_text(original)
+    assert shown[-1].endswith(f"; SAEs trained on others: {metrics.parent.name} (torch AVX512, numpy AVX512 (native))")
 
 
 @pytest.mark.slow
